@@ -1,0 +1,241 @@
+"""``pyro-vae``: the command line. It parses, builds configs and calls :mod:`inference.run`.
+
+Bad input (unknown names, wrong shapes, NaN, data outside a likelihood's support, a missing
+or foreign run directory, a corrupt checkpoint, a dataset missing offline) is reported as
+one line on stderr with exit status 2; an existing run is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+PROG = "pyro-vae"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and exit status 2, as argparse's)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _options(pairs: Optional[List[str]]) -> Dict[str, Any]:
+    from pyro_vae.errors import ConfigError
+
+    out: Dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS
+
+    parser = _Parser(prog=PROG, description="Variational autoencoders as Pyro programs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE (default: dense VAE on embedded MNIST digits)")
+    t.add_argument("--model", default=None, help=f"model: {' | '.join(MODELS.names())} (default dense)")
+    t.add_argument("--guide", default=None, help=f"guide: {' | '.join(GUIDES.names())} (default gaussian)")
+    t.add_argument("--flows", type=int, default=None, metavar="K", help="number of flow steps of a flow guide")
+    t.add_argument("--likelihood", default=None,
+                   help=f"likelihood: {' | '.join(LIKELIHOODS.names())} "
+                        "(default bernoulli for binarized data, gaussian otherwise)")
+    t.add_argument("--dataset", default=None,
+                   help=f"dataset: {' | '.join(DATASETS.names())}, or a .npz/.pt file with "
+                        "arrays 'train' and 'test' (default mnist5k)")
+    t.add_argument("--data-dir", default=None, help="where torchvision datasets live (default ./data)")
+    t.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
+    t.add_argument("--binarize", default=None, help="dynamic | static | none (default dynamic)")
+    t.add_argument("--z-dim", type=int, default=None, help="latent dimension (default 32)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="model_options",
+                   help="model option, e.g. --set hidden=[512,256] (repeatable; JSON values)")
+    t.add_argument("--epochs", type=int, default=None, help="total epochs")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr-decay", type=float, default=None, help="learning-rate decay per epoch")
+    t.add_argument("--particles", type=int, default=None, metavar="L", help="samples of z per point and step")
+    t.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS", help="epochs of linear KL warm-up")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--jit", action="store_true", default=None, help="compile the ELBO (JitTrace_ELBO)")
+    t.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
+    t.add_argument("--iwae-samples", type=int, default=None, help="k of the final IWAE evaluation (default 1000)")
+    t.add_argument("--device", default="cpu", help="cpu | cuda")
+    t.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<time>-<model>-<guide>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="ELBO and IWAE log-likelihood of a trained run; writes eval.json")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--iwae-samples", type=int, default=5000, metavar="K")
+    e.add_argument("--split", default="test", help="train | test")
+    e.add_argument("--dataset", default=None, help="evaluate on another dataset of the same image shape")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("sample", help="write a grid of images decoded from the prior")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default=None, metavar="FILE.png", help="default RUN_DIR/samples.png")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+
+    sub.add_parser("list", help="list registered models, guides, likelihoods and datasets")
+    return parser
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from pyro_vae.errors import ConfigError
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {device!r}; valid devices: cpu, cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but CUDA is not available")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from inference.run import DataConfig, is_run, read_config, summarize, train_run
+    from inference.svi import TrainConfig
+    from pyro_vae.errors import CheckpointError, ConfigError
+
+    _check_device(args.device)
+    train_fields = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "lr_decay": args.lr_decay, "particles": args.particles, "kl_warmup": args.kl_warmup,
+        "seed": args.seed, "jit": args.jit,
+    }
+    given_train = {k: v for k, v in train_fields.items() if v is not None}
+    progress = not args.no_progress
+
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out RUN_DIR")
+        config = read_config(args.out)
+        # With --resume the run's own config is authoritative; only --epochs may change it.
+        conflicting = [
+            f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+            if value not in (None, False) and name in (
+                "model", "guide", "flows", "likelihood", "dataset", "binarize", "z_dim",
+                "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
+                "seed", "jit", "train_size", "test_size", "iwae_samples")
+        ]
+        if conflicting:
+            raise ConfigError(
+                f"{', '.join(conflicting)} cannot change a run being resumed; only --epochs can"
+            )
+        train = TrainConfig.from_dict({**config["train"], **given_train})
+        result = train_run(args.out, config["model"], config["guide"],
+                           DataConfig.from_dict(config["data"]), train, resume=True,
+                           download=args.download, progress=progress, device=args.device)
+        print(summarize(result, result["binarize"] != "none"))
+        return 0
+
+    binarize = args.binarize or "dynamic"
+    likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
+    model = {"name": args.model or "dense", "z_dim": 32 if args.z_dim is None else args.z_dim,
+             "likelihood": likelihood, **_options(args.model_options)}
+    guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
+    if args.flows is not None:
+        guide["num_flows"] = args.flows
+    data = DataConfig(
+        name=args.dataset or "mnist5k",
+        binarize=binarize,
+        data_dir=os.path.abspath(args.data_dir or "data"),
+        train_size=args.train_size,
+        test_size=args.test_size,
+    )
+    train = TrainConfig(**given_train)
+    out = args.out or os.path.join(
+        "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}"
+    )
+    if is_run(out):
+        raise CheckpointError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    result = train_run(out, model, guide, data, train,
+                       iwae_samples=1000 if args.iwae_samples is None else args.iwae_samples,
+                       download=args.download, progress=progress, device=args.device)
+    print(summarize(result, data.binarize != "none"))
+    print(f"run directory: {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from inference.run import evaluate_run, summarize
+    from pyro_vae.errors import ConfigError
+
+    if args.iwae_samples < 1:
+        raise ConfigError(f"--iwae-samples must be positive, got {args.iwae_samples}")
+    _check_device(args.device)
+    result = evaluate_run(args.run_dir, iwae_samples=args.iwae_samples, split=args.split,
+                          dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                          seed=args.seed, progress=not args.no_progress, device=args.device)
+    print(summarize(result, result["binarize"] != "none"))
+    print(f"wrote {os.path.join(args.run_dir, 'eval.json')}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from inference.run import sample_run
+
+    _check_device(args.device)
+    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS
+
+    for reg in (MODELS, GUIDES, LIKELIHOODS, DATASETS):
+        print(f"{reg.kind}s: {', '.join(reg.names())}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``pyro-vae`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from pyro_vae.errors import PyroVAEError
+
+    handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list}[args.command]
+    try:
+        return handler(args)
+    except PyroVAEError as err:
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted (the last completed epoch is checkpointed; "
+              "continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

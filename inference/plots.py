@@ -1,0 +1,54 @@
+"""Figures of a run: image grids (torchvision) and the loss curve (matplotlib)."""
+
+from __future__ import annotations
+
+import io
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from .checkpoint import _atomic_write
+
+
+def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
+    """Save images (N, C, H, W) in [0, 1] as one PNG grid (written atomically)."""
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(images.detach().float().clamp(0, 1).cpu(), buf, nrow=nrow, padding=2, format="png")
+    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
+    """Interleave rows of originals and reconstructions: row 2i originals, row 2i+1 recons."""
+    n = (len(x) // nrow) * nrow
+    x, recon = x[:n], recon[:n]
+    rows = []
+    for i in range(0, n, nrow):
+        rows += [x[i : i + nrow], recon[i : i + nrow]]
+    return torch.cat(rows)
+
+
+def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] = None) -> None:
+    """Train objective and test ELBO (nats per example) against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [-m["train_loss"] for m in metrics], label="train objective (β-ELBO)")
+    ax.plot(epochs, [m["test_elbo"] for m in metrics], label="test ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    _atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -1,0 +1,231 @@
+"""Stochastic variational inference: the training loop.
+
+One epoch is a pass over shuffled mini-batches; each step is ``SVI.step`` with
+``Trace_ELBO(num_particles=L, vectorize_particles=True)`` — the L-sample, M-sized
+mini-batch SGVB estimator of Kingma & Welling (arXiv:1312.6114) — on the model's full-data
+ELBO (the ``"data"`` plate scales by N / M). KL warm-up multiplies the latent site by
+β_e = min(1, (e + 1) / (W + 1)) during the first W epochs, through ``poutine.scale`` in the
+model and guide (``kl_scale``), so the first W epochs optimise a β-weighted bound and every
+later epoch the true ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
+
+from pyro_vae.data import ImageDataset
+from pyro_vae.errors import ConfigError
+from pyro_vae.models.base import VAE
+
+from .evaluate import evaluate
+from .optim import FusedClippedAdam
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (recorded in ``config.json``).
+
+    Attributes:
+        epochs: total number of epochs.
+        batch_size: mini-batch size M.
+        lr: Adam learning rate.
+        lr_decay: multiplicative learning-rate decay per epoch (1 = constant).
+        clip_norm: elementwise gradient clip of ClippedAdam, for the *per-example* loss.
+        particles: L, samples of z per data point in each step (vectorized).
+        kl_warmup: W, epochs of linear KL warm-up (0 = none).
+        seed: seed of torch, numpy and Pyro.
+        jit: compile the ELBO with ``JitTrace_ELBO`` (static shapes: drops the last
+            partial batch of each epoch).
+        validate: keep Pyro's per-step distribution validation on (data are validated
+            once when loaded, so it is off by default for speed).
+        eval_samples: importance samples for the per-epoch test ELBO estimate.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 1.0
+    clip_norm: float = 10.0
+    particles: int = 1
+    kl_warmup: int = 0
+    seed: int = 0
+    jit: bool = False
+    validate: bool = False
+    eval_samples: int = 1
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 0,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "lr_decay": 0 < self.lr_decay <= 1,
+            "clip_norm": self.clip_norm > 0,
+            "particles": self.particles >= 1,
+            "kl_warmup": self.kl_warmup >= 0,
+            "eval_samples": self.eval_samples >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(
+                "invalid training settings: "
+                + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            )
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown training settings {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def kl_scale(self, epoch: int) -> float:
+        """β for 0-based ``epoch``: min(1, (epoch + 1) / (W + 1))."""
+        if self.kl_warmup <= 0:
+            return 1.0
+        return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random`` (through Pyro)."""
+    pyro.set_rng_seed(seed)
+
+
+def rng_state() -> Dict[str, Any]:
+    """The global RNG states of torch, numpy and Python, as tensors and lists only (so that
+    checkpoints load with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(internal), gauss],
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Trainer:
+    """SVI on a VAE and a guide over an :class:`~pyro_vae.data.ImageDataset`.
+
+    Args:
+        vae: the model.
+        guide: a guide callable with site ``"z"`` (``vae.guide`` or :func:`build_guide`).
+        data: the dataset (its ``train`` split is fitted, ``test`` monitored).
+        config: optimisation settings.
+
+    Example:
+        >>> from pyro_vae import build_vae, build_guide, load_dataset
+        >>> data = load_dataset("mnist5k", train_size=256, test_size=64)
+        >>> vae = build_vae("dense", data.x_shape, z_dim=4, hidden=(32,))
+        >>> trainer = Trainer(vae, build_guide("gaussian", vae), data, TrainConfig(epochs=1))
+        >>> metrics = trainer.train_epoch()
+        >>> sorted(metrics)[:3]
+        ['epoch', 'kl_scale', 'lr']
+    """
+
+    def __init__(self, vae: VAE, guide: Callable, data: ImageDataset, config: TrainConfig):
+        self.vae = vae
+        self.guide = guide
+        self.data = data
+        self.config = config
+        vae.likelihood.check_data(data.binary)
+        self.dequantize = vae.likelihood.dequantize
+        self.num_data = len(data.train)
+        params = list(vae.parameters())
+        if isinstance(guide, torch.nn.Module):
+            params += [p for p in guide.parameters() if all(p is not q for q in params)]
+        # The plate scales the loss to the full-data ELBO (N × per-example), so the
+        # per-example clip threshold is scaled by N as well.
+        self.optim = FusedClippedAdam(
+            {"lr": config.lr, "clip_norm": config.clip_norm * self.num_data}, params=params
+        )
+        elbo_cls = JitTrace_ELBO if config.jit else Trace_ELBO
+        elbo_kwargs = dict(
+            num_particles=config.particles,
+            vectorize_particles=config.particles > 1,
+            max_plate_nesting=1,
+        )
+        if config.jit:
+            elbo_kwargs["ignore_jit_warnings"] = True
+        self.svi = SVI(vae.model, guide, self.optim, elbo_cls(**elbo_kwargs))
+        self.epoch = 0  # number of completed epochs
+        self.device = next(vae.parameters()).device
+        self._eval_x = data.eval_data("test", dequantize=self.dequantize).to(self.device)
+
+    def _set_lr(self, epoch: int) -> None:
+        if self.optim.optimizer is not None:
+            lr = self.config.lr * self.config.lr_decay**epoch
+            for group in self.optim.optimizer.param_groups:
+                group["lr"] = lr
+
+    def train_epoch(self) -> Dict[str, float]:
+        """Run one epoch; return its metrics (ELBOs in nats per example)."""
+        cfg = self.config
+        epoch = self.epoch
+        beta = cfg.kl_scale(epoch)
+        self._set_lr(epoch)
+        self.vae.train()
+        start = time.perf_counter()
+        total, count, steps = 0.0, 0, 0
+        with pyro.validation_enabled(cfg.validate):
+            for x in self.data.batches(
+                "train", cfg.batch_size, shuffle=True, dequantize=self.dequantize, drop_last=cfg.jit
+            ):
+                x = x.to(self.device, non_blocking=True)
+                loss = self.svi.step(x, num_data=self.num_data, kl_scale=beta)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at epoch {epoch + 1}, step {steps + 1}; "
+                        "try a smaller --lr or a KL warm-up"
+                    )
+                # loss estimates N × (−β-ELBO per example) from this batch
+                total += loss / self.num_data * len(x)
+                count += len(x)
+                steps += 1
+        seconds = time.perf_counter() - start
+        test = evaluate(self.vae, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch)
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch,
+            "train_loss": total / count,
+            "test_elbo": test["elbo"],
+            "test_rec": test["rec"],
+            "test_kl": test["kl"],
+            "kl_scale": beta,
+            "lr": self.optim.lr,
+            "seconds": seconds,
+            "steps": steps,
+        }
+        if not self.data.binary:
+            metrics["test_elbo_bpd"] = self.vae.likelihood.bits_per_dim(-test["elbo"])
+        return metrics
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue training exactly where it stopped."""
+        return {"epoch": self.epoch, "optim": self.optim.state_dict(), "rng": rng_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.optim.load_state_dict(state["optim"])
+        set_rng_state(state["rng"])

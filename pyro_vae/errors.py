@@ -1,0 +1,30 @@
+"""Errors caused by what a user asked for.
+
+Every exception raised because of user input (an unknown name, a wrong shape, data
+outside a likelihood's support, a corrupt checkpoint, a dataset missing offline)
+derives from :class:`PyroVAEError`. The command-line interface prints its message as
+one line and exits with status 2; library users can catch the specific subclasses,
+which also derive from the matching builtin (``ValueError``, ``FileNotFoundError``).
+"""
+
+from __future__ import annotations
+
+
+class PyroVAEError(Exception):
+    """Base class of every user-facing error of pyro-vae."""
+
+
+class ConfigError(PyroVAEError, ValueError):
+    """An unknown name, an invalid option or an incompatible combination of options."""
+
+
+class DataError(PyroVAEError, ValueError):
+    """Data of the wrong shape, with NaN, or outside the support of the likelihood."""
+
+
+class DatasetNotFoundError(PyroVAEError, FileNotFoundError):
+    """A dataset is not on disk and may not (or could not) be downloaded."""
+
+
+class CheckpointError(PyroVAEError, RuntimeError):
+    """A run directory or checkpoint that is missing, corrupt or does not match."""

@@ -1,0 +1,143 @@
+"""Observation models p_θ(x | z) as Pyro distributions over whole images.
+
+A :class:`Likelihood` is a small ``nn.Module`` that turns the decoder's output tensor
+into a distribution whose ``event_shape`` is the image shape ``(C, H, W)``, so the model
+writes ``pyro.sample("x", likelihood(params), obs=x)`` and Pyro sums over pixels. It
+also says what data it accepts (binary or grey levels), whether those grey levels are
+dequantized, and how to turn a negative log-likelihood in nats into bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .errors import ConfigError, DataError
+from .registry import Registry
+
+LIKELIHOODS: Registry[type] = Registry("likelihood")
+
+
+class Likelihood(nn.Module):
+    """Base class: maps decoder outputs of shape ``param_shape`` to a distribution over x.
+
+    Class attributes:
+        binary: the likelihood is defined on {0, 1} data only.
+        dequantize: the likelihood is a continuous density fitted to dequantized 8-bit
+            grey levels ``(k + u) / 256`` (see :mod:`pyro_vae.data`).
+        params_per_channel: decoder output channels per image channel.
+    """
+
+    binary: bool = False
+    dequantize: bool = False
+    params_per_channel: int = 1
+
+    def __init__(self, x_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.x_shape: Tuple[int, ...] = tuple(int(s) for s in x_shape)
+
+    @property
+    def param_shape(self) -> Tuple[int, ...]:
+        """Shape of the decoder output for one image."""
+        c, *rest = self.x_shape
+        return (c * self.params_per_channel, *rest)
+
+    @property
+    def num_dims(self) -> int:
+        return int(math.prod(self.x_shape))
+
+    def forward(self, params: Tensor) -> dist.TorchDistribution:  # pragma: no cover
+        raise NotImplementedError
+
+    def check_data(self, binary: bool) -> None:
+        """Refuse data this likelihood is not defined on (``binary``: data are {0, 1})."""
+        name = type(self).name
+        if self.binary and not binary:
+            raise ConfigError(
+                f"the {name} likelihood needs binary data; use --binarize dynamic or static, "
+                "or a likelihood for grey levels (gaussian)"
+            )
+        if not self.binary and binary:
+            raise ConfigError(
+                f"the {name} likelihood models grey levels, but the data are binarized; "
+                "use --binarize none or --likelihood bernoulli"
+            )
+
+    def bits_per_dim(self, nll: float) -> float:
+        """Bits per dimension of a negative log-likelihood ``nll`` (nats per example).
+
+        For a density fitted to dequantized data in [0, 1), the discrete NLL of the 8-bit
+        image is at most ``nll + D log 256``, so that term is added before dividing by
+        ``D ln 2`` (Theis et al. 2016, arXiv:1511.01844).
+        """
+        d = self.num_dims
+        offset = d * math.log(256.0) if self.dequantize else 0.0
+        return (nll + offset) / (d * math.log(2.0))
+
+    def mean(self, params: Tensor) -> Tensor:
+        """Mean image (for reconstructions and sample grids), in [0, 1]."""
+        return self(params).mean.clamp(0.0, 1.0)
+
+
+@LIKELIHOODS.register("bernoulli")
+class BernoulliLikelihood(Likelihood):
+    """Independent Bernoulli pixels with logits from the decoder, for binary images."""
+
+    name = "bernoulli"
+    binary = True
+
+    def forward(self, params: Tensor) -> dist.TorchDistribution:
+        return dist.Bernoulli(logits=params).to_event(len(self.x_shape))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)
+
+
+@LIKELIHOODS.register("gaussian")
+class GaussianLikelihood(Likelihood):
+    """Independent Normal pixels: mean from the decoder, a learned per-pixel scale.
+
+    The scale is ``softplus(ρ) + min_scale`` with ``ρ`` a parameter of shape ``x_shape``
+    (shared across examples), fitted to dequantized grey levels, so the density cannot
+    collapse onto the 256 discrete levels.
+    """
+
+    name = "gaussian"
+    dequantize = True
+
+    def __init__(self, x_shape: Sequence[int], init_scale: float = 0.1, min_scale: float = 1e-3):
+        super().__init__(x_shape)
+        self.min_scale = min_scale
+        # inverse softplus of (init_scale - min_scale)
+        raw = math.log(math.expm1(init_scale - min_scale))
+        self.raw_scale = nn.Parameter(torch.full(self.x_shape, raw))
+
+    @property
+    def scale(self) -> Tensor:
+        return F.softplus(self.raw_scale) + self.min_scale
+
+    def forward(self, params: Tensor) -> dist.TorchDistribution:
+        return dist.Normal(params, self.scale).to_event(len(self.x_shape))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params.clamp(0.0, 1.0)
+
+
+def build_likelihood(name: str, x_shape: Sequence[int], **kwargs) -> Likelihood:
+    """Build a registered likelihood by name for images of shape ``x_shape``."""
+    return LIKELIHOODS.get(name)(x_shape, **kwargs)
+
+
+def check_support(x: Tensor, binary: bool) -> None:
+    """Raise :class:`DataError` if ``x`` has NaN or lies outside {0, 1} / [0, 1]."""
+    if not torch.isfinite(x).all():
+        raise DataError("data contain NaN or infinite values")
+    if binary and not ((x == 0) | (x == 1)).all():
+        raise DataError("binary data must be exactly 0 or 1")
+    if not binary and (x.min() < 0 or x.max() > 1):
+        raise DataError("grey levels must lie in [0, 1]")

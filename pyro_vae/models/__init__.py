@@ -1,0 +1,7 @@
+"""VAE models: each registers itself in :data:`MODELS` when its module is imported."""
+
+from .base import MODELS, VAE, Decoder, Encoder, build_vae, data_plate, kl_scaled
+from .dense import DenseVAE
+from .linear import LinearGaussianVAE
+
+__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "build_vae", "data_plate", "kl_scaled"]

@@ -1,0 +1,52 @@
+"""The dense (MLP) VAE of Kingma & Welling 2013 (arXiv:1312.6114)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..likelihoods import build_likelihood
+from ..nets import MLP
+from .base import VAE, Decoder, Encoder, register_model
+
+
+@register_model("dense")
+class DenseVAE(VAE):
+    """A VAE whose encoder and decoder are multi-layer perceptrons on flattened images.
+
+    Encoder: ``flatten(x) → MLP(hidden) → h``, then a linear Gaussian head.
+    Decoder: ``z → MLP(reversed(hidden)) → likelihood params``, reshaped to the image.
+
+    Args:
+        x_shape: image shape ``(C, H, W)``.
+        z_dim: latent dimension.
+        likelihood: ``bernoulli`` for binary images, ``gaussian`` for grey levels.
+        hidden: hidden widths of the encoder; the decoder mirrors them.
+        activation: ``relu``, ``elu``, ``softplus`` or ``tanh``.
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int],
+        z_dim: int = 32,
+        likelihood: str = "bernoulli",
+        hidden: Sequence[int] = (512, 256),
+        activation: str = "elu",
+    ) -> None:
+        hidden: Tuple[int, ...] = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ConfigError(f"hidden must be a non-empty list of positive widths, got {hidden}")
+        lik = build_likelihood(likelihood, x_shape)
+        d = int(math.prod(x_shape))
+        trunk = nn.Sequential(
+            nn.Flatten(start_dim=-len(x_shape)),
+            MLP(d, hidden[:-1], hidden[-1], act=activation, final_act=True),
+        )
+        net = nn.Sequential(
+            MLP(z_dim, hidden[::-1], int(math.prod(lik.param_shape)), act=activation),
+            nn.Unflatten(-1, lik.param_shape),
+        )
+        super().__init__(x_shape, z_dim, Encoder(trunk, hidden[-1], z_dim), Decoder(net, lik))

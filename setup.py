@@ -1,0 +1,36 @@
+"""pyro-vae: variational autoencoders and normalizing flows as Pyro probabilistic programs."""
+
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="pyro-vae",
+    version="0.1.0",
+    description="Variational autoencoders and normalizing-flow guides written as Pyro programs",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["pyro_vae", "pyro_vae.*", "inference", "inference.*"]),
+    install_requires=[
+        # torch 2.14.1 / torchvision 0.29.1 are the newest releases this project is tested
+        # with; the upper bounds keep pip from fetching an untested (and multi-GB) release.
+        "torch>=2.1,<=2.14.1",
+        "torchvision>=0.16,<=0.29.1",
+        "pyro-ppl>=1.9",
+        "arviz>=0.17",
+        "mlxtend>=0.23",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "scipy"],
+    },
+    entry_points={"console_scripts": ["pyro-vae=inference.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
