@@ -44,7 +44,7 @@ def _options(pairs: Optional[List[str]]) -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS
+    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
     parser = _Parser(prog=PROG, description="Variational autoencoders as Pyro programs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--likelihood", default=None,
                    help=f"likelihood: {' | '.join(LIKELIHOODS.names())} "
                         "(default bernoulli for binarized data, gaussian otherwise)")
+    t.add_argument("--prior", default=None, help=f"prior p(z): {' | '.join(PRIORS.names())} (default normal)")
     t.add_argument("--dataset", default=None,
                    help=f"dataset: {' | '.join(DATASETS.names())}, or a .npz/.pt file with "
                         "arrays 'train' and 'test' (default mnist5k)")
@@ -136,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}" for name, value in vars(args).items()
             if value not in (None, False) and name in (
-                "model", "guide", "flows", "likelihood", "dataset", "binarize", "z_dim",
+                "model", "guide", "flows", "likelihood", "prior", "dataset", "binarize", "z_dim",
                 "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
                 "seed", "jit", "train_size", "test_size", "iwae_samples")
         ]
@@ -154,7 +155,8 @@ def _train(args: argparse.Namespace) -> int:
     binarize = args.binarize or "dynamic"
     likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
     model = {"name": args.model or "dense", "z_dim": 32 if args.z_dim is None else args.z_dim,
-             "likelihood": likelihood, **_options(args.model_options)}
+             "likelihood": likelihood, "prior": args.prior or "normal",
+             **_options(args.model_options)}
     guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
     if args.flows is not None:
         guide["num_flows"] = args.flows
@@ -206,9 +208,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS
+    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
-    for reg in (MODELS, GUIDES, LIKELIHOODS, DATASETS):
+    for reg in (MODELS, GUIDES, LIKELIHOODS, PRIORS, DATASETS):
         print(f"{reg.kind}s: {', '.join(reg.names())}")
     return 0
 

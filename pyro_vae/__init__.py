@@ -21,6 +21,7 @@ from .errors import CheckpointError, ConfigError, DataError, DatasetNotFoundErro
 from .guides import GUIDES, Guide, build_guide
 from .likelihoods import LIKELIHOODS, build_likelihood
 from .models import MODELS, VAE, build_vae
+from .priors import PRIORS, build_prior
 
 __version__ = "0.1.0"
 
@@ -29,11 +30,13 @@ __all__ = [
     "GUIDES",
     "LIKELIHOODS",
     "MODELS",
+    "PRIORS",
     "VAE",
     "Guide",
     "ImageDataset",
     "build_guide",
     "build_likelihood",
+    "build_prior",
     "build_vae",
     "load_dataset",
     "PyroVAEError",

@@ -88,6 +88,8 @@ def test_unknown_names_and_options_are_refused():
         build_vae("dense", x_shape=(1, 28, 28), hiden=(3,))
     with pytest.raises(ConfigError, match="valid guides: gaussian"):
         build_guide("gausian", make("dense"))
+    with pytest.raises(ConfigError, match="valid priors: normal"):
+        build_vae("dense", x_shape=(1, 28, 28), prior="flow")
     with pytest.raises(ConfigError, match="z_dim"):
         build_vae("dense", x_shape=(1, 28, 28), z_dim=0)
 
@@ -109,4 +111,5 @@ def test_two_models_in_one_process_do_not_share_parameters():
 def test_spec_records_defaults():
     vae = build_vae("dense", x_shape=(1, 28, 28))
     assert vae.spec == {"name": "dense", "x_shape": [1, 28, 28], "z_dim": 32,
-                        "likelihood": "bernoulli", "hidden": [512, 256], "activation": "elu"}
+                        "likelihood": "bernoulli", "hidden": [512, 256], "activation": "elu",
+                        "prior": "normal"}

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
 from ..likelihoods import Likelihood
+from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
 MODELS: Registry[type] = Registry("model")
@@ -120,18 +121,6 @@ class Decoder(nn.Module):
     def distribution(self, z: Tensor) -> dist.TorchDistribution:
         """p_θ(x | z) with event shape ``x_shape``."""
         return self.likelihood(self.net(z))
-
-
-class StandardNormalPrior(nn.Module):
-    """p(z) = N(0, I), as a module so that learned priors can take its place."""
-
-    def __init__(self, z_dim: int):
-        super().__init__()
-        self.register_buffer("loc", torch.zeros(z_dim))
-        self.register_buffer("scale", torch.ones(z_dim))
-
-    def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
 
 
 class VAE(nn.Module):
@@ -268,6 +257,7 @@ def build_vae(
     x_shape: Sequence[int],
     z_dim: int = 32,
     likelihood: str = "bernoulli",
+    prior: str = "normal",
     **options: Any,
 ) -> VAE:
     """Build a registered VAE.
@@ -277,6 +267,7 @@ def build_vae(
         x_shape: image shape ``(C, H, W)``, e.g. ``data.x_shape``.
         z_dim: latent dimension.
         likelihood: likelihood name (``bernoulli``, ``gaussian``, ...).
+        prior: prior name (``normal``, ...); every model takes every prior.
         **options: model-specific options (e.g. ``hidden=(512, 512)`` for ``dense``);
             unknown keys raise.
 
@@ -291,13 +282,15 @@ def build_vae(
     if int(z_dim) < 1:
         raise ConfigError(f"z_dim must be positive, got {z_dim}")
     check_options(cls.__init__, options, f"model {name!r}", skip=4)
+    prior_module = build_prior(prior, int(z_dim))
     vae = cls(tuple(x_shape), int(z_dim), likelihood, **options)
+    vae.prior = prior_module
     sig = inspect.signature(cls.__init__)
     bound = sig.bind(None, tuple(x_shape), int(z_dim), likelihood, **options)
     bound.apply_defaults()
     args = dict(bound.arguments)
     args.pop(next(iter(sig.parameters)))  # self
-    vae.spec = {"name": name, **{k: _jsonable(v) for k, v in args.items()}}
+    vae.spec = {"name": name, **{k: _jsonable(v) for k, v in args.items()}, "prior": prior}
     return vae
 
 
