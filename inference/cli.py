@@ -44,13 +44,15 @@ def _options(pairs: Optional[List[str]]) -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
+    from pyro_vae import DATASETS, FLOW_MODELS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
     parser = _Parser(prog=PROG, description="Variational autoencoders as Pyro programs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a VAE (default: dense VAE on embedded MNIST digits)")
-    t.add_argument("--model", default=None, help=f"model: {' | '.join(MODELS.names())} (default dense)")
+    t = sub.add_parser("train", help="train a VAE or a density flow (default: dense VAE on embedded MNIST digits)")
+    t.add_argument("--model", default=None,
+                   help=f"model: VAEs {' | '.join(MODELS.names())} (default dense), or density flows "
+                        f"{' | '.join(FLOW_MODELS.names())} (no latent: exact likelihood, grey levels)")
     t.add_argument("--guide", default=None, help=f"guide: {' | '.join(GUIDES.names())} (default gaussian)")
     t.add_argument("--flows", type=int, default=None, metavar="K", help="number of flow steps of a flow guide")
     t.add_argument("--likelihood", default=None,
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--out", default=None, metavar="FILE.png", help="default RUN_DIR/samples.png")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="flow models: sample z ~ N(0, T² I) (default 1)")
     s.add_argument("--device", default="cpu")
 
     sub.add_parser("list", help="list registered models, guides, likelihoods and datasets")
@@ -152,14 +156,20 @@ def _train(args: argparse.Namespace) -> int:
         print(summarize(result, result["binarize"] != "none"))
         return 0
 
-    binarize = args.binarize or "dynamic"
-    likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
-    model = {"name": args.model or "dense", "z_dim": 32 if args.z_dim is None else args.z_dim,
-             "likelihood": likelihood, "prior": args.prior or "normal",
-             **_options(args.model_options)}
-    guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
-    if args.flows is not None:
-        guide["num_flows"] = args.flows
+    name = args.model or "dense"
+    if _is_flow_model(name, args):  # a density flow: no latent, grey levels by default
+        binarize = args.binarize or "none"
+        model: Dict[str, Any] = {"name": name, **_options(args.model_options)}
+        guide: Dict[str, Any] = {"name": "empty"}
+    else:
+        binarize = args.binarize or "dynamic"
+        likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
+        model = {"name": name, "z_dim": 32 if args.z_dim is None else args.z_dim,
+                 "likelihood": likelihood, "prior": args.prior or "normal",
+                 **_options(args.model_options)}
+        guide = {"name": args.guide or "gaussian"}
+        if args.flows is not None:
+            guide["num_flows"] = args.flows
     data = DataConfig(
         name=args.dataset or "mnist5k",
         binarize=binarize,
@@ -183,6 +193,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_flow_model(name: str, args: argparse.Namespace) -> bool:
+    """Whether ``--model NAME`` is a density flow; refuses the options that need a latent."""
+    from pyro_vae.errors import ConfigError
+    from pyro_vae.flows import model_kind
+
+    if model_kind(name) != "flow":
+        return False
+    latent_only = [flag for flag, value in (
+        ("--guide", args.guide), ("--flows", args.flows), ("--z-dim", args.z_dim),
+        ("--prior", args.prior), ("--likelihood", args.likelihood), ("--kl-warmup", args.kl_warmup),
+    ) if value is not None]
+    if latent_only:
+        raise ConfigError(
+            f"{', '.join(latent_only)} cannot be used with the density flow {name!r}: it has no "
+            "latent variable (its guide is empty and its likelihood is exact)"
+        )
+    return True
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from inference.run import evaluate_run, summarize
     from pyro_vae.errors import ConfigError
@@ -202,15 +231,16 @@ def _sample(args: argparse.Namespace) -> int:
     from inference.run import sample_run
 
     _check_device(args.device)
-    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device)
+    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device,
+                      temperature=args.temperature)
     print(f"wrote {path}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
+    from pyro_vae import DATASETS, FLOW_MODELS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
-    for reg in (MODELS, GUIDES, LIKELIHOODS, PRIORS, DATASETS):
+    for reg in (MODELS, FLOW_MODELS, GUIDES, LIKELIHOODS, PRIORS, DATASETS):
         print(f"{reg.kind}s: {', '.join(reg.names())}")
     return 0
 
