@@ -19,10 +19,10 @@ from typing import Sequence
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import AffineCoupling, Permute
-from pyro.nn import DenseNN
 from torch import nn
 
 from .errors import ConfigError
+from .nets.coupling import DenseCouplingNet
 from .registry import Registry
 
 PRIORS: Registry[type] = Registry("prior")
@@ -46,12 +46,13 @@ class RealNVPPrior(nn.Module):
     r"""p_θ(z): a RealNVP-transformed N(0, I), learned jointly with the VAE.
 
     z = g_K ∘ … ∘ g_1(ε), ε ~ N(0, I), with affine couplings (Pyro's ``AffineCoupling``)
-    :math:`g(ε)_b = ε_b \odot e^{s(ε_a)} + t(ε_a)` conditioned by MLPs, the vector reversed
-    between layers so each half is transformed in turn. Sampling runs the couplings
-    forward; scoring the guide's z runs them backward *exactly* (a coupling inverts in
-    closed form), so ``log_prob`` is right for values the prior never sampled, with any
-    leading dimensions. The last layer of each MLP starts at zero: a new prior is N(0, I)
-    and the VAE starts where the standard-normal one does.
+    :math:`g(ε)_b = ε_b \odot e^{s(ε_a)} + t(ε_a)` conditioned by MLPs
+    (:class:`~pyro_vae.nets.coupling.DenseCouplingNet`, log-scales softly bounded to
+    (−2, 2) per layer), the vector reversed between layers so each half is transformed in
+    turn. Sampling runs the couplings forward; scoring the guide's z runs them backward
+    *exactly* (a coupling inverts in closed form), so ``log_prob`` is right for values the
+    prior never sampled, with any leading dimensions. The last layer of each MLP starts at
+    zero: a new prior is N(0, I) and the VAE starts where the standard-normal one does.
 
     Args:
         z_dim: latent dimension (≥ 2: a coupling needs two halves).
@@ -73,18 +74,20 @@ class RealNVPPrior(nn.Module):
         if z_dim < 2:
             raise ConfigError(f"the realnvp prior needs z_dim ≥ 2, got {z_dim}")
         half = z_dim // 2
-        nets = [DenseNN(half, [int(h) for h in hidden], [z_dim - half, z_dim - half])
-                for _ in range(num_couplings)]
-        for net in nets:  # zero-initialised last layer: every coupling starts as the identity
-            nn.init.zeros_(net.layers[-1].weight)
-            nn.init.zeros_(net.layers[-1].bias)
-        self.couplings = nn.ModuleList(AffineCoupling(half, net) for net in nets)
+        self.couplings = nn.ModuleList(
+            AffineCoupling(half, DenseCouplingNet(half, z_dim - half, [int(h) for h in hidden]))
+            for _ in range(num_couplings)
+        )
         self.register_buffer("loc", torch.zeros(z_dim))
         self.register_buffer("scale", torch.ones(z_dim))
         self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1))
 
     def forward(self) -> dist.TorchDistribution:
-        # built per call from the modules, so it never holds stale parameters
+        # built per call from the modules, with their caches cleared, so that it never
+        # holds stale parameters nor recalls an inverse computed before the last update
+        for coupling in self.couplings:
+            coupling._cached_x_y = None, None
+            coupling._cached_log_scale = None
         parts = []
         for i, coupling in enumerate(self.couplings):
             if i:

@@ -45,7 +45,7 @@ from ..likelihoods import Likelihood
 from ..models import MODELS
 from ..models.base import check_options, data_plate
 from ..registry import Registry
-from .transforms import preprocessing
+from .transforms import clear_caches, preprocessing
 
 FLOW_MODELS: Registry[type] = Registry("flow model")
 
@@ -82,8 +82,9 @@ class FlowModel(nn.Module):
     """Base class of density flows over images of shape ``x_shape``.
 
     Subclasses build their parameterised layers in ``__init__``, then call
-    :meth:`_init_base`, and implement :meth:`transform`, which assembles the normalizing
-    map u → z from those layers *per call* (so that no built transform goes stale).
+    :meth:`_init_base`, and implement :meth:`build_transform`, which assembles the
+    normalizing map u → z from those layers; :meth:`transform` calls it *per use*, with the
+    layers' caches cleared, so that no built transform goes stale.
 
     Args:
         x_shape: image shape ``(C, H, W)``.
@@ -115,9 +116,14 @@ class FlowModel(nn.Module):
         self.spec: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the density
-    def transform(self) -> Transform:  # pragma: no cover - abstract
-        """The normalizing map u → z (event dim 3 on u), built from the layers."""
+    def build_transform(self) -> Transform:  # pragma: no cover - abstract
+        """The normalizing map u → z (event dim 3 on u), assembled from the layers."""
         raise NotImplementedError
+
+    def transform(self) -> Transform:
+        """A fresh normalizing map u → z: :meth:`build_transform` with cleared caches."""
+        clear_caches(self)
+        return self.build_transform()
 
     def _init_base(self) -> None:
         shape = tuple(self.transform().forward_shape(self.x_shape))

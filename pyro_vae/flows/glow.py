@@ -10,7 +10,7 @@ from torch.distributions import ComposeTransform, Transform
 
 from ..errors import ConfigError
 from .base import FlowModel, register_flow_model
-from .nets import ChannelCouplingNet
+from ..nets.coupling import ChannelCouplingNet
 from .transforms import ActNorm, FactorOut, Squeeze
 
 
@@ -99,5 +99,5 @@ class Glow(FlowModel):
         self.root = GlowScale(c, h, w, num_scales, steps, hidden, blocks)
         self._init_base()
 
-    def transform(self) -> Transform:
+    def build_transform(self) -> Transform:
         return self.root.transform()

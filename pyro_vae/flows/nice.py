@@ -12,7 +12,7 @@ from torch.distributions import ComposeTransform, ReshapeTransform, Transform
 
 from ..errors import ConfigError
 from .base import FlowModel, register_flow_model
-from .nets import AdditiveCouplingNet
+from ..nets.coupling import AdditiveCouplingNet
 from .transforms import ActNorm
 
 
@@ -72,7 +72,7 @@ class NICE(FlowModel):
         self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
         self._init_base()
 
-    def transform(self) -> Transform:
+    def build_transform(self) -> Transform:
         parts = [ReshapeTransform(self.x_shape, (self.num_dims,)), Permute(self.interleave)]
         for i, layer in enumerate(self.layers):
             if i:

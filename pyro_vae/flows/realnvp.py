@@ -11,7 +11,7 @@ from torch.distributions import ComposeTransform, Transform
 
 from ..errors import ConfigError
 from .base import FlowModel, register_flow_model
-from .nets import ChannelCouplingNet, ConvCouplingNet
+from ..nets.coupling import ChannelCouplingNet, ConvCouplingNet
 from .transforms import CheckerboardAffineCoupling, FactorOut, Squeeze
 
 
@@ -109,5 +109,5 @@ class RealNVP(FlowModel):
         self.root = RealNVPScale(c, h, w, num_scales, couplings, hidden, blocks)
         self._init_base()
 
-    def transform(self) -> Transform:
+    def build_transform(self) -> Transform:
         return self.root.transform()

@@ -40,6 +40,24 @@ from ..errors import ConfigError
 PREPROCESSING = ("logit", "center", "none")
 
 
+def clear_caches(module: nn.Module) -> None:
+    """Forget the last (x, y) pair every transform module inside ``module`` has cached.
+
+    Pyro's and torch's transforms with ``cache_size=1`` return the cached input when asked
+    to invert the very tensor they produced last — or to score, again, the very tensor they
+    inverted last. After a parameter update that cached value is stale (and its autograd
+    graph freed), so a model that is scored twice on the same tensor object across an
+    optimizer step would be silently wrong. Flows and flow priors call this each time they
+    build a distribution: caching then serves only within one distribution's lifetime
+    (sample → log_prob), where it is exact.
+    """
+    for m in module.modules():
+        if isinstance(m, Transform) and getattr(m, "_cache_size", 0) == 1:
+            m._cached_x_y = None, None
+            if hasattr(m, "_cached_log_scale"):
+                m._cached_log_scale = None
+
+
 def _batch_zeros(x: Tensor, event_dim: int) -> Tensor:
     return torch.zeros(x.shape[: x.dim() - event_dim], dtype=x.dtype, device=x.device)
 
@@ -305,7 +323,9 @@ def preprocessing(kind: str, alpha: float = 0.05) -> List[Transform]:
 
     * ``"logit"``: :math:`y = (\sigma(u) - \alpha) / (1 - 2\alpha)`, i.e.
       :math:`u = \operatorname{logit}(\alpha + (1 - 2\alpha) y)` (RealNVP, arXiv:1605.08803,
-      §4.1); α keeps u finite at y = 0;
+      §4.1); α keeps u finite at y = 0. The density of y then lives on the slightly larger
+      cube (−α/(1−2α), (1−α)/(1−2α))^D; what mass it puts outside [0, 1)^D is lost, so
+      bits/dim computed on data in [0, 1)^D remain an upper bound;
     * ``"center"``: :math:`y = u + 1/2`, i.e. u ∈ [−½, ½) (Glow, arXiv:1807.03039);
     * ``"none"``: y = u.
 

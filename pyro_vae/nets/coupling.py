@@ -1,4 +1,5 @@
-"""Coupling networks: the conditioners ``x_a → (shift, log_scale)`` of coupling layers.
+"""Coupling networks: the conditioners ``x_a → (shift, log_scale)`` of coupling layers
+(density flows in :mod:`pyro_vae.flows`, the flow prior in :mod:`pyro_vae.priors`).
 
 Each network's last layer is zero-initialised, so every coupling layer starts as the
 identity and a freshly built flow is its base distribution pushed through the fixed
@@ -111,6 +112,31 @@ class ChannelCouplingNet(nn.Module):
     def forward(self, flat: Tensor) -> Tuple[Tensor, Tensor]:
         shift, log_scale = self.net(flat.reshape(*flat.shape[:-1], *self.in_shape))
         return shift.flatten(-3), log_scale.flatten(-3)
+
+
+class DenseCouplingNet(nn.Module):
+    """An MLP conditioner for vectors: ``(…, in) → (shift, log_scale)``, each ``(…, out)``.
+
+    Pyro's ``DenseNN`` (ReLU) with a zero-initialised last layer and the soft log-scale
+    bound; for Pyro's ``AffineCoupling`` on vectors (the RealNVP prior).
+
+    Args:
+        in_features: width of the conditioning half.
+        out_features: width of the transformed half.
+        hidden: hidden widths.
+        log_scale_bound: B of ``B tanh(raw / B)``.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, hidden: Sequence[int], log_scale_bound: float = 2.0
+    ) -> None:
+        super().__init__()
+        self.bound = float(log_scale_bound)
+        self.net = zero_last(DenseNN(in_features, list(hidden), [out_features, out_features]))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        shift, raw = self.net(x)
+        return shift, self.bound * torch.tanh(raw / self.bound)
 
 
 class AdditiveCouplingNet(nn.Module):
