@@ -7,7 +7,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.distributions.transforms import AffineCoupling, GeneralizedChannelPermute
+from pyro.distributions.transforms import AffineCoupling
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from torch.autograd.functional import jacobian
@@ -28,6 +28,7 @@ from pyro_vae.flows import (
     model_kind,
     preprocessing,
 )
+from pyro_vae.flows.glow import InvertibleConv1x1
 from pyro_vae.nets.coupling import AdditiveCouplingNet, ChannelCouplingNet, ConvCouplingNet
 from pyro_vae.priors import RealNVPPrior
 
@@ -121,7 +122,7 @@ TRANSFORMS = {
     "squeeze": _squeeze,
     "factor-out": _factor_out,
     "logit-preprocessing": _logit_preprocessing,
-    "glow-1x1-conv": lambda: (GeneralizedChannelPermute(4), (4, 2, 2)),
+    "glow-1x1-conv": lambda: (InvertibleConv1x1(4), (4, 2, 2)),
     **{f"{name}-flow": _flow(name) for name in FLOW_MODELS.names()},
     "realnvp-prior": _realnvp_prior,
 }
@@ -417,9 +418,13 @@ def test_seeded_svi_raises_the_likelihood(name):
     flow = small_flow(name)
     svi = SVI(flow.model, flow.guide, ClippedAdam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
     before = svi.evaluate_loss(x)
+    params = {n: p.detach().clone() for n, p in flow.named_parameters()}
     for _ in range(15):
         svi.step(x)
     after = svi.evaluate_loss(x)
+    # plain SVI trains every tensor the flow uses (the param store holds the same tensors)
+    moved = {n for n, p in flow.named_parameters() if not torch.equal(p, params[n])}
+    assert moved == set(params), set(params) - moved
     # uniform-ish noise images: the initial flow is far from uniform on [0, 1)^64, so 15
     # steps gain several nats per image (the loss is summed over 64 images)
     assert after < before - 64, (before, after)
