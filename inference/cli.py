@@ -15,6 +15,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 PROG = "pyro-vae"
+#: Default epochs of a density flow (a VAE's default is TrainConfig's 200): a flow's step
+#: costs tens of times a dense VAE's (timings and bits/dim in docs/benchmarks.md).
+FLOW_EPOCHS = 10
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--z-dim", type=int, default=None, help="latent dimension (default 32)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="model_options",
                    help="model option, e.g. --set hidden=[512,256] (repeatable; JSON values)")
-    t.add_argument("--epochs", type=int, default=None, help="total epochs")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"total epochs (default 200 for VAEs, {FLOW_EPOCHS} for density flows)")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--lr-decay", type=float, default=None, help="learning-rate decay per epoch")
@@ -159,6 +163,7 @@ def _train(args: argparse.Namespace) -> int:
     name = args.model or "dense"
     if _is_flow_model(name, args):  # a density flow: no latent, grey levels by default
         binarize = args.binarize or "none"
+        given_train.setdefault("epochs", FLOW_EPOCHS)
         model: Dict[str, Any] = {"name": name, **_options(args.model_options)}
         guide: Dict[str, Any] = {"name": "empty"}
     else:
