@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -11,8 +10,8 @@ from torch import nn
 from torch.distributions import ComposeTransform, ReshapeTransform, Transform
 
 from ..errors import ConfigError
-from .base import FlowModel, register_flow_model
 from ..nets.coupling import AdditiveCouplingNet
+from .base import FlowModel, register_flow_model
 from .transforms import ActNorm
 
 

@@ -10,8 +10,8 @@ from torch import nn
 from torch.distributions import ComposeTransform, Transform
 
 from ..errors import ConfigError
-from .base import FlowModel, register_flow_model
 from ..nets.coupling import ChannelCouplingNet, ConvCouplingNet
+from .base import FlowModel, register_flow_model
 from .transforms import CheckerboardAffineCoupling, FactorOut, Squeeze
 
 
