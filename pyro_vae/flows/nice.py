@@ -25,10 +25,13 @@ class NICE(FlowModel):
         :math:`y_a = x_a,\quad y_b = x_b + m(x_a)`   (log |det| = 0),
 
     the halves swapping roles between layers, then a diagonal scaling
-    :math:`z = e^{s} \odot (y + b)` (an :class:`~pyro_vae.flows.transforms.ActNorm` started
-    at the identity; the shift b is a convenience the paper does not have). Only the
-    scaling changes volume. The coupling is Pyro's ``AffineCoupling`` with a zero
-    log-scale (:class:`~pyro_vae.flows.nets.AdditiveCouplingNet`). The base is the standard
+    :math:`z = e^{s} \odot (y + b)`, an :class:`~pyro_vae.flows.transforms.ActNorm` over the
+    D entries. Only the scaling changes volume. Unlike the paper's, it is initialised from
+    the first batch (per-pixel mean and scale) and has a shift b: in logit space MNIST's
+    background pixels vary by ~0.02, so the scaling must reach e^4 — from the identity, at
+    a learning rate of 1e-3, that alone takes thousands of steps. The coupling is Pyro's
+    ``AffineCoupling`` with a zero log-scale
+    (:class:`~pyro_vae.nets.coupling.AdditiveCouplingNet`). The base is the standard
     logistic distribution, as in the paper.
 
     Args:
@@ -65,7 +68,7 @@ class NICE(FlowModel):
             AffineCoupling(half, AdditiveCouplingNet(half, d - half, [int(h) for h in hidden]))
             for _ in range(couplings)
         )
-        self.scaling = ActNorm(d, event_dim=1, data_init=False)
+        self.scaling = ActNorm(d, event_dim=1)
         # odd / even partition of the flattened image, then halves reversed between layers
         self.register_buffer("interleave", torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)]))
         self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
