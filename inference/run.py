@@ -2,9 +2,10 @@
 
 A run directory holds ``config.json`` (what was asked for), ``checkpoint.pt`` (written
 atomically after every epoch), ``metrics.jsonl`` (one line per epoch), ``samples.png``,
-``reconstructions.png``, ``loss.png`` and ``eval.json``. The functions here are the
-library behind the CLI; they raise :class:`~pyro_vae.errors.PyroVAEError` on bad input and
-never overwrite an existing run unless asked to resume it.
+``reconstructions.png``, ``loss.png`` and ``eval.json`` (and, for a density flow,
+``samples_temperature.png``). The functions here are the library behind the CLI; they raise
+:class:`~pyro_vae.errors.PyroVAEError` on bad input and never overwrite an existing run
+unless asked to resume it.
 """
 
 from __future__ import annotations
