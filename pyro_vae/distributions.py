@@ -236,28 +236,25 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
 
     @property
     def mean(self) -> Tensor:
-        """E[x], shape ``batch_shape + (C, H, W)``, in ``[0, 1]``.
+        """E[x] (approximately, see below), shape ``batch_shape + (C, H, W)``, in ``[0, 1]``.
 
-        Per component and channel the mean of the discretized, edge-clamped logistic is
-        ``E[k] / 255`` with ``E[k] = Σ_{k=1}^{255} P(level ≥ k)``. Channels after the first
-        enter with the earlier channels at their conditional means, so the result is exact
-        for one channel (and for C channels when the coefficients α are zero); otherwise it
-        is the usual plug-in approximation, used only for pictures.
+        Per component and channel this is the mean of the continuous logistic clamped to the
+        data range, ``E[clamp(Y, −1, 1)] = −1 + s [softplus((μ + 1) / s) − softplus((μ − 1) / s)]``
+        (from ``E[clamp(Y, a, b)] = a + ∫_a^b (1 − F(t)) dt``), mapped to ``[0, 1]``. The
+        discrete level is that value rounded to the nearest level, so this is within half a
+        level (1 / 510) of the exact mean of the 256-level distribution, at the cost of a
+        few element-wise operations instead of a sum over 255 levels. Channels after the
+        first enter with the earlier channels at their means (the plug-in rule; exact when
+        the coefficients α are zero). It serves pictures (reconstructions, sample grids).
         """
         channels = self.locs.shape[-3]
-        # lower edges of the bins of levels 1..255 in the y scale, (255, 1, ..., 1)
-        edges = torch.arange(1, self.levels, dtype=self.locs.dtype, device=self.locs.device)
-        edges = 2.0 * edges / (self.levels - 1) - 1.0 - self.half_bin
         means = []
         for c in range(channels):
             mu = self.locs[..., c, :, :]
             for j in range(c):
                 mu = mu + self.coeffs[..., _coeff_index(c, j), :, :] * means[j]
-            inv_s = torch.exp(-self.log_scales[..., c, :, :])
-            tail = torch.zeros_like(mu)
-            for e in edges:  # a loop keeps memory at one parameter-sized tensor
-                tail = tail + torch.sigmoid(inv_s * (mu - e))  # P(level ≥ k) = 1 − F(edge_k)
-            means.append(2.0 * tail / (self.levels - 1) - 1.0)  # E[y | component]
+            s = torch.exp(self.log_scales[..., c, :, :])
+            means.append(-1.0 + s * (F.softplus((mu + 1.0) / s) - F.softplus((mu - 1.0) / s)))
         y_mean = torch.stack(torch.broadcast_tensors(*means), dim=-3)  # (..., K, C, H, W)
         weights = torch.softmax(self.logits, dim=-3).unsqueeze(-3)  # (..., K, 1, H, W)
         return ((weights * y_mean).sum(-4) + 1.0) / 2.0

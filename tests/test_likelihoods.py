@@ -207,25 +207,44 @@ def test_logistic_samples_condition_on_the_discretized_earlier_channel():
     assert d.log_prob(torch.tensor([100.0, 150.0]).reshape(2, 1, 1) / 255) > -1e-6
 
 
-def test_logistic_mean_is_the_expected_level():
-    d = random_mixture(k=3, c=1, h=2, w=3, batch=(2,), seed=6)
-    # per pixel: E[x] = Σ_k (k / 255) P(k), with P from a one-pixel view of the pixel
-    for b, (h, w) in itertools.product(range(2), itertools.product(range(2), range(3))):
-        pixel = DiscretizedLogisticMixture(
-            d.logits[b, :, h : h + 1, w : w + 1], d.locs[b, :, :, h : h + 1, w : w + 1],
-            d.log_scales[b, :, :, h : h + 1, w : w + 1], d.coeffs[b, :, :, h : h + 1, w : w + 1],
+def one_pixel(d, b, h, w, channels=slice(None)):
+    """The distribution of pixel (h, w) of batch entry b, as a (C, 1, 1) image."""
+    return DiscretizedLogisticMixture(
+        d.logits[b, :, h : h + 1, w : w + 1], d.locs[b, :, channels, h : h + 1, w : w + 1],
+        d.log_scales[b, :, channels, h : h + 1, w : w + 1],
+    )
+
+
+def test_logistic_mean_is_within_half_a_level_of_the_expected_level():
+    """``mean`` is E[clamp(Y, −1, 1)] in closed form; rounding moves a value by ≤ 1/510."""
+    d = random_mixture(k=3, c=1, h=2, w=3, batch=(2,), scale=0.05, seed=6)
+    worst = 0.0
+    for b, h, w in itertools.product(range(2), range(2), range(3)):
+        p = one_pixel(d, b, h, w).log_prob(LEVELS.reshape(256, 1, 1, 1)).exp()
+        worst = max(worst, float((d.mean[b, 0, h, w] - (p * LEVELS).sum()).abs()))
+    assert worst <= 1 / 510
+
+
+def test_logistic_mean_closed_form_matches_numerical_integration():
+    """E[clamp(Y, −1, 1)] of one logistic against scipy's quadrature of the clamped variable."""
+    from scipy import integrate
+
+    for mu, s in [(0.2, 0.3), (-0.9, 0.05), (1.4, 0.5), (0.0, 3.0)]:
+        d = DiscretizedLogisticMixture(
+            torch.zeros(1, 1, 1, dtype=torch.float64),
+            torch.full((1, 1, 1, 1), mu, dtype=torch.float64),
+            torch.full((1, 1, 1, 1), math.log(s), dtype=torch.float64),
         )
-        p = pixel.log_prob(LEVELS.reshape(256, 1, 1, 1)).exp()
-        assert torch.allclose(d.mean[b, 0, h, w], (p * LEVELS).sum(), atol=1e-10)
+        inside, _ = integrate.quad(lambda t: t * stats.logistic.pdf(t, mu, s), -1, 1, epsabs=1e-12)
+        clamped = inside - stats.logistic.cdf(-1, mu, s) + stats.logistic.sf(1, mu, s)
+        assert float(d.mean) == pytest.approx((clamped + 1) / 2, abs=1e-9)
 
 
-def test_logistic_mean_of_independent_colour_channels_is_exact():
-    d = random_mixture(k=2, c=3, seed=7)
-    d.coeffs = torch.zeros_like(d.coeffs)  # independent channels: the plug-in mean is exact
+def test_logistic_mean_of_independent_colour_channels_is_each_channels_mean():
+    d = random_mixture(k=2, c=3, seed=7, batch=(1,))
+    d.coeffs = torch.zeros_like(d.coeffs)  # independent channels: the plug-in rule is exact
     for c in range(3):  # marginal of channel c: a one-channel mixture with the same weights
-        one = DiscretizedLogisticMixture(d.logits, d.locs[:, c : c + 1], d.log_scales[:, c : c + 1])
-        p = one.log_prob(LEVELS.reshape(256, 1, 1, 1)).exp()
-        assert torch.allclose(d.mean[c, 0, 0], (p * LEVELS).sum(), atol=1e-10)
+        assert torch.allclose(d.mean[0, c], one_pixel(d, 0, 0, 0, slice(c, c + 1)).mean[0], atol=1e-12)
 
 
 # ---------------------------------------------------------------------- shapes and Pyro
