@@ -59,11 +59,11 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
     ``binarize="none"``, *not* dequantized. Internally ``y = 2x − 1 ∈ [−1, 1]`` (the scale of
     PixelCNN++), so level k is the centre of a bin of half-width ``1 / 255``.
 
-    **Model.** Per pixel, one mixture component k ~ Categorical(π) is shared by the C
-    channels; given k the channels are autoregressive (R, then G | R, then B | R, G)::
+    **Model.** Per pixel, one mixture component i ~ Categorical(π) is shared by the C
+    channels; given i the channels are autoregressive (R, then G | R, then B | R, G)::
 
-        μ_c = m_{k,c} + Σ_{j<c} α_{k,c,j} y_j,        s_{k,c} = exp(log_scale_{k,c})
-        P(k_c | k, y_{<c}) = F((y_c + 1/255 − μ_c) / s) − F((y_c − 1/255 − μ_c) / s)
+        μ_c = m_{i,c} + Σ_{j<c} α_{i,c,j} y_j,        s_c = exp(log_scale_{i,c})
+        P(level k_c | i, y_{<c}) = F((y_c + 1/255 − μ_c) / s_c) − F((y_c − 1/255 − μ_c) / s_c)
 
     with F the logistic CDF (a sigmoid), and the two edge bins extended to infinity:
     ``P(0) = F((−1 + 1/255 − μ) / s)`` and ``P(255) = 1 − F((1 − 1/255 − μ) / s)``. So the
@@ -178,11 +178,11 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
         inv_s = torch.exp(-log_s)
         upper = inv_s * (y - mu + cls.half_bin)  # a
         lower = inv_s * (y - mu - cls.half_bin)  # b
+        log_cdf_upper = F.logsigmoid(upper)  # log F(a): level 0, whose bin extends to −∞
+        log_sf_lower = -F.softplus(lower)  # log(1 − F(b)): level 255, bin extends to +∞
         # log(σ(a) − σ(b)) = log σ(a) − softplus(b) + log(1 − e^{−(a − b)}), a − b = 2 / (255 s)
-        interior = F.logsigmoid(upper) - F.softplus(lower) + torch.log(-torch.expm1(-2 * cls.half_bin * inv_s))
-        first = F.logsigmoid(upper)  # k = 0: F(a), the bin extends to −∞
-        last = F.logsigmoid(-lower)  # k = 255: 1 − F(b), the bin extends to +∞
-        return torch.where(k <= 0, first, torch.where(k >= cls.levels - 1, last, interior))
+        interior = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(-2 * cls.half_bin * inv_s))
+        return torch.where(k <= 0, log_cdf_upper, torch.where(k >= cls.levels - 1, log_sf_lower, interior))
 
     def _levels(self, value: Tensor) -> Tensor:
         """Integer levels k (as floats) of values ``x = k / 255``."""
