@@ -31,7 +31,9 @@ class Likelihood(nn.Module):
         binary: the likelihood is defined on {0, 1} data only.
         dequantize: the likelihood is a continuous density fitted to dequantized 8-bit
             grey levels ``(k + u) / 256`` (see :mod:`pyro_vae.data`).
-        params_per_channel: decoder output channels per image channel.
+        params_per_channel: decoder output channels per image channel (``None`` where the
+            count is not proportional to C, e.g. the logistic mixture's; ``param_shape`` is
+            what decoders use).
     """
 
     binary: bool = False
