@@ -28,6 +28,7 @@ import statistics
 import pyro
 import torch
 
+from inference.checkpoint import build_from_checkpoint, load_checkpoint
 from inference.run import DataConfig, train_run
 from inference.svi import TrainConfig
 
@@ -45,8 +46,8 @@ def run_one(name: str, epochs: int, iwae_samples: int, runs: str, seed: int = 0)
         log=lambda line: None,
     )
     metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    params = sum(t.numel() for t in torch.load(os.path.join(run_dir, "checkpoint.pt"),
-                                               weights_only=True)["model_state"].values())
+    vae, _ = build_from_checkpoint(load_checkpoint(os.path.join(run_dir, "checkpoint.pt")))
+    params = sum(t.numel() for t in vae.parameters())
     seconds = [m["seconds"] for m in metrics]
     return {
         "model": name,
