@@ -603,12 +603,17 @@ def fit_local_guide(
 def bounds(
     vae: VAE, guide: Callable, x: Tensor, num_samples: int = 5000, max_rows: int = 20_000
 ) -> Dict[str, Tensor]:
-    """Per-image ELBO (with its Monte-Carlo standard error) and IWAE-k, each (B,).
+    """Per-image ELBO and IWAE-k with their Monte-Carlo standard errors, each (B,).
 
-    The same k draws give both: ELBO = mean_s log w_s, IWAE = logsumexp_s log w_s − log k.
+    The same k draws give both: ELBO = mean_s log w_s (standard error sd(log w) / √k) and
+    IWAE = logsumexp_s log w_s − log k, whose standard error is ≈ sd(w) / (mean(w) √k) by
+    the delta method. Both errors are estimated from the draws themselves; when the
+    weights are heavy-tailed (q narrower than p(z|x) somewhere) the IWAE error estimate
+    is itself unreliable, which the PSIS k̂ of the weights diagnoses.
     """
     chunk = max(1, max_rows // len(x))
     lse = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+    lse2 = lse.clone()
     total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     squares = torch.zeros_like(total)
     done = 0
@@ -616,12 +621,17 @@ def bounds(
         n = min(chunk, num_samples - done)
         lw = log_weights(vae, guide, x, n).log_w.double()
         lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
+        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
         total += lw.sum(0)
         squares += (lw**2).sum(0)
         done += n
-    mean = total / num_samples
-    var = (squares / num_samples - mean**2).clamp_min(0) * num_samples / max(num_samples - 1, 1)
-    return {"elbo": mean, "elbo_se": (var / num_samples).sqrt(), "iwae": lse - math.log(num_samples)}
+    k = num_samples
+    mean = total / k
+    var = (squares / k - mean**2).clamp_min(0) * k / max(k - 1, 1)
+    # sd(w)² / mean(w)² = k Σw² / (Σw)² − 1
+    rel_var = (math.log(k) + lse2 - 2 * lse).exp() - 1
+    return {"elbo": mean, "elbo_se": (var / k).sqrt(), "iwae": lse - math.log(k),
+            "iwae_se": (rel_var.clamp_min(0) / k).sqrt()}
 
 
 def inference_gaps(
@@ -668,7 +678,9 @@ def inference_gaps(
             "example": index,
             "log_px": log_px,
             "iwae_amortized": float(amortized["iwae"]),
+            "iwae_amortized_se": float(amortized["iwae_se"]),
             "iwae_local": float(optimal["iwae"]),
+            "iwae_local_se": float(optimal["iwae_se"]),
             "elbo_amortized": float(amortized["elbo"]),
             "elbo_amortized_se": float(amortized["elbo_se"]),
             "elbo_local": float(optimal["elbo"]),
