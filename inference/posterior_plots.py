@@ -95,7 +95,9 @@ def marginals_figure(
 def traversal_figure(
     vae: VAE, z0: Tensor, dims: Sequence[int], path: str, span: float = 3.0, steps: int = 9
 ) -> None:
-    """Rows: one latent dimension each, moved over [−span, span] prior sd with the others at ``z0``.
+    """Decode while one coordinate moves over [−span, span], the others held at ``z0``.
+
+    One row per dimension in ``dims``.
 
     Args:
         vae: the model (its decoder's mean image is drawn).
