@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--iwae-samples", type=int, default=5000, metavar="K", help="k of log p(x) and the ELBOs")
     po.add_argument("--local-steps", type=int, default=3000, help="cap on SVI steps of each local guide")
     po.add_argument("--local-method", default="auto", help="auto | gaussian | copy")
+    po.add_argument("--local-lr", type=float, default=0.01, help="Adam learning rate of the local fits")
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--out", default=None, metavar="DIR", help="default RUN_DIR/posterior")
     po.add_argument("--device", default="cpu")
@@ -237,7 +238,7 @@ def _posterior(args: argparse.Namespace) -> int:
                              seed=args.seed)
     nuts = NUTSConfig(chains=args.chains, draws=args.draws, warmup=args.warmup,
                       max_tree_depth=args.max_tree_depth, jit=args.jit, seed=args.seed)
-    local = LocalFitConfig(method=args.local_method, max_steps=args.local_steps)
+    local = LocalFitConfig(method=args.local_method, max_steps=args.local_steps, lr=args.local_lr)
     result = posterior_run(args.run_dir, config, nuts, local, out=args.out,
                            progress=not args.no_progress, device=args.device)
     print(format_gaps(result["gaps"]))
