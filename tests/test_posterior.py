@@ -328,7 +328,7 @@ def test_gaps_of_a_briefly_trained_model_are_non_negative(small_data):
     for _ in range(3):
         trainer.train_epoch()
     x = small_data.eval_data("test")[:2]
-    gaps = inference_gaps(vae, guide, x, iwae_samples=1000, local=LocalFitConfig(max_steps=800))
+    gaps = inference_gaps(vae, guide, x, iwae_samples=1000, local=LocalFitConfig(max_steps=500))
     for row in gaps["examples"]:
         se_a, se_l = row["elbo_amortized_se"], row["elbo_local_se"]
         # 4 standard errors of the ELBO averages; the IWAE-1000 estimate's own error is
