@@ -124,7 +124,9 @@ def nuts_run():
         params = [p.detach().clone() for p in vae.parameters()]
         idata = nuts_posterior(vae, x, NUTSConfig(chains=2, draws=300, warmup=150, seed=0),
                                examples=[5, 7])
-    return vae, x, idata, params
+    # read here: the autouse fixture clears the store before each test
+    store = list(pyro.get_param_store().keys())
+    return vae, x, idata, (params, store)
 
 
 def test_nuts_matches_the_exact_posterior(nuts_run):
@@ -168,11 +170,11 @@ def test_nuts_diagnostics_are_finite_and_good(nuts_run):
 
 def test_nuts_trains_nothing(nuts_run):
     """The decoder is frozen: weights unchanged, flags restored, the param store untouched."""
-    vae, _, _, before = nuts_run
+    vae, _, _, (before, store) = nuts_run
     for p, q in zip(vae.parameters(), before):
         assert torch.equal(p, q) and p.requires_grad
     assert vae.training
-    assert list(pyro.get_param_store().keys()) == []
+    assert store == []
 
 
 def test_netcdf_round_trip(nuts_run, tmp_path):
