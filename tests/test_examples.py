@@ -20,3 +20,12 @@ def test_svi_script_trains():
     elbos = [float(v) for v in re.findall(r"train ELBO (-?[\d.]+)", out)]
     assert len(elbos) == 3
     assert elbos[-1] > elbos[0] + 20  # three epochs from random init gain tens of nats
+
+
+def test_posterior_analysis_runs(tmp_path):
+    out = run_example("posterior_analysis.py", "--epochs", "2", "--train-size", "512",
+                      "--index", "0", "5", "--draws", "30", "--iwae-samples", "100",
+                      "--local-steps", "100", "--out", str(tmp_path))
+    assert "r_hat" in out and "approx. gap" in out and "active units" in out
+    for name in ("marginals_0.png", "marginals_5.png", "manifold.png", "latent_means.png"):
+        assert os.path.isfile(tmp_path / name), name
