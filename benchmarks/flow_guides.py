@@ -23,6 +23,7 @@ import time
 from typing import Dict, List
 
 import pyro
+import torch
 
 from inference.run import evaluate_model
 from inference.svi import TrainConfig, Trainer, set_seed
@@ -93,7 +94,11 @@ def main() -> None:
                         help='JSON {guide: {option: value}}, e.g. \'{"sylvester": {"variant": "householder"}}\'')
     parser.add_argument("--out", default="flow_guides.jsonl")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out and exit")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 avoids oversubscription when processes share cores)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     rows = []
     if os.path.exists(args.out):

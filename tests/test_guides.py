@@ -35,8 +35,9 @@ CASES = [pytest.param(name, guide_options(name), id=name) for name in GUIDES.nam
     pytest.param("sylvester", {"num_flows": 3, "variant": "householder", "num_householder": 2},
                  id="sylvester-householder"),
     pytest.param("sylvester", {"num_flows": 3, "variant": "triangular"}, id="sylvester-triangular"),
-    pytest.param("sylvester", {"num_flows": 2, "num_ortho": 2, "hidden_dims": [8]},
-                 id="sylvester-orthogonal-M2"),
+    # the default M is z_dim // 2 = 1 (a planar-like step); also a full Q, and an MLP hypernet
+    pytest.param("sylvester", {"num_flows": 2, "num_ortho": Z_DIM, "hidden_dims": [8]},
+                 id="sylvester-orthogonal-full"),
 ]
 FLOW_CASES = [c for c in CASES if c.values[0] != "gaussian"]
 
@@ -217,7 +218,12 @@ QUICK = ["--train-size", "200", "--test-size", "40", "--set", "hidden=[32]", "--
          "--iwae-samples", "20", "--no-progress", "--batch-size", "50"]
 
 
-@pytest.mark.parametrize("name", [n for n in GUIDES.names() if n != "gaussian"])
+# Each CLI run costs seconds (data, figures, checkpoints): the default run takes one flow
+# guide here and sylvester in the test below; `pytest -m slow` takes every flow guide.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "iaf" else pytest.mark.slow)
+    for n in GUIDES.names() if n != "gaussian"
+])
 def test_cli_trains_evaluates_and_samples_every_flow_guide(name, tmp_path, capsys):
     run = str(tmp_path / name)
     assert main(["train", "--guide", name, "--flows", "2", "--epochs", "1", "--out", run, *QUICK]) == 0

@@ -359,7 +359,8 @@ class SylvesterGuide(FlowGuide):
         variant: how Q is kept orthogonal — ``orthogonal`` (O-SNF: M orthonormal columns),
             ``householder`` (H-SNF: a product of ``num_householder`` reflections) or
             ``triangular`` (T-SNF: identity / reversal permutation on alternate steps).
-        num_ortho: M for the orthogonal variant (default z_dim).
+        num_ortho: M for the orthogonal variant (default z_dim // 2, the paper's ratio;
+            M = z_dim costs ~3× more per step on a CPU at z_dim = 32).
         num_householder: reflections per step for the householder variant.
         hidden_dims: hidden widths in front of the linear heads (default none: linear in h).
     """

@@ -153,7 +153,10 @@ class _SylvesterParametrization(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown Sylvester variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
-        m = input_dim if num_ortho is None or variant != "orthogonal" else int(num_ortho)
+        if variant != "orthogonal":
+            m = input_dim
+        else:  # the paper's ratio: M = 32 orthonormal columns for a 64-dimensional z
+            m = max(1, input_dim // 2) if num_ortho is None else int(num_ortho)
         if not 1 <= m <= input_dim:
             raise ValueError(f"num_ortho must be in [1, {input_dim}], got {num_ortho}")
         if variant == "householder" and num_householder < 1:
@@ -197,7 +200,7 @@ class Sylvester(ConditionedSylvester, TransformModule):
     Args:
         input_dim: D.
         variant: ``orthogonal``, ``householder`` or ``triangular``.
-        num_ortho: M, orthonormal columns of Q (orthogonal variant; default D).
+        num_ortho: M, orthonormal columns of Q (orthogonal variant; default D // 2).
         num_householder: reflections per Q (householder variant).
         reverse: use the reversal permutation as Q (triangular variant).
 
@@ -255,7 +258,7 @@ class ConditionalSylvester(ConditionalTransformModule):
         context_dim: dimension of the context.
         variant: ``orthogonal``, ``householder`` or ``triangular``.
         hidden_dims: hidden widths of the hypernet (default: none, a linear map).
-        num_ortho: M (orthogonal variant; default D).
+        num_ortho: M (orthogonal variant; default D // 2, the paper's M = 32 for D = 64).
         num_householder: reflections per step (householder variant).
         reverse: Q is the reversal permutation (triangular variant, alternate steps).
 
