@@ -266,6 +266,8 @@ def test_bad_guide_options_are_refused_in_one_line(tmp_path, capsys):
         build_guide("sylvester", vae, num_ortho=5)
     with pytest.raises(ConfigError, match="hidden_dims"):
         build_guide("iaf", vae, hidden_dims=[2])  # a MADE layer narrower than z_dim
+    with pytest.raises(ConfigError, match="bound must be a positive number"):
+        build_guide("spline", vae, bound="wide")  # what `--guide-set bound=wide` passes
     with pytest.raises(ConfigError, match="unknown option num_flows for guide 'gaussian'"):
         build_guide("gaussian", vae, num_flows=2)
     code = main(["train", "--guide", "sylvester", "--guide-set", "variant=cayley",

@@ -428,8 +428,8 @@ class SplineGuide(FlowGuide):
         _check_z_dim(vae, "spline")
         if not isinstance(count_bins, int) or count_bins < 2:
             raise ConfigError(f"count_bins must be an integer ≥ 2, got {count_bins!r}")
-        if not bound > 0:
-            raise ConfigError(f"bound must be positive, got {bound!r}")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+            raise ConfigError(f"bound must be a positive number, got {bound!r}")
         hidden = _hidden(hidden_dims, [10 * d, 10 * d], at_least=d)
         steps = []
         for _ in range(k):
