@@ -69,20 +69,28 @@ def _mean_std(values: List[float]) -> str:
 
 
 def table(rows: List[Dict]) -> str:
-    """Markdown table of mean ± std over seeds, one line per guide spec."""
+    """Markdown table of mean ± std over seeds, one line per guide spec; gains are per-seed
+    differences with the Gaussian guide of the same seed and epochs (positive = better)."""
     groups: Dict[str, List[Dict]] = {}
     for r in rows:
         groups.setdefault(json.dumps(r["spec"], sort_keys=True), []).append(r)
-    lines = ["| guide | seeds | test ELBO | test NLL, IWAE | IWAE − ELBO, same images | s/epoch* | guide params |",
-             "|---|---|---|---|---|---|---|"]
+    gauss = {(r["seed"], r["epochs"]): r for r in rows if r["guide"] == "gaussian"}
+    lines = ["| guide | seeds | test ELBO | ELBO gain | test NLL, IWAE | NLL gain "
+             "| IWAE − ELBO, same images | s/epoch* | guide params |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, rs in groups.items():
         spec = json.loads(key)
         name = spec.pop("name")
         opts = ", ".join(f"{k}={v}" for k, v in spec.items() if v is not None)
+        paired = [(r, gauss[(r["seed"], r["epochs"])]) for r in rs if (r["seed"], r["epochs"]) in gauss]
+        gains = "| — | " if name == "gaussian" or not paired else (
+            f"| {_mean_std([r['elbo'] - g['elbo'] for r, g in paired])} | ")
+        nll_gains = "| — " if name == "gaussian" or not paired else (
+            f"| {_mean_std([g['nll'] - r['nll'] for r, g in paired])} ")
         lines.append(
             f"| {name}{f' ({opts})' if opts else ''} | {len(rs)} "
-            f"| {_mean_std([r['elbo'] for r in rs])} "
-            f"| {_mean_std([r['nll'] for r in rs])} "
+            f"| {_mean_std([r['elbo'] for r in rs])} {gains}"
+            f"{_mean_std([r['nll'] for r in rs])} {nll_gains}"
             f"| {_mean_std([-r['nll'] - r['iwae_elbo'] for r in rs])} "
             f"| {statistics.mean(r['seconds_per_epoch'] for r in rs):.2f} "
             f"| {rs[0]['guide_params']:,} |"
