@@ -285,6 +285,8 @@ class ConditionalSylvester(ConditionalTransformModule):
         self.param_map = _SylvesterParametrization(input_dim, variant, num_ortho, num_householder, reverse)
         m = self.param_map.num_ortho
         q_numel = 0 if variant == "triangular" else int(torch.Size(self.param_map.q_shape).numel())
+        # full M×M (its diagonal is unused: the diagonals of R and R̃ have their own heads),
+        # diag(R), diag(R̃), b, and Q's raw parameters
         self.param_dims = [m * m, m, m, m, q_numel]
         self.nn = MLP(context_dim, list(hidden_dims), sum(self.param_dims), act="relu")
         self.reset_to_identity()
