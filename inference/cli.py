@@ -31,14 +31,14 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _options(pairs: Optional[List[str]]) -> Dict[str, Any]:
+def _options(pairs: Optional[List[str]], flag: str = "--set") -> Dict[str, Any]:
     from pyro_vae.errors import ConfigError
 
     out: Dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key.replace("-", "_")] = _parse_value(value)
     return out
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=None, help=f"model: {' | '.join(MODELS.names())} (default dense)")
     t.add_argument("--guide", default=None, help=f"guide: {' | '.join(GUIDES.names())} (default gaussian)")
     t.add_argument("--flows", type=int, default=None, metavar="K", help="number of flow steps of a flow guide")
+    t.add_argument("--guide-set", action="append", metavar="KEY=VALUE", dest="guide_options",
+                   help="guide option, e.g. --guide-set variant=householder (repeatable; JSON values)")
     t.add_argument("--likelihood", default=None,
                    help=f"likelihood: {' | '.join(LIKELIHOODS.names())} "
                         "(default bernoulli for binarized data, gaussian otherwise)")
@@ -158,7 +160,7 @@ def _train(args: argparse.Namespace) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}" for name, value in vars(args).items()
             if value not in (None, False) and name in (
-                "model", "guide", "flows", "likelihood", "prior", "dataset", "binarize", "z_dim",
+                "model", "guide", "flows", "guide_options", "likelihood", "prior", "dataset", "binarize", "z_dim",
                 "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
                 "seed", "jit", "train_size", "test_size", "iwae_samples")
         ]
@@ -181,6 +183,7 @@ def _train(args: argparse.Namespace) -> int:
     guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
     if args.flows is not None:
         guide["num_flows"] = args.flows
+    guide.update(_options(args.guide_options, "--guide-set"))
     data = DataConfig(
         name=args.dataset or "mnist5k",
         binarize=binarize,
