@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-decay", type=float, default=None, help="learning-rate decay per epoch")
     t.add_argument("--particles", type=int, default=None, metavar="L", help="samples of z per point and step")
     t.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS", help="epochs of linear KL warm-up")
+    t.add_argument("--free-bits", type=float, default=None, metavar="LAMBDA",
+                   help="free bits: nats per latent dimension not penalised (default 0)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--jit", action="store_true", default=None, help="compile the ELBO (JitTrace_ELBO)")
     t.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
@@ -124,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     train_fields = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "lr_decay": args.lr_decay, "particles": args.particles, "kl_warmup": args.kl_warmup,
+        "free_bits": args.free_bits,
         "seed": args.seed, "jit": args.jit,
     }
     given_train = {k: v for k, v in train_fields.items() if v is not None}
@@ -138,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
             f"--{name.replace('_', '-')}" for name, value in vars(args).items()
             if value not in (None, False) and name in (
                 "model", "guide", "flows", "likelihood", "prior", "dataset", "binarize", "z_dim",
-                "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
+                "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup", "free_bits",
                 "seed", "jit", "train_size", "test_size", "iwae_samples")
         ]
         if conflicting:
