@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--jit", action="store_true", default=None, help="compile the ELBO (JitTrace_ELBO)")
     t.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     t.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
-    t.add_argument("--iwae-samples", type=int, default=None, help="k of the final IWAE evaluation (default 1000)")
+    t.add_argument("--iwae-samples", type=int, default=None,
+                   help="k of the final IWAE evaluation (default 1000; 100 for the pixel model)")
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<time>-<model>-<guide>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="ELBO and IWAE log-likelihood of a trained run; writes eval.json")
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--iwae-samples", type=int, default=5000, metavar="K")
+    e.add_argument("--iwae-samples", type=int, default=None, metavar="K",
+                   help="importance samples (default 5000; 500 for the pixel model, whose decoder "
+                        "costs about a thousand times a dense one's)")
     e.add_argument("--split", default="test", help="train | test")
     e.add_argument("--dataset", default=None, help="evaluate on another dataset of the same image shape")
     e.add_argument("--data-dir", default=None)
@@ -127,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list registered models, guides, likelihoods and datasets")
     return parser
+
+
+def _model_default(name: str, attribute: str, default: int) -> int:
+    """A model class's own default (e.g. fewer IWAE samples for an expensive decoder)."""
+    from pyro_vae import MODELS
+
+    return int(getattr(MODELS.get(name), attribute, default)) if name in MODELS else default
 
 
 def _check_device(device: str) -> None:
@@ -203,7 +213,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
     result = train_run(out, model, guide, data, train,
-                       iwae_samples=1000 if args.iwae_samples is None else args.iwae_samples,
+                       iwae_samples=(_model_default(model["name"], "final_iwae_samples", 1000)
+                                     if args.iwae_samples is None else args.iwae_samples),
                        download=args.download, progress=progress, device=args.device)
     print(summarize(result, data.binarize != "none"))
     print(f"run directory: {out}")
@@ -214,6 +225,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from inference.run import evaluate_run, summarize
     from pyro_vae.errors import ConfigError
 
+    if args.iwae_samples is None:
+        from inference.run import read_config
+
+        name = read_config(args.run_dir)["model"].get("name", "")
+        args.iwae_samples = _model_default(name, "eval_iwae_samples", 5000)
     if args.iwae_samples < 1:
         raise ConfigError(f"--iwae-samples must be positive, got {args.iwae_samples}")
     _check_device(args.device)

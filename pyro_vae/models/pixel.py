@@ -94,6 +94,10 @@ class PixelVAE(VAE):
 
     #: decoder evaluations per IWAE chunk: a PixelCNN pass costs ~1e3× a dense decoder's
     max_eval_rows = 1024
+    #: default k of the IWAE estimate after training / of ``pyro-vae evaluate`` (the CLI's
+    #: defaults for the other models are 1000 / 5000); always reported with the result
+    final_iwae_samples = 100
+    eval_iwae_samples = 500
 
     def __init__(
         self,
