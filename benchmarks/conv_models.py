@@ -10,7 +10,12 @@ the parameter count. Run::
     python benchmarks/conv_models.py --epochs 100 --iwae-samples 1000 --runs /tmp/bench
 
 and then, for the cost of the Pyro machinery per model,
-``python benchmarks/svi_overhead.py --model conv``.
+``python benchmarks/svi_overhead.py --model conv``. Seconds per epoch from separate runs
+drift with the machine's load; ``--step-times`` instead times the training step (the
+``Trainer``'s SVI step, batch 128) of every model interleaved in one process, so that the
+relative costs survive a shared machine::
+
+    python benchmarks/conv_models.py --step-times --rounds 9
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import json
 import os
 import statistics
 
+import pyro
 import torch
 
+from inference.checkpoint import build_from_checkpoint, load_checkpoint
 from inference.run import DataConfig, train_run
 from inference.svi import TrainConfig
 
@@ -39,8 +46,8 @@ def run_one(name: str, epochs: int, iwae_samples: int, runs: str, seed: int = 0)
         log=lambda line: None,
     )
     metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    params = sum(t.numel() for t in torch.load(os.path.join(run_dir, "checkpoint.pt"),
-                                               weights_only=True)["model_state"].values())
+    vae, _ = build_from_checkpoint(load_checkpoint(os.path.join(run_dir, "checkpoint.pt")))
+    params = sum(t.numel() for t in vae.parameters())
     seconds = [m["seconds"] for m in metrics]
     return {
         "model": name,
@@ -56,6 +63,32 @@ def run_one(name: str, epochs: int, iwae_samples: int, runs: str, seed: int = 0)
     }
 
 
+def step_times(models, rounds: int = 9, steps: int = 5) -> dict:
+    """Median milliseconds per training step of each model, timed in interleaved rounds."""
+    import time
+
+    from inference.svi import Trainer
+    from pyro_vae import build_guide, build_vae, load_dataset
+
+    data = load_dataset("mnist5k", binarize="dynamic")
+    x = next(data.batches("train", 128, shuffle=False))
+    trainers = {}
+    for name in models:
+        vae = build_vae(name, data.x_shape, z_dim=32)
+        trainer = Trainer(vae, build_guide("gaussian", vae), data, TrainConfig())
+        trainers[name] = trainer
+    times = {name: [] for name in models}
+    for r in range(rounds + 1):
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            with pyro.validation_enabled(False):  # as Trainer.train_epoch runs its steps
+                for _ in range(steps):
+                    trainer.svi.step(x, num_data=len(data.train))
+            if r:  # round 0 warms up
+                times[name].append((time.perf_counter() - start) / steps * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["dense", "conv", "resnet"])
@@ -63,7 +96,17 @@ def main() -> None:
     p.add_argument("--iwae-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/bench-conv", help="where the run directories go")
+    p.add_argument("--step-times", action="store_true", help="only time the training steps")
+    p.add_argument("--rounds", type=int, default=9, help="rounds of --step-times")
     a = p.parse_args()
+    if a.step_times:
+        ms = step_times(a.models, a.rounds)
+        print(f"torch threads {torch.get_num_threads()}, batch 128, median of {a.rounds} rounds")
+        print("| model | ms / step | relative to " + a.models[0] + " |")
+        print("|---|---|---|")
+        for name, t in ms.items():
+            print(f"| {name} | {t:.1f} | {t / ms[a.models[0]]:.2f} |")
+        return
     rows = []
     for name in a.models:
         row = run_one(name, a.epochs, a.iwae_samples, a.runs, a.seed)

@@ -1,5 +1,7 @@
 """The VAE contract for every registered model: sites, shapes, particles, SVI, save/load."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -8,7 +10,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
 from inference.evaluate import evaluate
-from pyro_vae import LIKELIHOODS, MODELS, ConfigError, DataError, build_guide, build_likelihood, build_vae
+from pyro_vae import GUIDES, LIKELIHOODS, MODELS, ConfigError, DataError, build_guide, build_likelihood, build_vae
 
 SMALL = {
     "dense": {"hidden": (32,)},
@@ -192,3 +194,17 @@ def test_conv_options_are_validated_and_recorded(name):
         build_vae(name, x_shape=(1, 28, 28), channels=[])
     with pytest.raises(ConfigError, match="valid options: channels"):
         build_vae(name, x_shape=(1, 28, 28), chanels=[3])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("guide_name", GUIDES.names())
+def test_every_guide_works_with_every_model(name, guide_name):
+    """Guides condition on ``encoder.features``: conv and ResNet trunks must serve them too."""
+    vae = make(name)
+    guide = build_guide(guide_name, vae, **({} if guide_name == "gaussian" else {"num_flows": 2}))
+    x = binary_batch(4)
+    elbo = Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(vae.model, guide, ClippedAdam({"lr": 1e-3}), elbo)
+    assert math.isfinite(svi.step(x, num_data=40))
+    result = evaluate(vae, guide, x, num_samples=8, seed=0)
+    assert math.isfinite(result["iwae"]) and result["iwae"] >= result["elbo"] - 1e-4

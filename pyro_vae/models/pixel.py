@@ -106,7 +106,7 @@ class PixelVAE(VAE):
         likelihood: str = "bernoulli",
         channels: Sequence[int] = (32, 64),
         hidden: int = 256,
-        pixel_channels: int = 32,
+        pixel_channels: int = 16,
         pixel_layers: int = 4,
         kernel: int = 5,
         cond_channels: int = 16,
