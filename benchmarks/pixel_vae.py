@@ -73,7 +73,7 @@ def main():
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--iwae-samples", type=int, default=100)
     p.add_argument("--models", nargs="+", default=["dense", "conv", "pixel"])
-    p.add_argument("--free-bits", type=float, default=0.0)
+    p.add_argument("--free-bits", type=float, default=0.25)
     p.add_argument("--kl-warmup", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -93,6 +93,14 @@ def main():
         if name == "pixel":
             pixel = vae
     sampling = time_sampling(pixel) if pixel is not None else None
+    if pixel is not None and a.out:
+        from inference.plots import save_grid
+
+        os.makedirs(a.out, exist_ok=True)
+        torch.manual_seed(a.seed)
+        with torch.no_grad():
+            images = pixel.decoder.distribution(pixel.prior().sample((64,))).sample()
+        save_grid(images, os.path.join(a.out, "pixel_samples.png"))
     print(f"\nmnist5k, {a.epochs} epochs, seed {a.seed}, IWAE k={a.iwae_samples} on 1000 test images")
     print("| model | test ELBO | test NLL (IWAE) | KL | active units | s / epoch |")
     print("|---|---|---|---|---|---|")

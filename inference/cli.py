@@ -151,6 +151,7 @@ def _check_device(device: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from pyro_vae import MODELS
     from inference.run import DataConfig, is_run, read_config, summarize, train_run
     from inference.svi import TrainConfig
     from pyro_vae.errors import CheckpointError, ConfigError
@@ -204,7 +205,12 @@ def _train(args: argparse.Namespace) -> int:
         train_size=args.train_size,
         test_size=args.test_size,
     )
-    train = TrainConfig(**given_train)
+    # a model may bring its own training defaults (the pixel model: fewer, slower epochs and
+    # free bits against posterior collapse); what the user gives wins
+    defaults = {}
+    if model["name"] in MODELS:
+        defaults = dict(getattr(MODELS.get(model["name"]), "train_defaults", {}))
+    train = TrainConfig(**{**defaults, **given_train})
     out = args.out or os.path.join(
         "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}"
     )

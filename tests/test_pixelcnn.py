@@ -118,3 +118,19 @@ def test_log_prob_broadcasts_over_particles():
     assert torch.allclose(lp[1, 0], one)
     assert d.expand((4, 2)).batch_shape == (4, 2)
     assert d.sample().shape == (4, 2, 1, 3, 3)
+
+
+@pytest.mark.parametrize("x_shape", [(1, 1, 2), (2, 1, 1)])
+def test_exact_normalisation_with_the_discretized_logistic(x_shape):
+    """8-bit data: Σ over all 256² images of p(x | s) = 1 (two pixels in raster order, or the
+    two channels of one pixel in their conditional order), in float64."""
+    torch.manual_seed(5)
+    lik = build_likelihood("logistic", x_shape, num_mixtures=2)
+    net = randomized(GatedPixelCNN(x_shape[0], lik.param_shape[0], 2, channels=8, layers=2, kernel=3), 0.5).double()
+    s = torch.randn(2, *x_shape[1:], dtype=torch.float64)
+    d = PixelCNNDistribution(net, s, lik)
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    grid = torch.cartesian_prod(levels, levels).reshape(-1, *x_shape)
+    with torch.no_grad():
+        total = torch.logsumexp(d.log_prob(grid), 0).exp()
+    assert abs(float(total) - 1.0) < 1e-6, float(total)
