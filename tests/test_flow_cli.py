@@ -91,6 +91,7 @@ def expect_error(capsys, argv, *fragments):
     (["--model", "realnvp", "--guide", "gaussian"], ["--guide", "no latent variable"]),
     (["--model", "glow", "--z-dim", "8", "--prior", "realnvp"], ["--z-dim, --prior", "'glow'"]),
     (["--model", "nice", "--flows", "4", "--kl-warmup", "2"], ["--flows, --kl-warmup"]),
+    (["--model", "nice", "--free-bits", "0.5"], ["--free-bits", "no latent variable"]),
     (["--model", "realnvpp"], ["unknown model 'realnvpp'", "valid models: dense", "glow"]),
     (["--model", "nice", "--binarize", "dynamic"], ["binarized", "--binarize none"]),
     (["--model", "glow", "--set", "num_scales=3"], ["cannot squeeze"]),

@@ -94,6 +94,8 @@ class FlowModel(nn.Module):
     """
 
     registry_name: str = ""
+    #: ``pyro-vae train`` defaults for density flows (flags given by the user win)
+    train_defaults: Dict[str, Any] = {"epochs": 10}
 
     def __init__(
         self,
