@@ -101,9 +101,9 @@ class PixelVAE(VAE):
     final_iwae_samples = 100
     eval_iwae_samples = 500
     #: ``pyro-vae train --model pixel`` defaults (flags given by the user win): a PixelCNN epoch
-    #: costs ~10× a conv one, and free bits of 0.25 nats per latent dimension keep z in use
-    #: (without them the KL on mnist5k fell 15.6 → 5.5 nats over 8 epochs and kept falling;
-    #: with them it held at ~9.3 — docs/benchmarks.md)
+    #: costs ~7× a conv one, and free bits of 0.25 nats per latent dimension guard z against
+    #: collapse (on mnist5k after 20 epochs: KL 10.0 nats with them, 5.0 without, for a
+    #: 0.35-nat worse NLL — docs/benchmarks.md)
     train_defaults = {"epochs": 20, "free_bits": 0.25}
 
     def __init__(
