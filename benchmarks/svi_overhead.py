@@ -1,6 +1,7 @@
 """Time of one Pyro SVI step divided by the time of a hand-written PyTorch step.
 
-Both steps train the same networks (the default dense VAE) on the same mini-batches. The
+Both steps train the same networks (the default dense VAE, or ``--model conv`` / ``resnet``
+/ any registered Bernoulli VAE with its default options) on the same mini-batches. The
 hand-written step draws z = μ + σ·ε, uses the closed-form Gaussian KL and the Bernoulli
 log-likelihood, and updates with the same ClippedAdam algorithm in one torch optimizer;
 the Pyro steps are ``SVI.step`` with ``Trace_ELBO``. Variants, from naive to what
@@ -19,6 +20,7 @@ of every variant back to back, and the reported ratio is the median over rounds 
 per-round ratio, so drifts in machine load cancel. Run::
 
     python benchmarks/svi_overhead.py --batch-size 128 --rounds 15
+    python benchmarks/svi_overhead.py --model conv --variants fused+noval jit --rounds 9
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def time_steps(step, batches, n):
 
 
 def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+noval", "jit"),
-        hidden=(512, 256), z_dim=32, threads=None):
+        hidden=(512, 256), z_dim=32, threads=None, model="dense"):
     if threads:
         torch.set_num_threads(threads)
     pyro.set_rng_seed(0)
@@ -92,7 +94,8 @@ def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+
     for name in ("hand", *variants):
         pyro.clear_param_store()
         torch.manual_seed(0)
-        vae = build_vae("dense", data.x_shape, z_dim=z_dim, hidden=hidden)
+        options = {"hidden": hidden} if model == "dense" else {}
+        vae = build_vae(model, data.x_shape, z_dim=z_dim, **options)
         steps_by_name[name] = (hand_step_factory(vae, num_data, 1e-4) if name == "hand"
                                else pyro_step_factory(vae, num_data, 1e-4, name))
         time_steps(steps_by_name[name], batches, 10)  # warm-up (and JIT compilation)
@@ -118,9 +121,11 @@ def main():
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--variants", nargs="+", default=["naive", "fused", "fused+noval", "jit"])
+    p.add_argument("--model", default="dense", help="a registered Bernoulli VAE, default options")
     a = p.parse_args()
-    res = run(a.batch_size, a.rounds, a.steps, tuple(a.variants), threads=a.threads)
-    print(f"dense VAE (512-256, z=32), batch {a.batch_size}, torch threads {torch.get_num_threads()}")
+    res = run(a.batch_size, a.rounds, a.steps, tuple(a.variants), threads=a.threads, model=a.model)
+    what = "dense VAE (512-256, z=32)" if a.model == "dense" else f"{a.model} VAE (default options, z=32)"
+    print(f"{what}, batch {a.batch_size}, torch threads {torch.get_num_threads()}")
     print("| step | ms / step | ratio to hand-written (median, IQR) |")
     print("|---|---|---|")
     print(f"| hand-written PyTorch | {res['hand']['ms']:.2f} | 1 |")

@@ -31,14 +31,14 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _options(pairs: Optional[List[str]]) -> Dict[str, Any]:
+def _options(pairs: Optional[List[str]], flag: str = "--set") -> Dict[str, Any]:
     from pyro_vae.errors import ConfigError
 
     out: Dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key.replace("-", "_")] = _parse_value(value)
     return out
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=None, help=f"model: {' | '.join(MODELS.names())} (default dense)")
     t.add_argument("--guide", default=None, help=f"guide: {' | '.join(GUIDES.names())} (default gaussian)")
     t.add_argument("--flows", type=int, default=None, metavar="K", help="number of flow steps of a flow guide")
+    t.add_argument("--guide-set", action="append", metavar="KEY=VALUE", dest="guide_options",
+                   help="guide option, e.g. --guide-set variant=householder (repeatable; JSON values)")
     t.add_argument("--likelihood", default=None,
                    help=f"likelihood: {' | '.join(LIKELIHOODS.names())} "
                         "(default bernoulli for binarized data, gaussian otherwise)")
@@ -100,6 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
 
+    po = sub.add_parser("posterior", help="NUTS vs the guide for a few images: ArviZ data, figures, "
+                                          "inference gaps, latent usage (writes RUN_DIR/posterior)")
+    po.add_argument("run_dir", metavar="RUN_DIR")
+    po.add_argument("--index", type=int, nargs="+", default=[0, 1, 2], metavar="I",
+                    help="indices of the images in --split (default 0 1 2)")
+    po.add_argument("--split", default="test", help="train | test")
+    po.add_argument("--chains", type=int, default=4, help="NUTS chains per image (≥ 2)")
+    po.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
+    po.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    po.add_argument("--max-tree-depth", type=int, default=10)
+    po.add_argument("--jit", action="store_true", help="compile NUTS' potential energy (torch.jit.trace)")
+    po.add_argument("--guide-draws", type=int, default=None, help="guide draws per image (default chains × draws)")
+    po.add_argument("--iwae-samples", type=int, default=5000, metavar="K", help="k of log p(x) and the ELBOs")
+    po.add_argument("--local-steps", type=int, default=3000, help="cap on SVI steps of each local guide")
+    po.add_argument("--local-method", default="auto", help="auto | gaussian | copy")
+    po.add_argument("--local-lr", type=float, default=0.01, help="Adam learning rate of the local fits")
+    po.add_argument("--seed", type=int, default=0)
+    po.add_argument("--out", default=None, metavar="DIR", help="default RUN_DIR/posterior")
+    po.add_argument("--device", default="cpu")
+    po.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("list", help="list registered models, guides, likelihoods and datasets")
     return parser
 
@@ -137,7 +160,7 @@ def _train(args: argparse.Namespace) -> int:
         conflicting = [
             f"--{name.replace('_', '-')}" for name, value in vars(args).items()
             if value not in (None, False) and name in (
-                "model", "guide", "flows", "likelihood", "prior", "dataset", "binarize", "z_dim",
+                "model", "guide", "flows", "guide_options", "likelihood", "prior", "dataset", "binarize", "z_dim",
                 "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
                 "seed", "jit", "train_size", "test_size", "iwae_samples")
         ]
@@ -160,6 +183,7 @@ def _train(args: argparse.Namespace) -> int:
     guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
     if args.flows is not None:
         guide["num_flows"] = args.flows
+    guide.update(_options(args.guide_options, "--guide-set"))
     data = DataConfig(
         name=args.dataset or "mnist5k",
         binarize=binarize,
@@ -207,6 +231,24 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _posterior(args: argparse.Namespace) -> int:
+    from inference.posterior import (LocalFitConfig, NUTSConfig, PosteriorConfig, format_gaps,
+                                     posterior_run)
+
+    _check_device(args.device)
+    config = PosteriorConfig(indices=tuple(args.index), split=args.split,
+                             guide_draws=args.guide_draws, iwae_samples=args.iwae_samples,
+                             seed=args.seed)
+    nuts = NUTSConfig(chains=args.chains, draws=args.draws, warmup=args.warmup,
+                      max_tree_depth=args.max_tree_depth, jit=args.jit, seed=args.seed)
+    local = LocalFitConfig(method=args.local_method, max_steps=args.local_steps, lr=args.local_lr)
+    result = posterior_run(args.run_dir, config, nuts, local, out=args.out,
+                           progress=not args.no_progress, device=args.device)
+    print(format_gaps(result["gaps"]))
+    print(f"wrote {len(result['files'])} files to {result['out']}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
@@ -224,7 +266,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from pyro_vae.errors import PyroVAEError
 
-    handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list}[args.command]
+    handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "posterior": _posterior,
+               "list": _list}[args.command]
     try:
         return handler(args)
     except PyroVAEError as err:

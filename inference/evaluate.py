@@ -35,11 +35,13 @@ class LogWeights:
         log_px_z: log p_θ(x | z) — the reconstruction term.
         log_pz: log p_θ(z) (summed over all latent sites of the model).
         log_qz: log q_φ(z | x).
+        z: the guide's draws of site ``"z"``, (S, B, z_dim).
     """
 
     log_px_z: Tensor
     log_pz: Tensor
     log_qz: Tensor
+    z: Optional[Tensor] = None
 
     @property
     def log_w(self) -> Tensor:
@@ -72,7 +74,8 @@ def log_weights(vae: VAE, guide: Callable, x: Tensor, num_samples: int) -> LogWe
             lp = lp.expand(shape) if lp.shape != shape else lp
             key = "guide" if role == "guide" else ("obs" if site["is_observed"] else "latent")
             terms[key] = terms[key] + lp
-    return LogWeights(terms["obs"], terms["latent"], terms["guide"])
+    z = guide_trace.nodes["z"]["value"] if "z" in guide_trace.nodes else None
+    return LogWeights(terms["obs"], terms["latent"], terms["guide"], z)
 
 
 def _chunks(total: int, size: int):

@@ -131,14 +131,17 @@ def load_run(run_dir: str, device: str = "cpu") -> Tuple[VAE, Guide, Dict[str, A
     return vae, guide, config, payload
 
 
-def _figures(run_dir: str, vae: VAE, data: ImageDataset, metrics: List[Dict], seed: int) -> None:
+def _figures(run_dir: str, vae: VAE, data: ImageDataset, metrics: List[Dict], seed: int,
+             guide: Optional[Guide] = None) -> None:
     p = _paths(run_dir)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         save_grid(vae.generate(64), os.path.join(run_dir, "samples.png"))
         x = data.eval_data("test", dequantize=vae.likelihood.dequantize)[:32]
         x = x.to(next(vae.parameters()).device)
-        save_grid(reconstruction_grid(x, vae.reconstruct(x)), os.path.join(run_dir, "reconstructions.png"))
+        # a flow guide reconstructs through its flows, not from the base mean
+        recon = (guide if guide is not None else vae).reconstruct(x)
+        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"))
     if metrics:
         loss_plot(metrics, os.path.join(run_dir, "loss.png"), title=os.path.basename(os.path.abspath(run_dir)))
 
@@ -287,7 +290,7 @@ def train_run(
     if not os.path.exists(paths["checkpoint"]):  # zero epochs asked: still a loadable run
         save_checkpoint(paths["checkpoint"], vae, guide_obj, {"trainer": trainer.state_dict()})
 
-    _figures(run_dir, vae, dataset, metrics, seed=train_cfg.seed)
+    _figures(run_dir, vae, dataset, metrics, seed=train_cfg.seed, guide=guide_obj)
     result = evaluate_model(vae, guide_obj, dataset, "test", iwae_samples, progress=progress)
     result["epochs"] = trainer.epoch
     result["train_seconds"] = sum(m["seconds"] for m in metrics)

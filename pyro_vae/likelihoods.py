@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .distributions import DiscretizedLogisticMixture, num_coeffs
 from .errors import ConfigError, DataError
 from .registry import Registry
 
@@ -30,7 +31,9 @@ class Likelihood(nn.Module):
         binary: the likelihood is defined on {0, 1} data only.
         dequantize: the likelihood is a continuous density fitted to dequantized 8-bit
             grey levels ``(k + u) / 256`` (see :mod:`pyro_vae.data`).
-        params_per_channel: decoder output channels per image channel.
+        params_per_channel: decoder output channels per image channel (``None`` where the
+            count is not proportional to C, e.g. the logistic mixture's; ``param_shape`` is
+            what decoders use).
     """
 
     binary: bool = False
@@ -58,9 +61,10 @@ class Likelihood(nn.Module):
         """Refuse data this likelihood is not defined on (``binary``: data are {0, 1})."""
         name = type(self).name
         if self.binary and not binary:
+            grey = ", ".join(n for n in LIKELIHOODS.names() if not LIKELIHOODS.get(n).binary)
             raise ConfigError(
                 f"the {name} likelihood needs binary data; use --binarize dynamic or static, "
-                "or a likelihood for grey levels (gaussian)"
+                f"or a likelihood for grey levels ({grey})"
             )
         if not self.binary and binary:
             raise ConfigError(
@@ -126,6 +130,55 @@ class GaussianLikelihood(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         return params.clamp(0.0, 1.0)
+
+
+@LIKELIHOODS.register("logistic")
+class DiscretizedLogisticLikelihood(Likelihood):
+    """A mixture of K discretized logistics per pixel over the 256 levels (PixelCNN++).
+
+    For 8-bit grey-level or colour images ``x = k / 255`` as loaded with ``binarize="none"``
+    (not dequantized: the likelihood is a probability mass function on the 256 levels, so
+    bits/dim = NLL / (D ln 2) with no correction). See
+    :class:`~pyro_vae.distributions.DiscretizedLogisticMixture` for the model, the edge bins
+    at levels 0 and 255 and the channel conditioning of colour images.
+
+    The decoder outputs, per pixel, ``K`` mixture logits, then for each component ``C``
+    means, ``C`` raw log-scales and ``C (C − 1) / 2`` raw channel coefficients: ``K (1 +
+    2C + C (C − 1) / 2)`` channels (3K for grey, 10K for RGB, as in PixelCNN++). Log-scales
+    are bounded below by ``min_log_scale`` and coefficients squashed by ``tanh``, the
+    parametrisation of PixelCNN++ (arXiv:1701.05517).
+
+    Args:
+        x_shape: image shape ``(C, H, W)``.
+        num_mixtures: K, components per pixel.
+        min_log_scale: lower bound on the log-scales (in the ``[−1, 1]`` scale of y).
+    """
+
+    name = "logistic"
+    dequantize = False
+    params_per_channel = None  # type: ignore[assignment]  # not proportional to C: see param_shape
+
+    def __init__(self, x_shape: Sequence[int], num_mixtures: int = 5, min_log_scale: float = -7.0):
+        super().__init__(x_shape)
+        if int(num_mixtures) < 1:
+            raise ConfigError(f"num_mixtures must be positive, got {num_mixtures}")
+        self.num_mixtures = int(num_mixtures)
+        self.min_log_scale = float(min_log_scale)
+
+    @property
+    def param_shape(self) -> Tuple[int, ...]:
+        c, *rest = self.x_shape
+        return (self.num_mixtures * (1 + 2 * c + num_coeffs(c)), *rest)
+
+    def forward(self, params: Tensor) -> DiscretizedLogisticMixture:
+        c, h, w = self.x_shape
+        k, nc = self.num_mixtures, num_coeffs(c)
+        lead = params.shape[:-3]
+        logits, locs, log_scales, coeffs = params.split([k, k * c, k * c, k * nc], dim=-3)
+        locs = locs.reshape(*lead, k, c, h, w)
+        log_scales = log_scales.reshape(*lead, k, c, h, w).clamp(min=self.min_log_scale)
+        coeffs = torch.tanh(coeffs.reshape(*lead, k, nc, h, w))
+        return DiscretizedLogisticMixture(logits, locs, log_scales, coeffs)
 
 
 def build_likelihood(name: str, x_shape: Sequence[int], **kwargs) -> Likelihood:

@@ -103,3 +103,10 @@ def test_torchvision_dataset_missing_offline(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", data_dir=str(tmp_path))
     assert str(tmp_path) in str(err.value) and "--download" in str(err.value)
+
+
+def test_cifar10_missing_offline_names_directory_and_flag(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar10", data_dir=str(tmp_path), binarize="none")
+    assert str(tmp_path) in str(err.value) and "--download" in str(err.value)
+    assert "cifar10" in str(err.value)

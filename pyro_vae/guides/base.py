@@ -7,6 +7,7 @@ import itertools
 from typing import Any, Dict, Optional
 
 import pyro
+import torch
 from torch import Tensor, nn
 
 from ..models.base import VAE, check_options
@@ -43,6 +44,17 @@ class Guide(nn.Module):
     def distribution(self, x: Tensor):  # pragma: no cover - abstract
         """q_φ(z | x) with batch shape (B,) and event shape (z_dim,)."""
         raise NotImplementedError
+
+    def location(self, x: Tensor) -> Tensor:
+        """A deterministic summary z of q_φ(z | x), (B, z_dim): the encoder mean μ_φ(x) here;
+        flow guides push it through their flows."""
+        loc, _ = self.vae.encoder.loc_scale(self.vae.encoder.features(self.vae.check_x(x)))
+        return loc
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Mean of p_θ(x | z) at z = :meth:`location` (x): reconstructions in [0, 1]."""
+        return self.vae.likelihood.mean(self.vae.decoder(self.location(x)))
 
     def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
         raise NotImplementedError  # pragma: no cover

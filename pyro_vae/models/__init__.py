@@ -3,5 +3,7 @@
 from .base import MODELS, VAE, Decoder, Encoder, build_vae, data_plate, kl_scaled
 from .dense import DenseVAE
 from .linear import LinearGaussianVAE
+from .conv import ConvVAE
+from .resnet import ResNetVAE
 
-__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "build_vae", "data_plate", "kl_scaled"]
+__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "ConvVAE", "ResNetVAE", "build_vae", "data_plate", "kl_scaled"]
