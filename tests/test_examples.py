@@ -41,3 +41,12 @@ def test_swap_guides_prints_one_row_per_guide():
         # the IWAE bound is tighter than the ELBO: NLL ≤ −ELBO; 2 epochs of a tiny VAE on
         # binary 28×28 digits sit between 100 and 545 (p = 1/2 per pixel) nats
         assert float(nll) <= -float(elbo) + 1e-6 and 100 < float(nll) < 545
+
+
+def test_posterior_2d_figure(tmp_path):
+    out = tmp_path / "p2d.png"
+    text = run_example("posterior_2d.py", "--epochs", "1", "--guide-epochs", "1", "--train-size", "256",
+                       "--images", "1", "--candidates", "4", "--grid", "31", "--out", str(out))
+    kls = [float(v) for v in re.findall(r"KL\(q‖p\) Gaussian ([\d.]+), iaf ([\d.]+)", text)[0]]
+    assert all(k >= -1e-3 for k in kls)  # a KL on a normalised grid is non-negative
+    assert os.path.getsize(out) > 1000
