@@ -74,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-decay", type=float, default=None, help="learning-rate decay per epoch")
     t.add_argument("--particles", type=int, default=None, metavar="L", help="samples of z per point and step")
     t.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS", help="epochs of linear KL warm-up")
+    t.add_argument("--free-bits", type=float, default=None, metavar="LAMBDA",
+                   help="free bits: nats per latent dimension not penalised (default 0)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--jit", action="store_true", default=None, help="compile the ELBO (JitTrace_ELBO)")
     t.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     t.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
-    t.add_argument("--iwae-samples", type=int, default=None, help="k of the final IWAE evaluation (default 1000)")
+    t.add_argument("--iwae-samples", type=int, default=None,
+                   help="k of the final IWAE evaluation (default 1000; 100 for the pixel model)")
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<time>-<model>-<guide>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -86,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="ELBO and IWAE log-likelihood of a trained run; writes eval.json")
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--iwae-samples", type=int, default=5000, metavar="K")
+    e.add_argument("--iwae-samples", type=int, default=None, metavar="K",
+                   help="importance samples (default 5000; 500 for the pixel model, whose decoder "
+                        "costs about a thousand times a dense one's)")
     e.add_argument("--split", default="test", help="train | test")
     e.add_argument("--dataset", default=None, help="evaluate on another dataset of the same image shape")
     e.add_argument("--data-dir", default=None)
@@ -127,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_default(name: str, attribute: str, default: int) -> int:
+    """A model class's own default (e.g. fewer IWAE samples for an expensive decoder)."""
+    from pyro_vae import MODELS
+
+    return int(getattr(MODELS.get(name), attribute, default)) if name in MODELS else default
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -139,6 +151,7 @@ def _check_device(device: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from pyro_vae import MODELS
     from inference.run import DataConfig, is_run, read_config, summarize, train_run
     from inference.svi import TrainConfig
     from pyro_vae.errors import CheckpointError, ConfigError
@@ -147,6 +160,7 @@ def _train(args: argparse.Namespace) -> int:
     train_fields = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "lr_decay": args.lr_decay, "particles": args.particles, "kl_warmup": args.kl_warmup,
+        "free_bits": args.free_bits,
         "seed": args.seed, "jit": args.jit,
     }
     given_train = {k: v for k, v in train_fields.items() if v is not None}
@@ -161,7 +175,7 @@ def _train(args: argparse.Namespace) -> int:
             f"--{name.replace('_', '-')}" for name, value in vars(args).items()
             if value not in (None, False) and name in (
                 "model", "guide", "flows", "guide_options", "likelihood", "prior", "dataset", "binarize", "z_dim",
-                "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup",
+                "model_options", "batch_size", "lr", "lr_decay", "particles", "kl_warmup", "free_bits",
                 "seed", "jit", "train_size", "test_size", "iwae_samples")
         ]
         if conflicting:
@@ -191,7 +205,12 @@ def _train(args: argparse.Namespace) -> int:
         train_size=args.train_size,
         test_size=args.test_size,
     )
-    train = TrainConfig(**given_train)
+    # a model may bring its own training defaults (the pixel model: fewer, slower epochs and
+    # free bits against posterior collapse); what the user gives wins
+    defaults = {}
+    if model["name"] in MODELS:
+        defaults = dict(getattr(MODELS.get(model["name"]), "train_defaults", {}))
+    train = TrainConfig(**{**defaults, **given_train})
     out = args.out or os.path.join(
         "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}"
     )
@@ -200,7 +219,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
     result = train_run(out, model, guide, data, train,
-                       iwae_samples=1000 if args.iwae_samples is None else args.iwae_samples,
+                       iwae_samples=(_model_default(model["name"], "final_iwae_samples", 1000)
+                                     if args.iwae_samples is None else args.iwae_samples),
                        download=args.download, progress=progress, device=args.device)
     print(summarize(result, data.binarize != "none"))
     print(f"run directory: {out}")
@@ -211,6 +231,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from inference.run import evaluate_run, summarize
     from pyro_vae.errors import ConfigError
 
+    if args.iwae_samples is None:
+        from inference.run import read_config
+
+        name = read_config(args.run_dir)["model"].get("name", "")
+        args.iwae_samples = _model_default(name, "eval_iwae_samples", 5000)
     if args.iwae_samples < 1:
         raise ConfigError(f"--iwae-samples must be positive, got {args.iwae_samples}")
     _check_device(args.device)

@@ -105,7 +105,8 @@ def evaluate(
         x: prepared evaluation images (binarized / dequantized as in training).
         num_samples: k, the number of importance samples per image.
         batch_size: images per pass.
-        max_rows: upper bound on samples × images per decoder pass (memory bound).
+        max_rows: upper bound on samples × images per decoder pass (memory bound); a model
+            whose decoder is expensive lowers it with a ``max_eval_rows`` attribute.
         seed: seed of the samples (the global RNG state is restored afterwards);
             ``None`` uses the current global RNG.
         progress: show a tqdm bar.
@@ -119,6 +120,7 @@ def evaluate(
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     vae.check_x(x)
+    max_rows = min(max_rows, getattr(vae, "max_eval_rows", max_rows))
     was_training = vae.training
     vae.eval()
     if isinstance(guide, torch.nn.Module):

@@ -114,7 +114,7 @@ def traversal_figure(
         z[:, j] = values
         rows.append(z)
     z = torch.cat(rows)
-    save_grid(vae.likelihood.mean(vae.decoder(z)), path, nrow=steps)
+    save_grid(vae.decode(z), path, nrow=steps)
 
 
 @torch.no_grad()
@@ -128,7 +128,7 @@ def manifold_figure(vae: VAE, path: str, n: int = 20) -> None:
     grid = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
     # rows top → bottom: z[1] from high to low; columns left → right: z[0] from low to high
     z = grid.to(device=device, dtype=next(vae.parameters()).dtype)
-    save_grid(vae.likelihood.mean(vae.decoder(z)), path, nrow=n)
+    save_grid(vae.decode(z), path, nrow=n)
 
 
 def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:

@@ -156,6 +156,8 @@ def summarize(result: Dict[str, Any], binary: bool) -> str:
     )
     if not binary:
         line += f"; {result['bits_per_dim']:.3f} bits/dim"
+    if "active_units" in result:
+        line += f"; KL {result['kl']:.2f} nats, {result['active_units']} active units"
     return line
 
 
@@ -182,6 +184,12 @@ def evaluate_model(
     if not data.binary:
         result["bits_per_dim"] = vae.likelihood.bits_per_dim(result["nll"])
         result["elbo_bits_per_dim"] = vae.likelihood.bits_per_dim(-result["elbo"])
+    # how many latent dimensions carry information (posterior collapse shows up here)
+    from .posterior import latent_usage
+
+    usage = latent_usage(vae, guide, x, seed=seed)
+    result["active_units"] = usage["active_units"]
+    result["kl_per_dim"] = usage["kl_per_dim"]
     return result
 
 

@@ -26,6 +26,7 @@ from pyro_vae.data import ImageDataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.models.base import VAE
 
+from .elbo import FreeBitsTrace_ELBO
 from .evaluate import evaluate
 from .optim import FusedClippedAdam
 
@@ -42,6 +43,8 @@ class TrainConfig:
         clip_norm: elementwise gradient clip of ClippedAdam, for the *per-example* loss.
         particles: L, samples of z per data point in each step (vectorized).
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
+        free_bits: λ, nats per latent dimension below which the KL is not penalised
+            (:class:`inference.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
         seed: seed of torch, numpy and Pyro.
         jit: compile the ELBO with ``JitTrace_ELBO`` (static shapes: drops the last
             partial batch of each epoch).
@@ -57,6 +60,7 @@ class TrainConfig:
     clip_norm: float = 10.0
     particles: int = 1
     kl_warmup: int = 0
+    free_bits: float = 0.0
     seed: int = 0
     jit: bool = False
     validate: bool = False
@@ -71,9 +75,12 @@ class TrainConfig:
             "clip_norm": self.clip_norm > 0,
             "particles": self.particles >= 1,
             "kl_warmup": self.kl_warmup >= 0,
+            "free_bits": self.free_bits >= 0,
             "eval_samples": self.eval_samples >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
+        if self.jit and self.free_bits > 0:
+            raise ConfigError("free bits (--free-bits) cannot be combined with --jit")
         if bad:
             raise ConfigError(
                 "invalid training settings: "
@@ -168,6 +175,9 @@ class Trainer:
         )
         if config.jit:
             elbo_kwargs["ignore_jit_warnings"] = True
+        if config.free_bits > 0:
+            elbo_cls = FreeBitsTrace_ELBO
+            elbo_kwargs["free_bits"] = config.free_bits
         self.svi = SVI(vae.model, guide, self.optim, elbo_cls(**elbo_kwargs))
         self.epoch = 0  # number of completed epochs
         self.device = next(vae.parameters()).device

@@ -171,7 +171,10 @@ class DiscretizedLogisticLikelihood(Likelihood):
         return (self.num_mixtures * (1 + 2 * c + num_coeffs(c)), *rest)
 
     def forward(self, params: Tensor) -> DiscretizedLogisticMixture:
-        c, h, w = self.x_shape
+        # spatial size from the parameters, so that a patch of an image (an autoregressive
+        # sampler's single pixel) works as well as the whole image
+        c = self.x_shape[0]
+        h, w = params.shape[-2:]
         k, nc = self.num_mixtures, num_coeffs(c)
         lead = params.shape[:-3]
         logits, locs, log_scales, coeffs = params.split([k, k * c, k * c, k * nc], dim=-3)

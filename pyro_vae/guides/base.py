@@ -53,8 +53,8 @@ class Guide(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Mean of p_θ(x | z) at z = :meth:`location` (x): reconstructions in [0, 1]."""
-        return self.vae.likelihood.mean(self.vae.decoder(self.location(x)))
+        """``vae.decode`` (the mean of p_θ(x | z), or a sample) at z = :meth:`location` (x)."""
+        return self.vae.decode(self.location(x))
 
     def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
         raise NotImplementedError  # pragma: no cover

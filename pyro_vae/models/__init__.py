@@ -5,5 +5,6 @@ from .dense import DenseVAE
 from .linear import LinearGaussianVAE
 from .conv import ConvVAE
 from .resnet import ResNetVAE
+from .pixel import PixelVAE
 
-__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "ConvVAE", "ResNetVAE", "build_vae", "data_plate", "kl_scaled"]
+__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "ConvVAE", "ResNetVAE", "PixelVAE", "build_vae", "data_plate", "kl_scaled"]

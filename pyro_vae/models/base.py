@@ -219,14 +219,26 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ conveniences
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Mean of p(x | z = μ_φ(x)): reconstructions in [0, 1]."""
+        """:meth:`decode` at z = μ_φ(x): reconstructions in [0, 1]."""
         loc, _ = self.encoder.loc_scale(self.encoder.features(self.check_x(x)))
-        return self.likelihood.mean(self.decoder(loc))
+        return self.decode(loc)
 
     @torch.no_grad()
     def generate(self, n: int) -> Tensor:
-        """Mean images of p(x | z) for ``n`` draws z ~ p(z), in [0, 1]."""
-        z = self.prior().sample((n,))
+        """:meth:`decode` of ``n`` draws z ~ p(z), in [0, 1]."""
+        return self.decode(self.prior().sample((n,)))
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """An image of p(x | z) to look at, in [0, 1]: its mean for a factorised decoder.
+
+        Args:
+            z: latent codes (..., z_dim).
+
+        Returns:
+            images (..., C, H, W). Autoregressive decoders override this (their mean has no
+            closed form) and draw a sample instead.
+        """
         return self.likelihood.mean(self.decoder(z))
 
 
