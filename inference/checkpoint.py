@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from pyro_vae.errors import CheckpointError, PyroVAEError
+from pyro_vae.flows import build_flow_guide, build_flow_model, model_kind
 from pyro_vae.guides import Guide, build_guide
 from pyro_vae.models import VAE, build_vae
 
@@ -90,13 +91,32 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> Dict
     return payload
 
 
+def build_model_and_guide(
+    model_spec: Dict[str, Any], guide_spec: Dict[str, Any], x_shape: Optional[Sequence[int]] = None
+) -> Tuple[Any, Any]:
+    """Build a model — a VAE or a density flow, told apart by its name — and its guide.
+
+    Args:
+        model_spec: ``{"name": ..., **options}`` (``build_vae`` / ``build_flow_model`` args).
+        guide_spec: ``{"name": ..., **options}`` for a VAE; ``{"name": "empty"}`` for a flow.
+        x_shape: image shape, overriding any ``x_shape`` in ``model_spec``.
+    """
+    spec = dict(model_spec)
+    name = spec.pop("name")
+    if x_shape is not None:
+        spec["x_shape"] = tuple(x_shape)
+    if model_kind(name) == "flow":
+        flow = build_flow_model(name, **spec)
+        return flow, build_flow_guide(flow, guide_spec)
+    vae = build_vae(name, **spec)
+    gspec = dict(guide_spec)
+    return vae, build_guide(gspec.pop("name"), vae, **gspec)
+
+
 def build_from_checkpoint(payload: Dict[str, Any]) -> Tuple[VAE, Guide]:
-    """Rebuild the VAE and guide recorded in a loaded checkpoint and load their weights."""
+    """Rebuild the model and guide recorded in a loaded checkpoint and load their weights."""
     try:
-        spec = dict(payload["model_spec"])
-        vae = build_vae(spec.pop("name"), **spec)
-        gspec = dict(payload["guide_spec"])
-        guide = build_guide(gspec.pop("name"), vae, **gspec)
+        vae, guide = build_model_and_guide(payload["model_spec"], payload["guide_spec"])
     except PyroVAEError as err:
         raise CheckpointError(f"checkpoint specs cannot be rebuilt: {err}") from None
     for module, state, what in (

@@ -15,6 +15,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 PROG = "pyro-vae"
+#: Default epochs of a density flow (a VAE's default is TrainConfig's 200): a flow's step
+#: costs tens of times a dense VAE's (timings and bits/dim in docs/benchmarks.md).
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,13 +46,15 @@ def _options(pairs: Optional[List[str]], flag: str = "--set") -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
+    from pyro_vae import DATASETS, FLOW_MODELS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
     parser = _Parser(prog=PROG, description="Variational autoencoders as Pyro programs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a VAE (default: dense VAE on embedded MNIST digits)")
-    t.add_argument("--model", default=None, help=f"model: {' | '.join(MODELS.names())} (default dense)")
+    t = sub.add_parser("train", help="train a VAE or a density flow (default: dense VAE on embedded MNIST digits)")
+    t.add_argument("--model", default=None,
+                   help=f"model: VAEs {' | '.join(MODELS.names())} (default dense), or density flows "
+                        f"{' | '.join(FLOW_MODELS.names())} (no latent: exact likelihood, grey levels)")
     t.add_argument("--guide", default=None, help=f"guide: {' | '.join(GUIDES.names())} (default gaussian)")
     t.add_argument("--flows", type=int, default=None, metavar="K", help="number of flow steps of a flow guide")
     t.add_argument("--guide-set", action="append", metavar="KEY=VALUE", dest="guide_options",
@@ -68,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--z-dim", type=int, default=None, help="latent dimension (default 32)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="model_options",
                    help="model option, e.g. --set hidden=[512,256] (repeatable; JSON values)")
-    t.add_argument("--epochs", type=int, default=None, help="total epochs")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="total epochs (default 200; 20 for pixel, 10 for density flows)")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--lr-decay", type=float, default=None, help="learning-rate decay per epoch")
@@ -105,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--out", default=None, metavar="FILE.png", help="default RUN_DIR/samples.png")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="flow models: sample z ~ N(0, T² I) (default 1)")
     s.add_argument("--device", default="cpu")
 
     po = sub.add_parser("posterior", help="NUTS vs the guide for a few images: ArviZ data, figures, "
@@ -151,7 +158,7 @@ def _check_device(device: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pyro_vae import MODELS
+    from pyro_vae import FLOW_MODELS, MODELS
     from inference.run import DataConfig, is_run, read_config, summarize, train_run
     from inference.svi import TrainConfig
     from pyro_vae.errors import CheckpointError, ConfigError
@@ -189,15 +196,21 @@ def _train(args: argparse.Namespace) -> int:
         print(summarize(result, result["binarize"] != "none"))
         return 0
 
-    binarize = args.binarize or "dynamic"
-    likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
-    model = {"name": args.model or "dense", "z_dim": 32 if args.z_dim is None else args.z_dim,
-             "likelihood": likelihood, "prior": args.prior or "normal",
-             **_options(args.model_options)}
-    guide: Dict[str, Any] = {"name": args.guide or "gaussian"}
-    if args.flows is not None:
-        guide["num_flows"] = args.flows
-    guide.update(_options(args.guide_options, "--guide-set"))
+    name = args.model or "dense"
+    if _is_flow_model(name, args):  # a density flow: no latent, grey levels by default
+        binarize = args.binarize or "none"
+        model: Dict[str, Any] = {"name": name, **_options(args.model_options)}
+        guide: Dict[str, Any] = {"name": "empty"}
+    else:
+        binarize = args.binarize or "dynamic"
+        likelihood = args.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
+        model = {"name": name, "z_dim": 32 if args.z_dim is None else args.z_dim,
+                 "likelihood": likelihood, "prior": args.prior or "normal",
+                 **_options(args.model_options)}
+        guide = {"name": args.guide or "gaussian"}
+        if args.flows is not None:
+            guide["num_flows"] = args.flows
+        guide.update(_options(args.guide_options, "--guide-set"))
     data = DataConfig(
         name=args.dataset or "mnist5k",
         binarize=binarize,
@@ -205,11 +218,12 @@ def _train(args: argparse.Namespace) -> int:
         train_size=args.train_size,
         test_size=args.test_size,
     )
-    # a model may bring its own training defaults (the pixel model: fewer, slower epochs and
-    # free bits against posterior collapse); what the user gives wins
-    defaults = {}
-    if model["name"] in MODELS:
-        defaults = dict(getattr(MODELS.get(model["name"]), "train_defaults", {}))
+    # a model may bring its own training defaults (density flows: 10 epochs; the pixel model:
+    # 20 epochs and free bits against posterior collapse); what the user gives wins
+    defaults: Dict[str, Any] = {}
+    for registry in (MODELS, FLOW_MODELS):
+        if model["name"] in registry:
+            defaults = dict(getattr(registry.get(model["name"]), "train_defaults", {}))
     train = TrainConfig(**{**defaults, **given_train})
     out = args.out or os.path.join(
         "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}"
@@ -225,6 +239,26 @@ def _train(args: argparse.Namespace) -> int:
     print(summarize(result, data.binarize != "none"))
     print(f"run directory: {out}")
     return 0
+
+
+def _is_flow_model(name: str, args: argparse.Namespace) -> bool:
+    """Whether ``--model NAME`` is a density flow; refuses the options that need a latent."""
+    from pyro_vae.errors import ConfigError
+    from pyro_vae.flows import model_kind
+
+    if model_kind(name) != "flow":
+        return False
+    latent_only = [flag for flag, value in (
+        ("--guide", args.guide), ("--flows", args.flows), ("--z-dim", args.z_dim),
+        ("--prior", args.prior), ("--likelihood", args.likelihood), ("--kl-warmup", args.kl_warmup),
+        ("--free-bits", args.free_bits), ("--guide-set", args.guide_options),
+    ) if value is not None]
+    if latent_only:
+        raise ConfigError(
+            f"{', '.join(latent_only)} cannot be used with the density flow {name!r}: it has no "
+            "latent variable (its guide is empty and its likelihood is exact)"
+        )
+    return True
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -251,7 +285,8 @@ def _sample(args: argparse.Namespace) -> int:
     from inference.run import sample_run
 
     _check_device(args.device)
-    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device)
+    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device,
+                      temperature=args.temperature)
     print(f"wrote {path}")
     return 0
 
@@ -275,9 +310,9 @@ def _posterior(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from pyro_vae import DATASETS, GUIDES, LIKELIHOODS, MODELS, PRIORS
+    from pyro_vae import DATASETS, FLOW_MODELS, GUIDES, LIKELIHOODS, MODELS, PRIORS
 
-    for reg in (MODELS, GUIDES, LIKELIHOODS, PRIORS, DATASETS):
+    for reg in (MODELS, FLOW_MODELS, GUIDES, LIKELIHOODS, PRIORS, DATASETS):
         print(f"{reg.kind}s: {', '.join(reg.names())}")
     return 0
 

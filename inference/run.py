@@ -2,9 +2,10 @@
 
 A run directory holds ``config.json`` (what was asked for), ``checkpoint.pt`` (written
 atomically after every epoch), ``metrics.jsonl`` (one line per epoch), ``samples.png``,
-``reconstructions.png``, ``loss.png`` and ``eval.json``. The functions here are the
-library behind the CLI; they raise :class:`~pyro_vae.errors.PyroVAEError` on bad input and
-never overwrite an existing run unless asked to resume it.
+``reconstructions.png``, ``loss.png`` and ``eval.json`` (and, for a density flow,
+``samples_temperature.png``). The functions here are the library behind the CLI; they raise
+:class:`~pyro_vae.errors.PyroVAEError` on bad input and never overwrite an existing run
+unless asked to resume it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import torch
 
 from pyro_vae.data import ImageDataset, load_dataset
 from pyro_vae.errors import CheckpointError, ConfigError
-from pyro_vae.guides import Guide, build_guide
-from pyro_vae.models import VAE, build_vae
+from pyro_vae.flows import FlowModel
+from pyro_vae.guides import Guide
+from pyro_vae.models import VAE
 
 from .checkpoint import (
     atomic_write_json,
     atomic_write_text,
     build_from_checkpoint,
+    build_model_and_guide,
     load_checkpoint,
     save_checkpoint,
 )
@@ -139,16 +142,31 @@ def _figures(run_dir: str, vae: VAE, data: ImageDataset, metrics: List[Dict], se
         save_grid(vae.generate(64), os.path.join(run_dir, "samples.png"))
         x = data.eval_data("test", dequantize=vae.likelihood.dequantize)[:32]
         x = x.to(next(vae.parameters()).device)
-        # a flow guide reconstructs through its flows, not from the base mean
-        recon = (guide if guide is not None else vae).reconstruct(x)
+        # a flow guide reconstructs through its flows, not from the base mean; a density flow
+        # reconstructs by its exact round trip x → z → x
+        has_guide = guide is not None and not isinstance(vae, FlowModel)
+        recon = (guide if has_guide else vae).reconstruct(x)
         save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"))
+        if isinstance(vae, FlowModel):  # one row of 8 samples per temperature
+            grid = torch.cat([vae.generate(8, t) for t in FLOW_TEMPERATURES])
+            save_grid(grid, os.path.join(run_dir, "samples_temperature.png"))
     if metrics:
         loss_plot(metrics, os.path.join(run_dir, "loss.png"), title=os.path.basename(os.path.abspath(run_dir)))
+
+
+#: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
+FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
 
 
 def summarize(result: Dict[str, Any], binary: bool) -> str:
     """One human line: test ELBO and IWAE NLL (nats; bits/dim for grey levels)."""
     k = result["iwae_samples"]
+    if result.get("estimator") == "exact":  # a density flow: no latent, no bound
+        return (
+            f"{result['split']} log-likelihood {-result['nll']:.2f} nats (exact: no latent "
+            f"variable; NLL {result['nll']:.2f} ± {result['nll_sem']:.2f}) on "
+            f"{result['num_examples']} images; {result['bits_per_dim']:.3f} bits/dim"
+        )
     line = (
         f"{result['split']} ELBO {result['elbo']:.2f} nats, "
         f"IWAE (k={k}) log-likelihood {-result['nll']:.2f} nats "
@@ -179,17 +197,21 @@ def evaluate_model(
     vae.likelihood.check_data(data.binary)
     device = next(vae.parameters()).device
     x = data.eval_data(split, dequantize=vae.likelihood.dequantize).to(device)
+    exact = isinstance(vae, FlowModel)
+    if exact:  # no latent site: the k = 1 "IWAE" is log p(x) itself, more samples repeat it
+        iwae_samples = 1
     result = evaluate(vae, guide, x, num_samples=iwae_samples, seed=seed, progress=progress)
     result.update(dataset=data.name, split=split, binarize=data.binarize)
+    result["estimator"] = "exact" if exact else f"iwae-{iwae_samples}"
     if not data.binary:
         result["bits_per_dim"] = vae.likelihood.bits_per_dim(result["nll"])
         result["elbo_bits_per_dim"] = vae.likelihood.bits_per_dim(-result["elbo"])
-    # how many latent dimensions carry information (posterior collapse shows up here)
-    from .posterior import latent_usage
+    if not exact:  # how many latent dimensions carry information (posterior collapse shows here)
+        from .posterior import latent_usage
 
-    usage = latent_usage(vae, guide, x, seed=seed)
-    result["active_units"] = usage["active_units"]
-    result["kl_per_dim"] = usage["kl_per_dim"]
+        usage = latent_usage(vae, guide, x, seed=seed)
+        result["active_units"] = usage["active_units"]
+        result["kl_per_dim"] = usage["kl_per_dim"]
     return result
 
 
@@ -251,15 +273,13 @@ def train_run(
         # Everything that can fail on bad input happens before the directory is created.
         dataset = data.load(download=download)
         set_seed(train_cfg.seed)
-        mspec = dict(model)
-        vae = build_vae(mspec.pop("name"), x_shape=dataset.x_shape, **mspec)
-        gspec = dict(guide)
-        guide_obj = build_guide(gspec.pop("name"), vae, **gspec)
+        vae, guide_obj = build_model_and_guide(model, guide, x_shape=dataset.x_shape)
         vae.to(device)
         guide_obj.to(device)
         trainer = Trainer(vae, guide_obj, dataset, train_cfg)
         config = {
             "format": "pyro-vae-run",
+            "kind": "flow" if isinstance(vae, FlowModel) else "vae",
             "model": vae.spec,
             "guide": guide_obj.spec,
             "data": asdict(data),
@@ -269,7 +289,10 @@ def train_run(
         }
         os.makedirs(run_dir, exist_ok=True)
         metrics = []
-        log(f"training {vae.spec['name']} VAE with {guide_obj.spec['name']} guide on {dataset.describe()}")
+        if isinstance(vae, FlowModel):
+            log(f"training the {vae.spec['name']} density flow (exact likelihood) on {dataset.describe()}")
+        else:
+            log(f"training {vae.spec['name']} VAE with {guide_obj.spec['name']} guide on {dataset.describe()}")
         log(f"run directory: {run_dir}")
     atomic_write_json(paths["config"], config)
 
@@ -333,18 +356,28 @@ def evaluate_run(
 
 
 def sample_run(
-    run_dir: str, n: int = 64, out: Optional[str] = None, seed: int = 0, device: str = "cpu"
+    run_dir: str,
+    n: int = 64,
+    out: Optional[str] = None,
+    seed: int = 0,
+    device: str = "cpu",
+    temperature: Optional[float] = None,
 ) -> str:
-    """Write a grid of ``n`` images decoded from z ~ p(z); return the file's path."""
+    """Write a grid of ``n`` images decoded from z ~ p(z) (for a flow model: samples at
+    ``temperature``, z ~ N(0, T² I)); return the file's path."""
     if n < 1:
         raise ConfigError(f"--n must be positive, got {n}")
+    if temperature is not None and temperature <= 0:
+        raise ConfigError(f"--temperature must be positive, got {temperature}")
     vae, _, _, _ = load_run(run_dir, device=device)
+    if temperature is not None and not isinstance(vae, FlowModel):
+        raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
     out = out or os.path.join(run_dir, "samples.png")
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise ConfigError(f"cannot write {out}: directory {parent} does not exist")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        images = vae.generate(n)
+        images = vae.generate(n) if temperature is None else vae.generate(n, temperature)
     save_grid(images, out, nrow=max(1, int(round(n**0.5))))
     return out

@@ -18,6 +18,7 @@ Example:
 
 from .data import DATASETS, ImageDataset, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, PyroVAEError
+from .flows import FLOW_MODELS, FlowModel, build_flow_model
 from .guides import GUIDES, Guide, build_guide
 from .likelihoods import LIKELIHOODS, build_likelihood
 from .models import MODELS, VAE, build_vae
@@ -27,13 +28,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DATASETS",
+    "FLOW_MODELS",
     "GUIDES",
     "LIKELIHOODS",
     "MODELS",
     "PRIORS",
     "VAE",
+    "FlowModel",
     "Guide",
     "ImageDataset",
+    "build_flow_model",
     "build_guide",
     "build_likelihood",
     "build_prior",
