@@ -45,8 +45,12 @@ def test_swap_guides_prints_one_row_per_guide():
 
 def test_posterior_2d_figure(tmp_path):
     out = tmp_path / "p2d.png"
-    text = run_example("posterior_2d.py", "--epochs", "1", "--guide-epochs", "1", "--train-size", "256",
+    text = run_example("posterior_2d.py", "--epochs", "1", "--train-size", "256", "--steps", "60",
                        "--images", "1", "--candidates", "4", "--grid", "31", "--out", str(out))
-    kls = [float(v) for v in re.findall(r"KL\(q‖p\) Gaussian ([\d.]+), iaf ([\d.]+)", text)[0]]
-    assert all(k >= -1e-3 for k in kls)  # a KL on a normalised grid is non-negative
+    pattern = r"KL\(q‖p\) amortized ([-\d.]+), best Gaussian ([-\d.]+), IAF ([-\d.]+)"
+    amortized, best, iaf = [float(v) for v in re.findall(pattern, text)[0]]
+    # KL = log p(x) (grid) − ELBO (20,000 samples): ≥ 0 up to Monte Carlo error (~0.01 nats
+    # here); the local fits start from the amortized guide and only improve on it
+    assert min(amortized, best, iaf) > -0.05
+    assert best < amortized + 0.05 and iaf < amortized + 0.05
     assert os.path.getsize(out) > 1000
