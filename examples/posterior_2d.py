@@ -166,6 +166,7 @@ def main():
     a = p.parse_args()
 
     data = load_dataset("mnist5k", binarize="dynamic", train_size=a.train_size)
+    pyro.set_rng_seed(a.seed)  # before the networks are initialised: the same seed, the same figure
     vae = build_vae("dense", data.x_shape, z_dim=2)
     gauss = build_guide("gaussian", vae)
     m = train(vae, gauss, data, a.epochs, a.seed)
