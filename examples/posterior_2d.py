@@ -120,8 +120,9 @@ def elbo(vae, q, x, samples=20_000):
 
 
 class LocalGuide(torch.nn.Module):
-    """q(z) for one image: N(m, diag s²), pushed through ``flows`` Pyro IAF steps (none: the
-    best diagonal Gaussian), reversing the two coordinates between steps."""
+    """q(z) for one image: ε ~ N(0, I) through ``flows`` Pyro IAF steps (reversing the two
+    coordinates between steps), then z = m + s ⊙ ε. With no steps it is N(m, diag s²). The
+    flow works in standardised coordinates, so one learning rate suits any posterior width."""
 
     def __init__(self, loc, scale, flows=0, hidden=32):
         super().__init__()
@@ -135,13 +136,14 @@ class LocalGuide(torch.nn.Module):
             torch.nn.init.zeros_(last.bias)
 
     def distribution(self):
-        base = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+        base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
         parts = []
         for i, step in enumerate(self.steps):
             if i:
                 parts.append(T.Permute(torch.tensor([1, 0])))
             parts.append(step)
-        return dist.TransformedDistribution(base, parts) if parts else base
+        parts.append(T.AffineTransform(self.loc, self.log_scale.exp(), event_dim=1))
+        return dist.TransformedDistribution(base, parts)
 
     def forward(self, x):
         pyro.module("local_guide", self)
@@ -149,25 +151,26 @@ class LocalGuide(torch.nn.Module):
             pyro.sample("z", self.distribution())
 
 
-def fit_local(vae, amortized, x, flows, steps, seed, lr=2e-3):
-    """SVI on one image, decoder frozen, from the amortized guide's output."""
-    pyro.set_rng_seed(seed)
-    with torch.no_grad():
-        loc, scale = vae.encoder.loc_scale(vae.encoder.features(x))
-    guide = LocalGuide(loc[0], scale[0], flows)
-    svi = SVI(vae.model, guide, Adam({"lr": lr}),
-              Trace_ELBO(num_particles=64, vectorize_particles=True, max_plate_nesting=1))
-    best, best_state = -math.inf, copy.deepcopy(guide.state_dict())
-    with warnings.catch_warnings():  # pyro.module notes the frozen decoder on every step
-        warnings.filterwarnings("ignore", message=".*requires_grad=False.*")
-        for step in range(1, steps + 1):
-            svi.step(x)
-            if step % 100 == 0 or step == steps:  # keep the best iterate (SVI is noisy)
-                value = elbo(vae, guide.distribution(), x, samples=2000)
-                if value > best:
-                    best, best_state = value, copy.deepcopy(guide.state_dict())
-    guide.load_state_dict(best_state)
-    return guide.distribution()
+def fit_local(vae, x, starts, flows, steps, seed, lr=5e-3):
+    """SVI on one image, decoder frozen, from each (loc, scale) in ``starts``; the best
+    iterate by a 2,000-sample ELBO over all starts (SVI is noisy, and a start may sit
+    in a minor mode)."""
+    best, best_guide = -math.inf, None
+    for loc, scale in starts:
+        pyro.set_rng_seed(seed)
+        guide = LocalGuide(loc, scale, flows)
+        svi = SVI(vae.model, guide, Adam({"lr": lr}),
+                  Trace_ELBO(num_particles=64, vectorize_particles=True, max_plate_nesting=1))
+        with warnings.catch_warnings():  # pyro.module notes the frozen decoder on every step
+            warnings.filterwarnings("ignore", message=".*requires_grad=False.*")
+            for step in range(steps + 1):
+                if step % 100 == 0 or step == steps:
+                    value = elbo(vae, guide.distribution(), x, samples=2000)
+                    if value > best:
+                        best, best_guide = value, copy.deepcopy(guide)
+                if step < steps:
+                    svi.step(x)
+    return best_guide.distribution()
 
 
 def main():
@@ -208,8 +211,14 @@ def main():
         with torch.no_grad():
             amortized = gauss.distribution(x)
             amortized = dist.Normal(amortized.base_dist.loc[0], amortized.base_dist.scale[0]).to_event(1)
-        qs = [amortized, fit_local(vae, gauss, x, 0, a.steps, a.seed),
-              fit_local(vae, gauss, x, a.flows, a.steps, a.seed)]
+        # start the local fits at the encoder's output and at the posterior's mode (with its
+        # moment-matched sd, halved): the best of both
+        p_grid = log_post.exp() / log_post.exp().sum()
+        mean = (p_grid[:, None] * z).sum(0)
+        sd = (p_grid[:, None] * (z - mean) ** 2).sum(0).sqrt()
+        starts = [(amortized.base_dist.loc, amortized.base_dist.scale), (z[log_post.argmax()], sd / 2)]
+        qs = [amortized, fit_local(vae, x, starts, 0, a.steps, a.seed),
+              fit_local(vae, x, starts, a.flows, a.steps, a.seed)]
         kls = [log_px - elbo(vae, q, x) for q in qs]
         with torch.no_grad():  # cross-check of the grid's log p(x): importance sampling from q*
             zs = qs[1].sample((20_000,))
