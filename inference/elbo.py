@@ -52,6 +52,12 @@ class FreeBitsTrace_ELBO(Trace_ELBO):
         super().__init__(**kwargs)
         self.free_bits = float(free_bits)
 
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The free-bits objective (Trace_ELBO's ``loss`` would return the plain −ELBO, which
+        is not what :meth:`loss_and_grads` optimises)."""
+        with torch.no_grad():
+            return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
+
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         if self.free_bits <= 0:
