@@ -40,10 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..likelihoods import Likelihood
 from ..models import MODELS
-from ..models.base import check_options, data_plate
+from ..models.base import check_images, check_options, data_plate
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
@@ -177,14 +177,7 @@ class FlowModel(nn.Module):
 
     def check_x(self, x: Tensor) -> Tensor:
         """Raise a clear error unless ``x`` has shape (B, *x_shape)."""
-        if not isinstance(x, Tensor) or x.dim() != len(self.x_shape) + 1 or tuple(
-            x.shape[1:]
-        ) != self.x_shape:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise DataError(
-                f"expected images of shape (B, {', '.join(map(str, self.x_shape))}), got {shape}"
-            )
-        return x
+        return check_images(x, self.x_shape)
 
     def _parts(self) -> Tuple[Transform, Transform]:
         pre = ComposeTransform(preprocessing(self.preprocess, self.alpha))

@@ -46,6 +46,14 @@ MODELS: Registry[type] = Registry("model")
 _instance_counter = itertools.count()
 
 
+def check_images(x: Tensor, x_shape: Tuple[int, ...]) -> Tensor:
+    """``x`` if it is a tensor of shape (B, *x_shape); else a :class:`DataError` naming both."""
+    if not isinstance(x, Tensor) or x.dim() != len(x_shape) + 1 or tuple(x.shape[1:]) != tuple(x_shape):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise DataError(f"expected images of shape (B, {', '.join(map(str, x_shape))}), got {shape}")
+    return x
+
+
 def data_plate(x: Tensor, num_data: Optional[int]) -> pyro.plate:
     """The ``"data"`` plate over a mini-batch ``x`` drawn from ``num_data`` examples.
 
@@ -171,14 +179,7 @@ class VAE(nn.Module):
 
     def check_x(self, x: Tensor) -> Tensor:
         """Raise a clear error unless ``x`` has shape (B, *x_shape)."""
-        if not isinstance(x, Tensor) or x.dim() != len(self.x_shape) + 1 or tuple(
-            x.shape[1:]
-        ) != self.x_shape:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise DataError(
-                f"expected images of shape (B, {', '.join(map(str, self.x_shape))}), got {shape}"
-            )
-        return x
+        return check_images(x, self.x_shape)
 
     def _register(self, name: str, module: nn.Module) -> None:
         pyro.module(f"{self.pyro_prefix}.{name}", module)
