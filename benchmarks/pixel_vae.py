@@ -98,9 +98,7 @@ def main():
 
         os.makedirs(a.out, exist_ok=True)
         torch.manual_seed(a.seed)
-        with torch.no_grad():
-            images = pixel.decoder.distribution(pixel.prior().sample((64,))).sample()
-        save_grid(images, os.path.join(a.out, "pixel_samples.png"))
+        save_grid(pixel.generate(64), os.path.join(a.out, "pixel_samples.png"))
     print(f"\nmnist5k, {a.epochs} epochs, seed {a.seed}, IWAE k={a.iwae_samples} on 1000 test images")
     print("| model | test ELBO | test NLL (IWAE) | KL | active units | s / epoch |")
     print("|---|---|---|---|---|---|")

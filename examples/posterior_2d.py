@@ -67,20 +67,15 @@ def grid(lo, hi, n):
     return torch.stack([za.reshape(-1), zb.reshape(-1)], -1), area, (za, zb)
 
 
-def normalise(log_f, area):
-    """log of a density from unnormalised log-values on a grid (Riemann sum)."""
-    return log_f - torch.logsumexp(log_f, 0) - math.log(area)
-
-
 @torch.no_grad()
-def window(vae, x, n, wide=5.0, rounds=5, coarse=61, within=25.0):
-    """A grid of n × n points zoomed on the posterior of x, and its cell area.
+def zoom(vae, x, wide=5.0, rounds=5, coarse=61, within=25.0):
+    """The box ``(lo, hi)`` (two (2,) tensors) that holds the posterior of x.
 
     The posterior of a 784-pixel image in 2-D can be far narrower than a coarse grid's
     spacing, where a Riemann sum is meaningless. So zoom: on a coarse grid over the current
     box, keep the points whose log p(x, z) is within ``within`` nats of the largest, and
     shrink the box to them plus one cell on each side; repeat. Several modes stay inside one
-    box. The last box is gridded with n × n points.
+    box.
     """
     lo, hi = torch.tensor([-wide, -wide]), torch.tensor([wide, wide])
     for _ in range(rounds):
@@ -89,16 +84,17 @@ def window(vae, x, n, wide=5.0, rounds=5, coarse=61, within=25.0):
         keep = z[log_f > log_f.max() - within]
         cell = (hi - lo) / (coarse - 1)
         lo, hi = keep.min(0).values - cell, keep.max(0).values + cell
-    return grid(lo, hi, n)
+    return lo, hi
 
 
 @torch.no_grad()
-def exact_posterior(vae, x, n):
-    """log p(z|x) on the zoomed grid, log p(x) (Riemann sum) and the grid."""
-    z, area, mesh = window(vae, x, n)
+def exact_posterior(vae, x, box, n):
+    """The posterior of x on an n × n grid over ``box``: the grid points (n², 2), the cell
+    area, the mesh, log p(z|x) at the points and log p(x) (Riemann sum)."""
+    z, area, mesh = grid(*box, n)
     log_f = log_joint(vae, x, z)
     log_px = float(torch.logsumexp(log_f, 0) + math.log(area))
-    return z, mesh, log_f - log_px, log_px
+    return z, area, mesh, log_f - log_px, log_px
 
 
 @torch.no_grad()
@@ -206,27 +202,28 @@ def main():
     vae.requires_grad_(False)
 
     x_all = data.eval_data("test")[: a.candidates]
+    boxes = [zoom(vae, x_all[i : i + 1]) for i in range(len(x_all))]
     scores = []
-    for i in range(len(x_all)):  # the least Gaussian posteriors
-        z, area, _ = window(vae, x_all[i : i + 1], 61)
-        log_post = normalise(log_joint(vae, x_all[i : i + 1], z), area)
+    for i, box in enumerate(boxes):  # the least Gaussian posteriors
+        z, area, _, log_post, _ = exact_posterior(vae, x_all[i : i + 1], box, 61)
         scores.append(non_gaussianity(log_post, z, area))
     # keep only images whose posterior the grid resolves: log p(x) on the n-point grid and on
     # one twice as fine agree within 0.02 nats (a mode narrower than a cell would not)
-    chosen = []
+    posteriors = {}
     for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
-        coarse = exact_posterior(vae, x_all[i : i + 1], a.grid)[3]
-        fine = exact_posterior(vae, x_all[i : i + 1], 2 * a.grid - 1)[3]
-        if abs(coarse - fine) < 0.02:
-            chosen.append(i)
-        if len(chosen) == a.images:
+        coarse = exact_posterior(vae, x_all[i : i + 1], boxes[i], a.grid)
+        fine = exact_posterior(vae, x_all[i : i + 1], boxes[i], 2 * a.grid - 1)
+        if abs(coarse[4] - fine[4]) < 0.02:
+            posteriors[i] = coarse
+        if len(posteriors) == a.images:
             break
+    chosen = list(posteriors)
 
     columns = ("amortized Gaussian", "best Gaussian (this x)", f"IAF, {a.flows} steps (this x)")
     fig, axes = plt.subplots(len(chosen), 4, figsize=(12, 2.9 * len(chosen)), squeeze=False)
     for row, i in enumerate(chosen):
         x = x_all[i : i + 1]
-        z, (za, zb), log_post, log_px = exact_posterior(vae, x, a.grid)
+        z, _, (za, zb), log_post, log_px = posteriors[i]
         with torch.no_grad():
             amortized = gauss.distribution(x)
             amortized = dist.Normal(amortized.base_dist.loc[0], amortized.base_dist.scale[0]).to_event(1)

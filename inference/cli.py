@@ -15,8 +15,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 PROG = "pyro-vae"
-#: Default epochs of a density flow (a VAE's default is TrainConfig's 200): a flow's step
-#: costs tens of times a dense VAE's (timings and bits/dim in docs/benchmarks.md).
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,11 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_default(name: str, attribute: str, default: int) -> int:
-    """A model class's own default (e.g. fewer IWAE samples for an expensive decoder)."""
-    from pyro_vae import MODELS
+def _model_default(name: str, attribute: str, default: Any) -> Any:
+    """A model class's own default, VAE or density flow (e.g. fewer IWAE samples for an
+    expensive decoder, or its ``train_defaults``); ``default`` for an unknown name."""
+    from pyro_vae import FLOW_MODELS, MODELS
 
-    return int(getattr(MODELS.get(name), attribute, default)) if name in MODELS else default
+    for registry in (MODELS, FLOW_MODELS):
+        if name in registry:
+            return getattr(registry.get(name), attribute, default)
+    return default
 
 
 def _check_device(device: str) -> None:
@@ -158,7 +160,6 @@ def _check_device(device: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pyro_vae import FLOW_MODELS, MODELS
     from inference.run import DataConfig, is_run, read_config, summarize, train_run
     from inference.svi import TrainConfig
     from pyro_vae.errors import CheckpointError, ConfigError
@@ -220,11 +221,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     # a model may bring its own training defaults (density flows: 10 epochs; the pixel model:
     # 20 epochs and free bits against posterior collapse); what the user gives wins
-    defaults: Dict[str, Any] = {}
-    for registry in (MODELS, FLOW_MODELS):
-        if model["name"] in registry:
-            defaults = dict(getattr(registry.get(model["name"]), "train_defaults", {}))
-    train = TrainConfig(**{**defaults, **given_train})
+    train = TrainConfig(**{**_model_default(model["name"], "train_defaults", {}), **given_train})
     out = args.out or os.path.join(
         "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}"
     )
@@ -233,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
     result = train_run(out, model, guide, data, train,
-                       iwae_samples=(_model_default(model["name"], "final_iwae_samples", 1000)
+                       iwae_samples=(int(_model_default(model["name"], "final_iwae_samples", 1000))
                                      if args.iwae_samples is None else args.iwae_samples),
                        download=args.download, progress=progress, device=args.device)
     print(summarize(result, data.binarize != "none"))
@@ -269,7 +266,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from inference.run import read_config
 
         name = read_config(args.run_dir)["model"].get("name", "")
-        args.iwae_samples = _model_default(name, "eval_iwae_samples", 5000)
+        args.iwae_samples = int(_model_default(name, "eval_iwae_samples", 5000))
     if args.iwae_samples < 1:
         raise ConfigError(f"--iwae-samples must be positive, got {args.iwae_samples}")
     _check_device(args.device)
