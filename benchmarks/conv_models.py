@@ -29,22 +29,22 @@ import pyro
 import torch
 
 from inference.checkpoint import build_from_checkpoint, load_checkpoint
-from inference.run import DataConfig, train_run
-from inference.svi import TrainConfig
+from inference.config import DataConfig, RunConfig
+from inference.train import train_run
+from pyro_vae.infer.config import TrainConfig
 
 
 def run_one(name: str, epochs: int, iwae_samples: int, runs: str, seed: int = 0) -> dict:
     run_dir = os.path.join(runs, f"{name}-{epochs}ep-seed{seed}")
-    result = train_run(
-        run_dir,
-        model={"name": name, "z_dim": 32, "likelihood": "bernoulli", "prior": "normal"},
+    config = RunConfig(
+        model={"name": name, "z_dim": 32, "likelihood": "bernoulli"},
         guide={"name": "gaussian"},
+        prior={"name": "normal"},
         data=DataConfig(name="mnist5k", binarize="dynamic"),
         train=TrainConfig(epochs=epochs, seed=seed),
         iwae_samples=iwae_samples,
-        progress=False,
-        log=lambda line: None,
     )
+    result = train_run(run_dir, config, progress=False, log=lambda line: None)
     metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     vae, _ = build_from_checkpoint(load_checkpoint(os.path.join(run_dir, "checkpoint.pt")))
     params = sum(t.numel() for t in vae.parameters())
@@ -67,7 +67,7 @@ def step_times(models, rounds: int = 9, steps: int = 5) -> dict:
     """Median milliseconds per training step of each model, timed in interleaved rounds."""
     import time
 
-    from inference.svi import Trainer
+    from pyro_vae.infer.trainer import Trainer
     from pyro_vae import build_guide, build_vae, load_dataset
 
     data = load_dataset("mnist5k", binarize="dynamic")

@@ -27,8 +27,8 @@ from typing import Dict, List
 import pyro
 import torch
 
-from inference.evaluate import evaluate
-from inference.svi import TrainConfig, Trainer, set_seed
+from pyro_vae.infer.evaluate import evaluate
+from pyro_vae.infer.trainer import TrainConfig, Trainer, set_seed
 from pyro_vae import build_guide, build_vae, load_dataset
 
 

@@ -19,7 +19,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from inference.optim import FusedClippedAdam
+from pyro_vae.infer.optim import FusedClippedAdam
 from pyro_vae import build_guide, build_vae
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

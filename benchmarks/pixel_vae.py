@@ -7,7 +7,7 @@ the PixelVAE's decoder with and without the sampler's cache. Run::
 
     python benchmarks/pixel_vae.py --epochs 20 --iwae-samples 100 --out /tmp/pixel_bench
 
-The models are trained with ``inference.svi.Trainer``, as ``pyro-vae train`` does.
+The models are trained with ``pyro_vae.infer.trainer.Trainer``, as ``pyro-vae train`` does.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 import pyro
 import torch
 
-from inference.evaluate import evaluate
-from inference.posterior import latent_usage
-from inference.svi import TrainConfig, Trainer
+from pyro_vae.infer.evaluate import evaluate
+from pyro_vae.infer.usage import latent_usage
+from pyro_vae.infer.trainer import TrainConfig, Trainer
 from pyro_vae import build_guide, build_vae, load_dataset
 
 

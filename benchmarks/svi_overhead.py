@@ -9,10 +9,10 @@ the Pyro steps are ``SVI.step`` with ``Trace_ELBO``. Variants, from naive to wha
 
 * ``naive``     — ``pyro.optim.ClippedAdam`` (one torch optimizer per parameter tensor),
                   Pyro's validation on (its default);
-* ``fused``     — :class:`inference.optim.FusedClippedAdam` (one optimizer, gradients
+* ``fused``     — :class:`pyro_vae.infer.optim.FusedClippedAdam` (one optimizer, gradients
                   released after the step instead of zero-filled);
 * ``fused+noval`` — and per-step validation off (data are validated once at load): this is
-                  the step of :class:`inference.svi.Trainer`;
+                  the step of :class:`pyro_vae.infer.trainer.Trainer`;
 * ``jit``       — and ``JitTrace_ELBO`` (``pyro-vae train --jit``).
 
 Timing is interleaved: each round times ``--steps`` hand-written steps and ``--steps`` steps
@@ -36,7 +36,7 @@ from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 from torch.nn import functional as F
 
-from inference.optim import FusedClippedAdam
+from pyro_vae.infer.optim import FusedClippedAdam
 from pyro_vae import build_vae, load_dataset
 
 

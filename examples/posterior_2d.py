@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.optim import Adam  # noqa: E402
 
-from inference.svi import TrainConfig, Trainer  # noqa: E402
+from pyro_vae.infer.trainer import TrainConfig, Trainer  # noqa: E402
 from pyro_vae import build_guide, build_vae, load_dataset  # noqa: E402
 from pyro_vae.models.base import data_plate  # noqa: E402
 

@@ -17,8 +17,10 @@ import arviz as az
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from inference.posterior import (LocalFitConfig, NUTSConfig, format_gaps, guide_posterior,
-                                 inference_gaps, latent_usage, nuts_posterior, posterior_means)
+from inference.posterior import format_gaps
+from pyro_vae.infer.gaps import LocalFitConfig, inference_gaps
+from pyro_vae.infer.nuts import NUTSConfig, guide_posterior, nuts_posterior
+from pyro_vae.infer.usage import latent_usage, posterior_means
 from inference.posterior_plots import latent_scatter, manifold_figure, marginals_figure
 from pyro_vae import build_vae, load_dataset
 

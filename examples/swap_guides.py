@@ -12,8 +12,8 @@ import argparse
 
 import pyro
 
-from inference.evaluate import evaluate
-from inference.svi import TrainConfig, Trainer, set_seed
+from pyro_vae.infer.evaluate import evaluate
+from pyro_vae.infer.trainer import TrainConfig, Trainer, set_seed
 from pyro_vae import GUIDES, build_guide, build_vae, load_dataset
 
 parser = argparse.ArgumentParser()

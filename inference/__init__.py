@@ -1,7 +1,9 @@
-"""Inference for pyro-vae: SVI training, evaluation (ELBO, IWAE, bits/dim), run directories."""
+"""The pyro-vae application: run directories, checkpoints, figures and the ``pyro-vae``
+command line, on top of the library's algorithms (:mod:`pyro_vae.infer`).
 
-from .evaluate import LogWeights, evaluate, log_weights
-from .optim import FusedClippedAdam
-from .svi import TrainConfig, Trainer
-
-__all__ = ["FusedClippedAdam", "LogWeights", "TrainConfig", "Trainer", "evaluate", "log_weights"]
+Modules: :mod:`.config` (the typed run configuration and the train flags), :mod:`.io`
+(atomic writes), :mod:`.checkpoint`, :mod:`.rundir` (the run-directory format), the
+commands :mod:`.train`, :mod:`.evaluate`, :mod:`.sample`, :mod:`.posterior`, the figures
+:mod:`.plots`, :mod:`.posterior_plots`, and :mod:`.cli`. Importing this package imports
+nothing else (the command line checks its arguments before torch is loaded).
+"""

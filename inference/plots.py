@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .checkpoint import _atomic_write
+from .io import atomic_write_bytes
 
 
 def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
@@ -17,7 +17,7 @@ def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
 
     buf = io.BytesIO()
     save_image(images.detach().float().clamp(0, 1).cpu(), buf, nrow=nrow, padding=2, format="png")
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
@@ -30,15 +30,28 @@ def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
     return torch.cat(rows)
 
 
-def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] = None) -> None:
-    """Train objective and test ELBO (nats per example) against epochs."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> None:
+    """Save a matplotlib figure as a PNG (written atomically) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] = None) -> None:
+    """Train objective and test ELBO (nats per example) against epochs."""
     epochs = [m["epoch"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot(epochs, [-m["train_loss"] for m in metrics], label="train objective (β-ELBO)")
     ax.plot(epochs, [m["test_elbo"] for m in metrics], label="test ELBO")
     ax.set_xlabel("epoch")
@@ -48,7 +61,4 @@ def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] =
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    save_figure(fig, path)

@@ -10,33 +10,15 @@
 
 from __future__ import annotations
 
-import io
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_vae.models.base import VAE
+from pyro_vae.models import VAE
 
-from .checkpoint import _atomic_write
-from .plots import save_grid
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str, dpi: int = 100) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    _pyplot().close(fig)
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+from .plots import pyplot, save_figure, save_grid
 
 
 def marginals_figure(
@@ -59,7 +41,7 @@ def marginals_figure(
     """
     import arviz as az
 
-    plt = _pyplot()
+    plt = pyplot()
     p = nuts_idata.posterior["z"].sel(example=example)
     q = guide_idata.posterior["z"].sel(example=example)
     dims = list(dims)
@@ -88,7 +70,7 @@ def marginals_figure(
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(f"test image {example}: posterior marginals", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -133,7 +115,7 @@ def manifold_figure(vae: VAE, path: str, n: int = 20) -> None:
 
 def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:
     """Scatter of posterior means (N, 2), coloured by label when there are labels."""
-    plt = _pyplot()
+    plt = pyplot()
     m = means.detach().cpu().double().numpy()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if labels is None:
@@ -148,4 +130,4 @@ def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:
     ax.set_title(f"posterior means of {len(m)} images")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

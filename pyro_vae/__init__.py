@@ -9,44 +9,63 @@ Example:
     >>> from pyro.optim import ClippedAdam
     >>> from pyro_vae import build_vae, build_guide, load_dataset
     >>> data = load_dataset("mnist5k", binarize="dynamic")
-    >>> vae = build_vae("dense", x_shape=data.x_shape, z_dim=8, hidden=(64,))
+    >>> vae = build_vae("dense", x_shape=data.x_shape, z_dim=8, hidden_dims=(64,))
     >>> guide = build_guide("gaussian", vae)
     >>> svi = SVI(vae.model, guide, ClippedAdam({"lr": 1e-3}), Trace_ELBO())
     >>> x = next(data.batches("train", batch_size=32))
     >>> loss = svi.step(x, num_data=len(data.train))   # -ELBO of the whole training set
+
+The names below are imported on first use (PEP 562), so that ``import pyro_vae.errors`` or
+the command line's argument checks do not pay for importing torch and Pyro.
 """
 
-from .data import DATASETS, ImageDataset, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, PyroVAEError
-from .flows import FLOW_MODELS, FlowModel, build_flow_model
-from .guides import GUIDES, Guide, build_guide
-from .likelihoods import LIKELIHOODS, build_likelihood
-from .models import MODELS, VAE, build_vae
-from .priors import PRIORS, build_prior
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any, List
 
-__all__ = [
-    "DATASETS",
-    "FLOW_MODELS",
-    "GUIDES",
-    "LIKELIHOODS",
-    "MODELS",
-    "PRIORS",
-    "VAE",
-    "FlowModel",
-    "Guide",
-    "ImageDataset",
-    "build_flow_model",
-    "build_guide",
-    "build_likelihood",
-    "build_prior",
-    "build_vae",
-    "load_dataset",
-    "PyroVAEError",
-    "ConfigError",
-    "DataError",
-    "DatasetNotFoundError",
-    "CheckpointError",
-    "__version__",
-]
+#: public name → the module that defines it
+_EXPORTS = {
+    "DATASETS": "datasets",
+    "ImageDataset": "data",
+    "load_dataset": "data",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "DatasetNotFoundError": "errors",
+    "PyroVAEError": "errors",
+    "Model": "contract",
+    "ModelDefaults": "contract",
+    "FLOW_MODELS": "flows",
+    "FlowModel": "flows",
+    "build_flow_model": "flows",
+    "GUIDES": "guides",
+    "Guide": "guides",
+    "build_guide": "guides",
+    "LIKELIHOODS": "likelihoods",
+    "build_likelihood": "likelihoods",
+    "MODELS": "models",
+    "VAE": "models",
+    "build_vae": "models",
+    "PRIORS": "priors",
+    "build_prior": "priors",
+    "build_model": "build",
+    "build_model_and_guide": "build",
+    "model_class": "build",
+}
+
+__version__ = "0.2.0"
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

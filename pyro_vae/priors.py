@@ -14,7 +14,7 @@ transforms with an exact inverse.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import pyro.distributions as dist
 import torch
@@ -41,7 +41,7 @@ class StandardNormalPrior(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
-@PRIORS.register("realnvp")
+@PRIORS.register("realnvp", aliases={"hidden": "hidden_dims"})
 class RealNVPPrior(nn.Module):
     r"""p_θ(z): a RealNVP-transformed N(0, I), learned jointly with the VAE.
 
@@ -57,7 +57,7 @@ class RealNVPPrior(nn.Module):
     Args:
         z_dim: latent dimension (≥ 2: a coupling needs two halves).
         num_couplings: number of coupling layers.
-        hidden: hidden widths of each coupling MLP (copied).
+        hidden_dims: hidden widths of each coupling MLP (copied).
 
     Example:
         >>> prior = RealNVPPrior(4)
@@ -69,13 +69,16 @@ class RealNVPPrior(nn.Module):
         flow priors in VAEs: Chen et al., Variational Lossy Autoencoder, arXiv:1611.02731.
     """
 
-    def __init__(self, z_dim: int, num_couplings: int = 4, hidden: Sequence[int] = (64, 64)):
+    def __init__(self, z_dim: int, num_couplings: int = 4, hidden_dims: Sequence[int] = (64, 64)):
         super().__init__()
         if z_dim < 2:
             raise ConfigError(f"the realnvp prior needs z_dim ≥ 2, got {z_dim}")
+        if num_couplings < 1 or not hidden_dims or min(hidden_dims) < 1:
+            raise ConfigError(f"the realnvp prior needs num_couplings ≥ 1 and positive hidden_dims, "
+                              f"got {num_couplings} and {list(hidden_dims)}")
         half = z_dim // 2
         self.couplings = nn.ModuleList(
-            AffineCoupling(half, DenseCouplingNet(half, z_dim - half, [int(h) for h in hidden]))
+            AffineCoupling(half, DenseCouplingNet(half, z_dim - half, [int(h) for h in hidden_dims]))
             for _ in range(num_couplings)
         )
         self.register_buffer("loc", torch.zeros(z_dim))
@@ -97,6 +100,9 @@ class RealNVPPrior(nn.Module):
         return dist.TransformedDistribution(base, parts)
 
 
-def build_prior(name: str, z_dim: int) -> nn.Module:
-    """Build a registered prior by name for a ``z_dim``-dimensional latent."""
-    return PRIORS.get(name)(z_dim)
+def build_prior(prior: Union[str, Mapping[str, Any]], z_dim: int) -> nn.Module:
+    """Build a registered prior for a ``z_dim``-dimensional latent from its name or its spec
+    ``{"name": ..., **options}`` (options checked against the constructor, like a model's);
+    ``prior.spec`` records it."""
+    options = {"name": prior} if isinstance(prior, str) else dict(prior)
+    return PRIORS.build(options.pop("name", None), z_dim, **options)

@@ -49,7 +49,7 @@ def test_train_writes_a_complete_run_directory(trained_run):
     assert result["iwae_samples"] == 20 and result["num_examples"] == 40
     assert result["nll"] <= -result["elbo"] + 1e-6  # IWAE bound is tighter than the ELBO
     config = json.load(open(os.path.join(trained_run, "config.json")))
-    assert config["model"]["hidden"] == [32] and config["guide"] == {"name": "gaussian"}
+    assert config["model"]["hidden_dims"] == [32] and config["guide"] == {"name": "gaussian"}
 
 
 def test_train_prints_elbo_and_iwae_with_k(tmp_path, capsys):
@@ -109,7 +109,7 @@ def expect_error(capsys, argv, *fragments):
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (["--model", "densee"], ["unknown model 'densee'", "valid models: dense"]),
+        (["--model", "densee"], ["unknown model 'densee'", "valid models: conv, dense"]),
         (["--guide", "iaff"], ["unknown guide 'iaff'", "gaussian"]),
         (["--dataset", "mnist7k"], ["unknown dataset 'mnist7k'", "mnist5k"]),
         (["--likelihood", "poisson"], ["unknown likelihood 'poisson'", "bernoulli"]),
@@ -184,7 +184,7 @@ def test_missing_foreign_and_corrupt_runs(trained_run, tmp_path, capsys):
     mismatched = tmp_path / "mismatched"
     shutil.copytree(trained_run, mismatched)
     config = json.load(open(mismatched / "config.json"))
-    config["model"]["hidden"] = [64]
+    config["model"]["hidden_dims"] = [64]
     (mismatched / "config.json").write_text(json.dumps(config))
     expect_error(capsys, ["evaluate", str(mismatched)], "do not match")
 

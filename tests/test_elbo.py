@@ -6,7 +6,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from inference.elbo import FreeBitsTrace_ELBO
+from pyro_vae.infer.elbo import FreeBitsTrace_ELBO
 from pyro_vae import build_guide, build_vae
 
 

@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from inference.evaluate import evaluate, log_weights
+from pyro_vae.infer.evaluate import evaluate, log_weights
 from pyro_vae import build_guide, build_vae
 
 D, Z, SIGMA = 6, 3, 0.5

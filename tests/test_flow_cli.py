@@ -35,7 +35,7 @@ def test_flow_run_directory_reports_exact_bits_per_dim(flow_run):
         assert os.path.isfile(os.path.join(flow_run, name)), name
     config = json.load(open(os.path.join(flow_run, "config.json")))
     assert config["kind"] == "flow" and config["guide"] == {"name": "empty"}
-    assert config["model"]["name"] == "realnvp" and config["model"]["hidden"] == 4
+    assert config["model"]["name"] == "realnvp" and config["model"]["hidden_channels"] == 4
     result = json.load(open(os.path.join(flow_run, "eval.json")))
     assert result["estimator"] == "exact" and result["iwae_samples"] == 1
     assert result["elbo"] == result["iwae"] and result["kl"] == 0.0
@@ -92,7 +92,7 @@ def expect_error(capsys, argv, *fragments):
     (["--model", "glow", "--z-dim", "8", "--prior", "realnvp"], ["--z-dim, --prior", "'glow'"]),
     (["--model", "nice", "--flows", "4", "--kl-warmup", "2"], ["--flows, --kl-warmup"]),
     (["--model", "nice", "--free-bits", "0.5"], ["--free-bits", "no latent variable"]),
-    (["--model", "realnvpp"], ["unknown model 'realnvpp'", "valid models: dense", "glow"]),
+    (["--model", "realnvpp"], ["unknown model 'realnvpp'", "valid models: conv, dense", "glow"]),
     (["--model", "nice", "--binarize", "dynamic"], ["binarized", "--binarize none"]),
     (["--model", "glow", "--set", "num_scales=3"], ["cannot squeeze"]),
     (["--model", "realnvp", "--set", "z_dim=3"], ["unknown option z_dim", "num_scales"]),
@@ -109,7 +109,7 @@ def test_vae_with_realnvp_prior_trains_evaluates_and_refuses_temperature(tmp_pat
                            "--set", "hidden=[32]", "--z-dim", "4", "--iwae-samples", "10", *QUICK)
     assert code == 0 and "IWAE (k=10)" in out
     config = json.load(open(os.path.join(run, "config.json")))
-    assert config["kind"] == "vae" and config["model"]["prior"] == "realnvp"
+    assert config["kind"] == "vae" and config["prior"]["name"] == "realnvp"
     state = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)["model_state"]
     assert any(k.startswith("prior.couplings.") for k in state)
     code, out, _ = run_cli(capsys, "evaluate", run, "--iwae-samples", "10", "--no-progress")

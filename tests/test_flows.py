@@ -13,8 +13,8 @@ from pyro.optim import ClippedAdam
 from torch.autograd.functional import jacobian
 from torch.distributions import ComposeTransform
 
-from inference.checkpoint import build_model_and_guide
-from inference.run import evaluate_model
+from pyro_vae.build import build_model_and_guide, model_class
+from inference.evaluate import evaluate_model
 from pyro_vae import MODELS, ConfigError, DataError
 from pyro_vae.data import ImageDataset
 from pyro_vae.flows import (
@@ -25,7 +25,6 @@ from pyro_vae.flows import (
     FlowModel,
     Squeeze,
     build_flow_model,
-    model_kind,
     preprocessing,
 )
 from pyro_vae.flows.glow import InvertibleConv1x1
@@ -34,9 +33,9 @@ from pyro_vae.priors import RealNVPPrior
 
 #: Small sizes: every registered flow is tested by the contract tests below.
 SMALL = {
-    "nice": {"hidden": [16]},
-    "realnvp": {"num_scales": 2, "couplings": 1, "hidden": 4},
-    "glow": {"num_scales": 2, "steps": 1, "hidden": 4},
+    "nice": {"hidden_dims": [16]},
+    "realnvp": {"num_scales": 2, "couplings": 1, "hidden_channels": 4},
+    "glow": {"num_scales": 2, "steps": 1, "hidden_channels": 4},
 }
 
 
@@ -110,7 +109,7 @@ def _flow(name):
 
 
 def _realnvp_prior():
-    return RealNVPPrior(5, num_couplings=3, hidden=(8,)), (5,)
+    return RealNVPPrior(5, num_couplings=3, hidden_dims=(8,)), (5,)
 
 
 TRANSFORMS = {
@@ -246,7 +245,7 @@ def grid_2d(lo, hi, n):
 
 
 def test_realnvp_prior_density_integrates_to_one():
-    prior = perturb(RealNVPPrior(2, num_couplings=4, hidden=(16,)).double(), scale=0.1)
+    prior = perturb(RealNVPPrior(2, num_couplings=4, hidden_dims=(16,)).double(), scale=0.1)
     points, area = grid_2d(-12.0, 12.0, 600)
     with torch.no_grad():
         mass = float(prior().log_prob(points).exp().sum() * area)
@@ -295,7 +294,7 @@ def one_thread():
 def test_flow_fitted_by_svi_beats_the_best_gaussian_on_a_mixture(one_thread):
     g = torch.Generator().manual_seed(0)
     train, test = gaussian_ring(1000, g), gaussian_ring(1000, g)
-    flow = RealNVPPrior(2, num_couplings=8, hidden=(32,))
+    flow = RealNVPPrior(2, num_couplings=8, hidden_dims=(32,))
 
     def model(x):
         pyro.module("toy_flow", flow)
@@ -322,7 +321,7 @@ def test_flow_fitted_by_svi_beats_the_best_gaussian_on_a_mixture(one_thread):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: RealNVPPrior(3, hidden=(8,)),
+    lambda: RealNVPPrior(3, hidden_dims=(8,)),
     lambda: small_flow("realnvp", (1, 4, 4), preprocess="none"),
 ], ids=["realnvp-prior", "realnvp-flow"])
 def test_rescoring_a_tensor_after_an_update_does_not_recall_a_stale_inverse(make):
@@ -355,7 +354,7 @@ def test_uniform_density_gives_exactly_8_bits_per_dim():
     y = torch.rand(50, 1, 4, 4) * 0.98 + 0.01
     # log σ'(logit y) cancels log |d logit / dy| exactly; float32 rounding leaves ~1e-6
     assert flow.log_prob(y).abs().max() < 1e-4
-    assert flow.likelihood.bits_per_dim(0.0) == 8.0
+    assert flow.bits_per_dim(0.0) == 8.0
     levels = torch.randint(256, (40, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     data = ImageDataset("uniform", train=levels.to(torch.uint8), test=levels.to(torch.uint8),
                         binarize="none")
@@ -463,9 +462,9 @@ def test_jit_elbo_equals_eager_and_does_not_replay_the_actnorm_initialisation():
 
 def test_model_names_are_unique_and_unknown_names_list_both_registries():
     assert not set(MODELS.names()) & set(FLOW_MODELS.names())
-    assert model_kind("dense") == "vae" and model_kind("glow") == "flow"
+    assert model_class("dense").has_latent and not model_class("glow").has_latent
     with pytest.raises(ConfigError) as err:
-        model_kind("realnvpp")
+        model_class("realnvpp")
     for name in MODELS.names() + FLOW_MODELS.names():
         assert name in str(err.value)
 

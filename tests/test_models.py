@@ -9,7 +9,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from inference.evaluate import evaluate
+from pyro_vae.infer.evaluate import evaluate
 from pyro_vae import GUIDES, LIKELIHOODS, MODELS, ConfigError, DataError, build_guide, build_likelihood, build_vae
 
 SMALL = {
@@ -89,11 +89,11 @@ def test_wrong_shape_is_refused_clearly(tiny_vae):
 
 
 def test_unknown_names_and_options_are_refused():
-    with pytest.raises(ConfigError, match="valid models: dense"):
+    with pytest.raises(ConfigError, match="valid models: conv, dense"):
         build_vae("dens", x_shape=(1, 28, 28))
     with pytest.raises(ConfigError, match="valid likelihoods: bernoulli, gaussian"):
         build_vae("dense", x_shape=(1, 28, 28), likelihood="poisson")
-    with pytest.raises(ConfigError, match="unknown option hiden .* valid options: hidden, activation"):
+    with pytest.raises(ConfigError, match="unknown option hiden .* valid options: z_dim, likelihood, hidden_dims, activation"):
         build_vae("dense", x_shape=(1, 28, 28), hiden=(3,))
     with pytest.raises(ConfigError, match="valid guides: gaussian"):
         build_guide("gausian", make("dense"))
@@ -120,8 +120,8 @@ def test_two_models_in_one_process_do_not_share_parameters():
 def test_spec_records_defaults():
     vae = build_vae("dense", x_shape=(1, 28, 28))
     assert vae.spec == {"name": "dense", "x_shape": [1, 28, 28], "z_dim": 32,
-                        "likelihood": "bernoulli", "hidden": [512, 256], "activation": "elu",
-                        "prior": "normal"}
+                        "likelihood": "bernoulli", "hidden_dims": [512, 256], "activation": "elu"}
+    assert vae.prior.spec == {"name": "normal"}
 
 
 def data_for(likelihood, n, x_shape):
@@ -192,7 +192,7 @@ def test_conv_options_are_validated_and_recorded(name):
     assert vae.encoder.trunk.shapes == [(1, 28, 28), (3, 14, 14), (5, 7, 7)]
     with pytest.raises(ConfigError, match="channels"):
         build_vae(name, x_shape=(1, 28, 28), channels=[])
-    with pytest.raises(ConfigError, match="valid options: channels"):
+    with pytest.raises(ConfigError, match="valid options: z_dim, likelihood, channels"):
         build_vae(name, x_shape=(1, 28, 28), chanels=[3])
 
 

@@ -3,7 +3,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from inference.optim import FusedClippedAdam
+from pyro_vae.infer.optim import FusedClippedAdam
 from pyro_vae import build_vae
 
 

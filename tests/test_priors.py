@@ -7,8 +7,8 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from inference.checkpoint import build_model_and_guide
-from inference.evaluate import evaluate
+from pyro_vae.build import build_model_and_guide
+from pyro_vae.infer.evaluate import evaluate
 from pyro_vae import GUIDES, MODELS, ConfigError, build_guide, build_vae
 from pyro_vae.priors import RealNVPPrior
 
@@ -68,8 +68,8 @@ def test_realnvp_prior_survives_a_checkpoint_round_trip():
         for p in vae.prior.parameters():
             p.add_(0.1 * torch.randn_like(p))
     guide = build_guide("gaussian", vae)
-    assert vae.spec["prior"] == "realnvp"
-    other, other_guide = build_model_and_guide(vae.spec, guide.spec)
+    assert vae.prior.spec["name"] == "realnvp" and "prior" not in vae.spec
+    other, other_guide = build_model_and_guide(vae.spec, guide.spec, vae.prior.spec)
     other.load_state_dict(vae.state_dict())
     x = binary_batch(4)
     a = evaluate(vae, guide, x, num_samples=16, seed=1)

@@ -1,31 +1,25 @@
 """Density flows over images (NICE, RealNVP, Glow) and the transforms they are built from.
 
-Each flow registers itself in :data:`FLOW_MODELS` when its module is imported. Flows are
+Each flow registers itself in :data:`FLOW_MODELS` when its module is imported, and the
+package imports all of its modules (a new flow is one new file). Flows are
 Pyro programs with one observed site ``"x"`` and an empty guide, trained by the same SVI
 loop as the VAEs (see :mod:`pyro_vae.flows.base`).
 """
 
-from .base import (
-    FLOW_MODELS,
-    DequantizedDensity,
-    EmptyGuide,
-    FlowModel,
-    build_flow_guide,
-    build_flow_model,
-    model_kind,
-    register_flow_model,
-)
-# imported in the order they are listed (registration order)
-from .nice import NICE  # noqa: I001
-from .realnvp import RealNVP
-from .glow import Glow
-from .transforms import ActNorm, CheckerboardAffineCoupling, FactorOut, Squeeze, preprocessing
+from ..registry import import_submodules
+from .base import FLOW_MODELS, EmptyGuide, FlowModel, build_flow_model
+
+import_submodules(__name__)
+
+from .glow import Glow  # noqa: E402  (registered above; re-exported here)
+from .nice import NICE  # noqa: E402
+from .realnvp import RealNVP  # noqa: E402
+from .transforms import ActNorm, CheckerboardAffineCoupling, FactorOut, Squeeze, preprocessing  # noqa: E402
 
 __all__ = [
     "FLOW_MODELS",
     "ActNorm",
     "CheckerboardAffineCoupling",
-    "DequantizedDensity",
     "EmptyGuide",
     "FactorOut",
     "FlowModel",
@@ -33,9 +27,6 @@ __all__ = [
     "NICE",
     "RealNVP",
     "Squeeze",
-    "build_flow_guide",
     "build_flow_model",
-    "model_kind",
     "preprocessing",
-    "register_flow_model",
 ]

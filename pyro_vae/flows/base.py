@@ -29,10 +29,8 @@ Flow models live in their own registry, :data:`FLOW_MODELS`, because they are no
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -40,10 +38,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
+from ..contract import Model, ModelDefaults
+from ..data import LEVELS
 from ..errors import ConfigError
-from ..likelihoods import Likelihood
-from ..models import MODELS
-from ..models.base import check_images, check_options, data_plate
+from ..plates import check_images, check_shape, data_plate
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
@@ -51,34 +49,8 @@ FLOW_MODELS: Registry[type] = Registry("flow model")
 
 BASES = ("normal", "logistic")
 
-_instance_counter = itertools.count()
 
-
-class DequantizedDensity(Likelihood):
-    """What a flow model says about its data: a density over dequantized grey levels.
-
-    Not a decoder likelihood (it has no parameters and is never called); it carries the
-    data contract the training loop and the evaluation read from ``model.likelihood``:
-    grey levels only, dequantized as ``(k + u) / 256``, and bits/dim with the
-    ``D log 256`` discretization term of :meth:`Likelihood.bits_per_dim`.
-    """
-
-    name = "flow"
-    binary = False
-    dequantize = True
-
-    def forward(self, params: Tensor) -> dist.TorchDistribution:  # pragma: no cover
-        raise TypeError("a flow model's density is FlowModel.distribution(), not a likelihood")
-
-    def check_data(self, binary: bool) -> None:
-        if binary:
-            raise ConfigError(
-                "flow models are densities over dequantized grey levels, but the data are "
-                "binarized; use --binarize none"
-            )
-
-
-class FlowModel(nn.Module):
+class FlowModel(Model):
     """Base class of density flows over images of shape ``x_shape``.
 
     Subclasses build their parameterised layers in ``__init__``, then call
@@ -93,9 +65,9 @@ class FlowModel(nn.Module):
         base: ``"normal"`` (N(0, I)) or ``"logistic"`` (standard logistic, as in NICE).
     """
 
-    registry_name: str = ""
-    #: ``pyro-vae train`` defaults for density flows (flags given by the user win)
-    train_defaults: Dict[str, Any] = {"epochs": 10}
+    has_latent = False
+    #: ``pyro-vae`` defaults for density flows: grey levels, 10 epochs
+    defaults = ModelDefaults(train={"epochs": 10}, binarize="none")
 
     def __init__(
         self,
@@ -104,18 +76,33 @@ class FlowModel(nn.Module):
         alpha: float = 0.05,
         base: str = "normal",
     ) -> None:
-        super().__init__()
-        self.x_shape: Tuple[int, ...] = tuple(int(s) for s in x_shape)
+        super().__init__(x_shape)
         if base not in BASES:
             raise ConfigError(f"unknown base distribution {base!r}; valid bases: {', '.join(BASES)}")
         preprocessing(preprocess, alpha)  # validates
         self.preprocess = preprocess
         self.alpha = float(alpha)
         self.base_name = base
-        self.likelihood = DequantizedDensity(self.x_shape)
-        self.pyro_prefix = f"{type(self).__name__}{next(_instance_counter)}"
-        #: The arguments :func:`build_flow_model` was called with; recorded in checkpoints.
-        self.spec: Dict[str, Any] = {}
+        self.guide = EmptyGuide(self.x_shape)
+
+    # ------------------------------------------------------------------ data contract
+    @property
+    def dequantize(self) -> bool:
+        """A density over dequantized grey levels ``(k + u) / 256``."""
+        return True
+
+    def check_data(self, binary: bool) -> None:
+        if binary:
+            raise ConfigError(
+                "flow models are densities over dequantized grey levels, but the data are "
+                "binarized; use --binarize none"
+            )
+
+    def bits_per_dim(self, nll: float) -> float:
+        """Bits/dim of the 8-bit images: ``nll + D log 256`` over ``D ln 2`` (the density of
+        dequantized data bounds the discrete one, Theis et al. 2016, arXiv:1511.01844)."""
+        d = self.num_dims
+        return (nll + d * math.log(LEVELS)) / (d * math.log(2.0))
 
     # ------------------------------------------------------------------ the density
     def build_transform(self) -> Transform:  # pragma: no cover - abstract
@@ -166,19 +153,13 @@ class FlowModel(nn.Module):
         with data_plate(x, num_data):
             pyro.sample("x", self.distribution(), obs=x)
 
-    def guide(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
-        """The empty guide: a flow has no latent sample site."""
-        self.check_x(x)
+    def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> "EmptyGuide":
+        """The empty guide; ``spec`` (e.g. from a checkpoint) must be ``{"name": "empty"}``."""
+        if spec is not None and dict(spec) != {"name": "empty"}:
+            raise ConfigError(f"a flow model has no latent variable, so no guide; got guide {dict(spec)!r}")
+        return self.guide
 
     # ------------------------------------------------------------------ conveniences
-    @property
-    def num_dims(self) -> int:
-        return int(math.prod(self.x_shape))
-
-    def check_x(self, x: Tensor) -> Tensor:
-        """Raise a clear error unless ``x`` has shape (B, *x_shape)."""
-        return check_images(x, self.x_shape)
-
     def _parts(self) -> Tuple[Transform, Transform]:
         pre = ComposeTransform(preprocessing(self.preprocess, self.alpha))
         return pre, self.transform()
@@ -194,58 +175,29 @@ class FlowModel(nn.Module):
         return pre(flow.inv(z))
 
     @torch.no_grad()
-    def generate(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` samples of p_θ at ``temperature`` (z ~ N(0, T² I)), clamped to [0, 1]."""
-        return self.distribution(temperature).sample((n,)).clamp(0.0, 1.0)
+    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
+        """``n`` samples of p_θ at ``temperature`` (z ~ N(0, T² I), default T = 1), clamped
+        to [0, 1]."""
+        return self.distribution(1.0 if temperature is None else temperature).sample((n,)).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
         """The round trip ``decode(encode(x))`` — equal to ``x`` up to rounding; a visual
         check of invertibility."""
         return self.decode(self.encode(self.check_x(x)).clone()).clamp(0.0, 1.0)
 
 
 class EmptyGuide(nn.Module):
-    """The guide object of a flow model in the training loop and checkpoints: no parameters,
-    no sample sites, the common signature ``guide(x, num_data=None, kl_scale=1.0)``."""
+    """The guide of a model without latent variables (``flow.guide``): no parameters, no
+    sample sites, the common signature ``guide(x, num_data=None, kl_scale=1.0)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, x_shape: Sequence[int]) -> None:
         super().__init__()
+        self.x_shape = tuple(x_shape)
         self.spec: Dict[str, Any] = {"name": "empty"}
 
     def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
-        return None
-
-
-def register_flow_model(name: str):
-    """Class decorator: register a :class:`FlowModel` subclass under ``name``."""
-
-    def decorator(cls: type) -> type:
-        cls.registry_name = name
-        return FLOW_MODELS.register(name)(cls)
-
-    return decorator
-
-
-def model_kind(name: str) -> str:
-    """``"vae"`` if ``name`` is in :data:`~pyro_vae.models.MODELS`, ``"flow"`` if it is in
-    :data:`FLOW_MODELS`; otherwise one :class:`ConfigError` listing both registries.
-
-    Example:
-        >>> model_kind("dense"), model_kind("realnvp")
-        ('vae', 'flow')
-    """
-    vae, flow = name in MODELS, name in FLOW_MODELS
-    if vae and flow:  # a registration bug, not a user error
-        raise ValueError(f"model name {name!r} is registered both as a VAE and as a flow model")
-    if vae:
-        return "vae"
-    if flow:
-        return "flow"
-    raise ConfigError(
-        f"unknown model {name!r}; valid models: {', '.join(MODELS.names())} (VAEs), "
-        f"{', '.join(FLOW_MODELS.names())} (density flows)"
-    )
+        check_images(x, self.x_shape)
 
 
 def build_flow_model(name: str, x_shape: Sequence[int], **options: Any) -> FlowModel:
@@ -254,32 +206,15 @@ def build_flow_model(name: str, x_shape: Sequence[int], **options: Any) -> FlowM
     Args:
         name: ``nice``, ``realnvp`` or ``glow``; unknown names raise listing the valid ones.
         x_shape: image shape ``(C, H, W)``, e.g. ``data.x_shape``.
-        **options: model options (e.g. ``hidden=16``); unknown keys raise.
+        **options: model options (e.g. ``hidden_channels=16``); unknown keys and wrong types
+            raise, naming the option.
 
     Example:
-        >>> flow = build_flow_model("realnvp", (1, 8, 8), num_scales=2, hidden=8)
+        >>> flow = build_flow_model("realnvp", (1, 8, 8), num_scales=2, hidden_channels=8)
         >>> flow.log_prob(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3])
     """
-    cls = FLOW_MODELS.get(name)
-    if len(tuple(x_shape)) != 3 or any(int(s) < 1 for s in x_shape):
-        raise ConfigError(f"x_shape must be (C, H, W) with positive sizes, got {tuple(x_shape)}")
-    check_options(cls.__init__, options, f"flow model {name!r}", skip=2)
-    x_shape = tuple(int(s) for s in x_shape)
-    flow = cls(x_shape, **options)
-    sig = inspect.signature(cls.__init__)
-    bound = sig.bind(None, x_shape, **options)
-    bound.apply_defaults()
-    args = dict(bound.arguments)
-    args.pop(next(iter(sig.parameters)))  # self
-    flow.spec = {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
+    x_shape = check_shape(x_shape)
+    flow = FLOW_MODELS.build(name, x_shape, **options)
+    flow.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in flow.spec.items() if k != "name"}}
     return flow
-
-
-def build_flow_guide(flow: FlowModel, spec: Optional[Dict[str, Any]] = None) -> EmptyGuide:
-    """The guide of a flow model; ``spec`` (from a checkpoint) must be ``{"name": "empty"}``."""
-    if spec is not None and dict(spec) != {"name": "empty"}:
-        raise ConfigError(
-            f"a flow model has no latent variable, so no guide; got guide {spec!r}"
-        )
-    return EmptyGuide()

@@ -11,7 +11,7 @@ from torch.distributions import ComposeTransform, Transform
 
 from ..errors import ConfigError
 from ..nets.coupling import ChannelCouplingNet
-from .base import FlowModel, register_flow_model
+from .base import FLOW_MODELS, FlowModel
 from .transforms import ActNorm, FactorOut, Squeeze
 
 
@@ -81,7 +81,7 @@ class GlowScale(nn.Module):
         return ComposeTransform(parts)
 
 
-@register_flow_model("glow")
+@FLOW_MODELS.register("glow", aliases={"hidden": "hidden_channels"})
 class Glow(FlowModel):
     r"""Glow: a multi-scale flow whose steps are ActNorm, an invertible 1×1 convolution
     (:class:`InvertibleConv1x1`, from Pyro's ``GeneralizedChannelPermute``, W = PLU) and an
@@ -96,7 +96,7 @@ class Glow(FlowModel):
         x_shape: image shape (C, H, W); H and W must be divisible by 2^num_scales.
         num_scales: levels L (the paper: 3).
         steps: steps K per level (the paper: 32).
-        hidden: channels of the coupling networks (the paper: 512).
+        hidden_channels: channels of the coupling networks (the paper: 512).
         blocks: residual blocks per coupling network (0 gives Glow's conv3×3 → conv1×1 →
             conv3×3).
         preprocess: map to grey levels (the paper: ``center``, y − ½).
@@ -112,19 +112,19 @@ class Glow(FlowModel):
         x_shape: Sequence[int],
         num_scales: int = 2,
         steps: int = 4,
-        hidden: int = 32,
+        hidden_channels: int = 32,
         blocks: int = 0,
         preprocess: str = "center",
         alpha: float = 0.05,
     ) -> None:
         super().__init__(x_shape, preprocess=preprocess, alpha=alpha, base="normal")
-        if num_scales < 1 or steps < 1 or hidden < 1 or blocks < 0:
+        if num_scales < 1 or steps < 1 or hidden_channels < 1 or blocks < 0:
             raise ConfigError(
-                f"Glow needs num_scales ≥ 1, steps ≥ 1, hidden ≥ 1, blocks ≥ 0; got "
-                f"{num_scales}, {steps}, {hidden}, {blocks}"
+                f"Glow needs num_scales ≥ 1, steps ≥ 1, hidden_channels ≥ 1, blocks ≥ 0; got "
+                f"{num_scales}, {steps}, {hidden_channels}, {blocks}"
             )
         c, h, w = self.x_shape
-        self.root = GlowScale(c, h, w, num_scales, steps, hidden, blocks)
+        self.root = GlowScale(c, h, w, num_scales, steps, hidden_channels, blocks)
         self._init_base()
 
     def build_transform(self) -> Transform:

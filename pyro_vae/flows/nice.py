@@ -11,11 +11,11 @@ from torch.distributions import ComposeTransform, ReshapeTransform, Transform
 
 from ..errors import ConfigError
 from ..nets.coupling import AdditiveCouplingNet
-from .base import FlowModel, register_flow_model
+from .base import FLOW_MODELS, FlowModel
 from .transforms import ActNorm
 
 
-@register_flow_model("nice")
+@FLOW_MODELS.register("nice", aliases={"hidden": "hidden_dims"})
 class NICE(FlowModel):
     r"""Non-linear Independent Components Estimation on flattened images.
 
@@ -37,7 +37,7 @@ class NICE(FlowModel):
     Args:
         x_shape: image shape (C, H, W).
         couplings: number of additive coupling layers (the paper: 4).
-        hidden: hidden widths of each coupling MLP (the paper: 5 × 1000 for MNIST).
+        hidden_dims: hidden widths of each coupling MLP (the paper: 5 × 1000 for MNIST).
         preprocess: map to grey levels (``logit``, ``center`` or ``none``).
         alpha: margin of the logit preprocessing.
         base: ``logistic`` (the paper) or ``normal``.
@@ -51,7 +51,7 @@ class NICE(FlowModel):
         self,
         x_shape: Sequence[int],
         couplings: int = 4,
-        hidden: Sequence[int] = (500, 500),
+        hidden_dims: Sequence[int] = (500, 500),
         preprocess: str = "logit",
         alpha: float = 0.05,
         base: str = "logistic",
@@ -60,12 +60,12 @@ class NICE(FlowModel):
         d = self.num_dims
         if d < 2:
             raise ConfigError(f"NICE needs at least 2 dimensions, got x_shape {self.x_shape}")
-        if couplings < 1 or not hidden or any(int(h) < 1 for h in hidden):
+        if couplings < 1 or not hidden_dims or any(int(h) < 1 for h in hidden_dims):
             raise ConfigError(f"NICE needs couplings ≥ 1 and non-empty hidden widths, got "
-                              f"couplings={couplings}, hidden={list(hidden)}")
+                              f"couplings={couplings}, hidden_dims={list(hidden_dims)}")
         half = d // 2
         self.layers = nn.ModuleList(
-            AffineCoupling(half, AdditiveCouplingNet(half, d - half, [int(h) for h in hidden]))
+            AffineCoupling(half, AdditiveCouplingNet(half, d - half, [int(h) for h in hidden_dims]))
             for _ in range(couplings)
         )
         self.scaling = ActNorm(d, event_dim=1)

@@ -11,7 +11,7 @@ from torch.distributions import ComposeTransform, Transform
 
 from ..errors import ConfigError
 from ..nets.coupling import ChannelCouplingNet, ConvCouplingNet
-from .base import FlowModel, register_flow_model
+from .base import FLOW_MODELS, FlowModel
 from .transforms import ActNorm, CheckerboardAffineCoupling, FactorOut, Squeeze
 
 
@@ -85,7 +85,7 @@ class RealNVPScale(nn.Module):
         return ComposeTransform(parts)
 
 
-@register_flow_model("realnvp")
+@FLOW_MODELS.register("realnvp", aliases={"hidden": "hidden_channels"})
 class RealNVP(FlowModel):
     r"""Real-valued non-volume-preserving flow with a multi-scale architecture.
 
@@ -104,7 +104,7 @@ class RealNVP(FlowModel):
         num_scales: number of scales (the paper: 2 to 5).
         couplings: couplings of each kind per scale (the paper: 3; the last scale has
             ``couplings + 1`` checkerboard layers).
-        hidden: channels of the coupling ResNets (the paper: 64).
+        hidden_channels: channels of the coupling ResNets (the paper: 64).
         blocks: residual blocks per coupling ResNet (the paper: 2 to 8).
         norm: an ActNorm after every coupling (the paper: batch normalization).
         preprocess: map to grey levels (the paper: ``logit``).
@@ -119,20 +119,20 @@ class RealNVP(FlowModel):
         x_shape: Sequence[int],
         num_scales: int = 3,
         couplings: int = 3,
-        hidden: int = 32,
+        hidden_channels: int = 32,
         blocks: int = 1,
         norm: bool = True,
         preprocess: str = "logit",
         alpha: float = 0.05,
     ) -> None:
         super().__init__(x_shape, preprocess=preprocess, alpha=alpha, base="normal")
-        if num_scales < 1 or couplings < 1 or hidden < 1 or blocks < 0:
+        if num_scales < 1 or couplings < 1 or hidden_channels < 1 or blocks < 0:
             raise ConfigError(
-                f"RealNVP needs num_scales ≥ 1, couplings ≥ 1, hidden ≥ 1, blocks ≥ 0; got "
-                f"{num_scales}, {couplings}, {hidden}, {blocks}"
+                f"RealNVP needs num_scales ≥ 1, couplings ≥ 1, hidden_channels ≥ 1, blocks ≥ 0; got "
+                f"{num_scales}, {couplings}, {hidden_channels}, {blocks}"
             )
         c, h, w = self.x_shape
-        self.root = RealNVPScale(c, h, w, num_scales, couplings, hidden, blocks, norm)
+        self.root = RealNVPScale(c, h, w, num_scales, couplings, hidden_channels, blocks, norm)
         self._init_base()
 
     def build_transform(self) -> Transform:

@@ -10,16 +10,19 @@ r"""Flow guides: q_φ(z | x) = a diagonal Gaussian pushed through K conditional 
 where :math:`h = ` ``vae.encoder.features(x)`` is the encoder's feature vector, the context
 every flow step conditions on (Rezende & Mohamed 2015, arXiv:1505.05770; Kingma et al.
 2016, arXiv:1606.04934). The base is the VAE's own Gaussian head, so a flow guide at the
-identity *is* the Gaussian guide; every step's last layer is initialised so that the step
-starts at (or, for ``spline``, within 10⁻³ of) the identity.
+identity *is* the Gaussian guide; every step starts at (or, for ``spline``, within 10⁻³ of)
+the identity.
 
 In Pyro terms the guide samples site ``"z"`` from
-``dist.TransformedDistribution(base, [t.condition(h) for t in self.flows])`` inside the
-same ``"data"`` plate and ``poutine.scale`` as ``VAE.guide``; ``self.flows`` holds Pyro
+``dist.TransformedDistribution(base, [t.condition(h) for t in self.flows])`` through
+:meth:`Guide.forward <pyro_vae.guides.base.Guide.forward>`; ``self.flows`` holds Pyro
 ``ConditionalTransformModule`` s and is registered with ``pyro.module`` through the guide,
 never through a conditioned transform, which is rebuilt at every call so nothing goes stale.
 
-Registered names (each takes ``num_flows``, the CLI's ``--flows K``):
+Every flow guide is one row of :data:`STEPS` — a factory of one step at the identity,
+default hypernet widths, the smallest z_dim it works for, and how K steps are arranged —
+and is registered under its name in :data:`~pyro_vae.guides.base.GUIDES`; each takes
+``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, plus its factory's own options:
 
 =============== ============================================================================
 ``planar``      planar steps (arXiv:1505.05770); Pyro's, reparametrised to start at identity
@@ -44,10 +47,12 @@ Sylvester) or is slow (IAF, spline: D sequential passes).
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import List, Optional, Sequence
+import typing
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
@@ -63,25 +68,25 @@ from torch import Tensor, nn
 from torch.distributions import Transform
 
 from ..errors import ConfigError
-from ..models.base import VAE, data_plate, kl_scaled
+from ..nets.hypernet import start_at
 from ..transforms import conditional_additive_coupling, conditional_planar, conditional_sylvester
 from ..transforms.sylvester import VARIANTS
-from .base import Guide, register_guide
+from .base import GUIDES, Guide
 
 
 class FlowGuide(Guide):
-    """Base class of flow guides: the encoder's Gaussian pushed through ``flows``.
+    """The encoder's Gaussian pushed through ``flows``, conditional steps f_1, …, f_K.
 
-    Subclasses build the list of conditional steps (Pyro ``ConditionalTransformModule`` s,
-    each mapping the encoder features ``h`` of shape (B, h_dim) to a transform of z) and
-    pass it here. Steps must broadcast over extra leading (particle) dimensions of z.
+    Each step is a Pyro ``ConditionalTransformModule`` mapping the encoder features ``h``
+    of shape (B, h_dim) to a transform of z; steps broadcast over leading (particle)
+    dimensions of z.
 
     Args:
         vae: the VAE whose encoder gives the base distribution and the context h.
-        flows: the conditional steps f_1, ..., f_K, applied in order.
+        flows: the conditional steps, applied in order.
     """
 
-    def __init__(self, vae: VAE, flows: Sequence[ConditionalTransformModule]) -> None:
+    def __init__(self, vae: nn.Module, flows: Sequence[ConditionalTransformModule]) -> None:
         super().__init__(vae)
         self.flows = nn.ModuleList(flows)
 
@@ -92,54 +97,20 @@ class FlowGuide(Guide):
     def distribution(self, x: Tensor) -> dist.TransformedDistribution:
         """q_φ(z | x), batch shape (B,), event shape (z_dim,)."""
         encoder = self.vae.encoder
-        h = encoder.features(self.vae.check_x(x))
+        h = encoder.features(self.check_x(x))
         return dist.TransformedDistribution(encoder.base(h), self.conditioned_flows(h))
 
     def location(self, x: Tensor) -> Tensor:
         """The encoder mean μ_φ(x) pushed through the flows (B, z_dim)."""
         encoder = self.vae.encoder
-        h = encoder.features(self.vae.check_x(x))
+        h = encoder.features(self.check_x(x))
         z, _ = encoder.loc_scale(h)
         for t in self.conditioned_flows(h):
             z = t(z)
         return z
 
-    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
-        """Sample site ``"z"`` ~ q_φ(z | x) for a mini-batch x (B, C, H, W) of ``num_data``."""
-        self.vae.check_x(x)
-        self.register()
-        with data_plate(x, num_data):
-            with kl_scaled(kl_scale):
-                return pyro.sample("z", self.distribution(x))
-
     def extra_repr(self) -> str:
-        return f"num_flows={len(self.flows)}"
-
-
-# ---------------------------------------------------------------------------- helpers
-def _check_num_flows(num_flows: int) -> int:
-    if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
-        raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
-    return num_flows
-
-
-def _hidden(hidden_dims: Optional[Sequence[int]], default: List[int], at_least: int = 1) -> List[int]:
-    """Validated hidden widths of a hypernet (a copy; ``default`` when None)."""
-    if hidden_dims is None:
-        return list(default)
-    if isinstance(hidden_dims, int):
-        hidden_dims = [hidden_dims]
-    hidden = list(hidden_dims)
-    if any(isinstance(h, bool) or not isinstance(h, int) or h < at_least for h in hidden):
-        raise ConfigError(f"hidden_dims must be a list of integers ≥ {at_least}, got {hidden_dims!r}")
-    return hidden
-
-
-@torch.no_grad()
-def _zero(linear: nn.Linear, rows=slice(None)) -> None:
-    """Zero the weights and biases of ``rows`` of a last layer: those outputs start at 0."""
-    linear.weight[rows] = 0.0
-    linear.bias[rows] = 0.0
+        return f"num_flows={self.spec.get('num_flows', len(self.flows))}"
 
 
 class ConditionalPermute(ConditionalTransformModule):
@@ -159,236 +130,130 @@ class ConditionalPermute(ConditionalTransformModule):
         return Permute(self.permutation)
 
 
+# ---------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class FlowSteps:
+    """One kind of flow guide: how to make its steps, and its defaults.
+
+    Attributes:
+        name: the registered name.
+        make: ``make(z_dim, context_dim, hidden_dims, step, **options)`` → one step at the
+            identity; ``step`` is the step's index k (for ``layout="one"``: the number of
+            steps K, all held by the one module).
+        hidden: default hypernet widths for a z_dim.
+        min_z_dim: the smallest z_dim it works for.
+        min_width: hidden widths must be ≥ this multiple of z_dim (autoregressive nets: 1).
+        layout: ``"chain"`` (K steps), ``"couplings"`` (K couplings, the coordinate order
+            reversed between them so both halves are transformed) or ``"one"`` (one module).
+    """
+
+    name: str
+    make: Callable[..., ConditionalTransformModule]
+    hidden: Callable[[int], List[int]]
+    min_z_dim: int = 1
+    min_width: int = 0
+    layout: str = "chain"
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """``(vae, num_flows=4, hidden_dims=None, **the factory's own options)``: what
+        :meth:`Registry.build <pyro_vae.registry.Registry.build>` checks the options against."""
+        P = inspect.Parameter
+        hints = typing.get_type_hints(self.make)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in list(inspect.signature(self.make).parameters.values())[4:]]
+        return inspect.Signature([
+            P("vae", P.POSITIONAL_OR_KEYWORD),
+            P("num_flows", P.POSITIONAL_OR_KEYWORD, default=4, annotation=int),
+            P("hidden_dims", P.POSITIONAL_OR_KEYWORD, default=None, annotation=Optional[Sequence[int]]),
+            *own,
+        ])
+
+    def __call__(self, vae: nn.Module, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
+                 **options) -> FlowGuide:
+        d, context = int(vae.z_dim), int(vae.encoder.h_dim)
+        if num_flows < 1:
+            raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
+        if d < self.min_z_dim:
+            raise ConfigError(f"the {self.name} guide needs z_dim ≥ {self.min_z_dim}, got {d}")
+        hidden = self.hidden(d) if hidden_dims is None else list(hidden_dims)
+        least = max(1, self.min_width * d)
+        if any(h < least for h in hidden):
+            raise ConfigError(f"hidden_dims of the {self.name} guide must be integers ≥ {least}, "
+                              f"got {hidden}")
+        if self.layout == "one":
+            return FlowGuide(vae, [self.make(d, context, hidden, num_flows, **options)])
+        steps: List[ConditionalTransformModule] = []
+        for k in range(num_flows):
+            if k > 0 and self.layout == "couplings":
+                steps.append(_reverse(d))
+            steps.append(self.make(d, context, hidden, k, **options))
+        if self.layout == "couplings" and num_flows % 2 == 0:
+            steps.append(_reverse(d))  # restore the order: the whole flow starts at the identity
+        return FlowGuide(vae, steps)
+
+
 def _reverse(dim: int) -> ConditionalPermute:
     return ConditionalPermute(torch.arange(dim - 1, -1, -1))
 
 
-def _couplings(make, num_flows: int, z_dim: int) -> List[ConditionalTransformModule]:
-    """Coupling steps with the coordinate order reversed between them. Coupling k leaves
-    z_{1:d} unchanged and transforms the rest; reversing makes the next step transform the
-    other side. A final reversal is added when needed so that the order is restored and the
-    whole flow is the identity when every coupling is."""
-    steps: List[ConditionalTransformModule] = []
-    for k in range(num_flows):
-        if k > 0:
-            steps.append(_reverse(z_dim))
-        steps.append(make())
-    if (num_flows - 1) % 2 == 1:
-        steps.append(_reverse(z_dim))
-    return steps
+def _planar(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    t = conditional_planar(d, context, hidden)
+    t.reset_to_identity()  # u = 0
+    return t
 
 
-def _context(vae: VAE) -> int:
-    return int(vae.encoder.h_dim)
+def _radial(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    # (z₀, α', β') from h; α = softplus(α'), β = −α + softplus(β'): α' = β' = 0 gives β = 0
+    t = conditional_radial(d, context, hidden)
+    start_at(t.nn, [None, 0.0, 0.0], torch.zeros(1, context))
+    return t
 
 
-def _check_z_dim(vae: VAE, name: str, minimum: int = 2) -> None:
-    if vae.z_dim < minimum:
-        raise ConfigError(f"the {name} guide needs z_dim ≥ {minimum}, got {vae.z_dim}")
+def _iaf(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    # (μ, log σ) = (0, 0): z ↦ z; each step has its own random variable order (Pyro's default)
+    t = conditional_affine_autoregressive(d, context, hidden)
+    start_at(t.nn, [0.0, 0.0], torch.zeros(1, d), context=torch.zeros(1, context))
+    return t
 
 
-# ---------------------------------------------------------------------------- guides
-@register_guide("planar")
-class PlanarGuide(FlowGuide):
-    r"""K planar steps :math:`z \mapsto z + \hat u \tanh(w^T z + b)`, (b, u, w) from h.
-
-    Args:
-        vae: the VAE.
-        num_flows: K.
-        hidden_dims: hidden widths of each step's hypernet h → (b, u, w) (default
-            ``[10 z_dim, 10 z_dim]``).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        hidden = _hidden(hidden_dims, [10 * d, 10 * d])
-        steps = []
-        for _ in range(k):
-            step = conditional_planar(d, _context(vae), hidden)
-            step.reset_to_identity()  # u = 0
-            steps.append(step)
-        super().__init__(vae, steps)
+def _realnvp(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    # (s, t) = (0, 0) for the second half, whatever the first half and h
+    t = conditional_affine_coupling(d, context, hidden)
+    start_at(t.nn, [0.0, 0.0], torch.zeros(1, d // 2), context=torch.zeros(1, context))
+    return t
 
 
-@register_guide("radial")
-class RadialGuide(FlowGuide):
-    r"""K radial steps :math:`z \mapsto z + \beta h(\alpha, r)(z - z_0)` (Pyro's
-    ``ConditionalRadial``), with (z_0, α', β') from h; α = softplus(α'), β = −α + softplus(β').
-
-    The α' and β' outputs start equal and independent of h, so β = 0: the identity.
-
-    Args:
-        vae: the VAE.
-        num_flows: K.
-        hidden_dims: hidden widths of each hypernet (default ``[10 z_dim, 10 z_dim]``).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        hidden = _hidden(hidden_dims, [10 * d, 10 * d])
-        steps = []
-        for _ in range(k):
-            step = conditional_radial(d, _context(vae), hidden)
-            last = step.nn.layers[-1]
-            alpha, beta = step.nn.param_slices[1], step.nn.param_slices[2]
-            with torch.no_grad():
-                last.weight[alpha] = 0.0
-                last.weight[beta] = 0.0
-                last.bias[beta] = last.bias[alpha]  # softplus(β') = softplus(α') ⇒ β = 0
-            steps.append(step)
-        super().__init__(vae, steps)
+def _nice(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    t = conditional_additive_coupling(d, context, hidden)
+    t.reset_to_identity()  # shift 0
+    return t
 
 
-@register_guide("iaf")
-class IAFGuide(FlowGuide):
-    r"""Inverse autoregressive flow: K steps :math:`z_i \mapsto \sigma_i z_i + \mu_i` with
-    (μ_i, log σ_i) from a MADE network of (z_{<i}, h) — Pyro's
-    ``ConditionalAffineAutoregressive``, in the direction that samples in one pass and scores
-    its own samples through the cache. Each step has its own random variable order (Pyro's
-    default; saved with the weights). Zero-initialised last layers give μ = 0, σ = 1.
-
-    Args:
-        vae: the VAE.
-        num_flows: K.
-        hidden_dims: hidden widths of each MADE (default ``[10 z_dim]``; each ≥ z_dim).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        _check_z_dim(vae, "iaf")
-        hidden = _hidden(hidden_dims, [10 * d], at_least=d)
-        steps = []
-        for _ in range(k):
-            step = conditional_affine_autoregressive(d, _context(vae), hidden)
-            _zero(step.nn.layers[-1])
-            steps.append(step)
-        super().__init__(vae, steps)
+def _householder(d: int, context: int, hidden: List[int], step: int) -> ConditionalTransformModule:
+    # a reflection is never the identity, but two equal ones cancel: the K vectors start
+    # independent of h and equal in pairs (v₁ = v₂ = e₁, v₃ = v₄ = e₂, …), so with an even K
+    # the flow starts at the identity (with an odd K, at one reflection)
+    count = step
+    t = conditional_householder(d, context, hidden, count_transforms=count)
+    eye = torch.eye(d)
+    start_at(t.nn, [eye[(k // 2) % d] for k in range(count)], torch.zeros(1, context))
+    return t
 
 
-@register_guide("realnvp")
-class RealNVPGuide(FlowGuide):
-    r"""RealNVP: K affine couplings :math:`z_{d+1:D} \mapsto e^{s} \odot z_{d+1:D} + t`,
-    (s, t) from (z_{1:d}, h) (Pyro's ``ConditionalAffineCoupling``), with the coordinate
-    order reversed between couplings so both halves are transformed.
-
-    Args:
-        vae: the VAE.
-        num_flows: K, the number of couplings.
-        hidden_dims: hidden widths of each coupling network (default ``[10 z_dim]``).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        _check_z_dim(vae, "realnvp")
-        hidden = _hidden(hidden_dims, [10 * d])
-
-        def make():
-            step = conditional_affine_coupling(d, _context(vae), hidden)
-            _zero(step.nn.layers[-1])  # s = t = 0
-            return step
-
-        super().__init__(vae, _couplings(make, k, d))
-
-
-@register_guide("nice")
-class NICEGuide(FlowGuide):
-    r"""NICE: K additive couplings :math:`z_{d+1:D} \mapsto z_{d+1:D} + m(z_{1:d}, h)`,
-    volume preserving (log-det 0), with the order reversed between couplings. The scale
-    comes only from the base Gaussian; the couplings shape it.
-
-    Args:
-        vae: the VAE.
-        num_flows: K, the number of couplings.
-        hidden_dims: hidden widths of each shift network (default ``[10 z_dim]``).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        _check_z_dim(vae, "nice")
-        hidden = _hidden(hidden_dims, [10 * d])
-
-        def make():
-            step = conditional_additive_coupling(d, _context(vae), hidden)
-            step.reset_to_identity()
-            return step
-
-        super().__init__(vae, _couplings(make, k, d))
-
-
-@register_guide("householder")
-class HouseholderGuide(FlowGuide):
-    r"""Householder flow: z ↦ H_K ⋯ H_1 z with :math:`H_k = I - 2 v_k v_k^T/\lVert v_k\rVert^2`
-    and the v_k from h (Pyro's ``ConditionalHouseholder``, one hypernet for all K). Volume
-    preserving: it rotates/reflects the base Gaussian into a full-covariance one.
-
-    A reflection is never the identity, but two equal ones cancel: the vectors start
-    independent of x and equal in pairs (v_1 = v_2, v_3 = v_4, …), so with an even K the flow
-    starts at the identity (with an odd K, at one reflection).
-
-    Args:
-        vae: the VAE.
-        num_flows: K, the number of reflections.
-        hidden_dims: hidden widths of the hypernet (default ``[10 z_dim, 10 z_dim]``).
-    """
-
-    def __init__(self, vae: VAE, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        _check_z_dim(vae, "householder")
-        hidden = _hidden(hidden_dims, [10 * d, 10 * d])
-        step = conditional_householder(d, _context(vae), hidden, count_transforms=k)
-        last = step.nn.layers[-1]
-        with torch.no_grad():
-            last.weight.zero_()
-            for i in range(0, k - 1, 2):
-                last.bias[(i + 1) * d : (i + 2) * d] = last.bias[i * d : (i + 1) * d]
-        super().__init__(vae, [step])
-
-    def extra_repr(self) -> str:
-        return f"num_reflections={self.flows[0].count_transforms}"
-
-
-@register_guide("sylvester")
-class SylvesterGuide(FlowGuide):
-    r"""Sylvester flow: K steps :math:`z \mapsto z + QR\tanh(\tilde R Q^T z + b)` with every
-    parameter a linear function of h, as in van den Berg et al. 2018 (arXiv:1803.05649);
-    see :mod:`pyro_vae.transforms.sylvester`.
-
-    Args:
-        vae: the VAE.
-        num_flows: K.
-        variant: how Q is kept orthogonal — ``orthogonal`` (O-SNF: M orthonormal columns),
-            ``householder`` (H-SNF: a product of ``num_householder`` reflections) or
-            ``triangular`` (T-SNF: identity / reversal permutation on alternate steps).
-        num_ortho: M for the orthogonal variant (default z_dim // 2, the paper's ratio;
-            M = z_dim costs ~3× more per step on a CPU at z_dim = 32).
-        num_householder: reflections per step for the householder variant.
-        hidden_dims: hidden widths in front of the linear heads (default none: linear in h).
-    """
-
-    def __init__(
-        self,
-        vae: VAE,
-        num_flows: int = 4,
-        variant: str = "orthogonal",
-        num_ortho: Optional[int] = None,
-        num_householder: int = 8,
-        hidden_dims: Optional[Sequence[int]] = None,
-    ) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown Sylvester variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
-        if num_ortho is not None and (not isinstance(num_ortho, int) or not 1 <= num_ortho <= d):
-            raise ConfigError(f"num_ortho must be an integer in [1, z_dim={d}], got {num_ortho!r}")
-        if not isinstance(num_householder, int) or num_householder < 1:
-            raise ConfigError(f"num_householder must be a positive integer, got {num_householder!r}")
-        hidden = _hidden(hidden_dims, [])
-        steps = [
-            conditional_sylvester(d, _context(vae), variant=variant, hidden_dims=hidden,
-                                  num_ortho=num_ortho, num_householder=num_householder,
-                                  reverse=(variant == "triangular" and i % 2 == 1))
-            for i in range(k)
-        ]
-        super().__init__(vae, steps)
+def _sylvester(d: int, context: int, hidden: List[int], step: int, variant: str = "orthogonal",
+               num_ortho: Optional[int] = None, num_householder: int = 8) -> ConditionalTransformModule:
+    # the steps start at R = 0, the identity (see pyro_vae.transforms.sylvester); triangular
+    # steps alternate between the identity and the reversal as their Q
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown Sylvester variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+    if num_ortho is not None and not 1 <= num_ortho <= d:
+        raise ConfigError(f"num_ortho must be an integer in [1, z_dim={d}], got {num_ortho!r}")
+    if num_householder < 1:
+        raise ConfigError(f"num_householder must be a positive integer, got {num_householder!r}")
+    return conditional_sylvester(d, context, variant=variant, hidden_dims=hidden, num_ortho=num_ortho,
+                                 num_householder=num_householder,
+                                 reverse=(variant == "triangular" and step % 2 == 1))
 
 
 #: softplus⁻¹(1 − 2·10⁻³): Pyro adds 10⁻³ to inner knot derivatives and pins the two end
@@ -397,50 +262,33 @@ class SylvesterGuide(FlowGuide):
 _SPLINE_D0 = math.log(math.expm1(1.0 - 2e-3))
 
 
-@register_guide("spline")
-class SplineGuide(FlowGuide):
-    r"""Neural spline IAF: K steps applying to each z_i a monotone rational-linear spline on
-    [−bound, bound] (identity outside) whose bins, knot derivatives and λ come from a MADE
-    network of (z_{<i}, h) — Pyro's ``ConditionalSplineAutoregressive`` (Durkan et al. 2019,
-    arXiv:1906.04032; Dolatabadi et al. 2020, arXiv:2001.05168). Samples in one pass.
+def _spline(d: int, context: int, hidden: List[int], step: int, count_bins: int = 8,
+            bound: float = 5.0) -> ConditionalTransformModule:
+    if count_bins < 2:
+        raise ConfigError(f"count_bins must be an integer ≥ 2, got {count_bins!r}")
+    if not bound > 0:
+        raise ConfigError(f"bound must be a positive number, got {bound!r}")
+    # uniform bins (widths and heights), inner knot slopes 1 − 10⁻³, λ = 1/2
+    t = conditional_spline_autoregressive(d, context, hidden, count_bins=count_bins,
+                                          bound=float(bound), order="linear")
+    start_at(t.nn, [0.0, 0.0, _SPLINE_D0, 0.0], torch.zeros(1, d), context=torch.zeros(1, context))
+    return t
 
-    Initialised with uniform bins and unit-slope knots: within 10⁻³ of the identity (Pyro's
-    spline pins its end-knot slopes at 1 − 10⁻³, so it cannot be exactly the identity).
 
-    Args:
-        vae: the VAE.
-        num_flows: K.
-        count_bins: spline segments per coordinate.
-        bound: half-width of the box where the splines act (z is standardised by nothing:
-            choose it to cover the posterior means).
-        hidden_dims: hidden widths of each MADE (default ``[10 z_dim, 10 z_dim]``; each ≥ z_dim).
-    """
-
-    def __init__(
-        self,
-        vae: VAE,
-        num_flows: int = 4,
-        count_bins: int = 8,
-        bound: float = 5.0,
-        hidden_dims: Optional[Sequence[int]] = None,
-    ) -> None:
-        k, d = _check_num_flows(num_flows), vae.z_dim
-        _check_z_dim(vae, "spline")
-        if not isinstance(count_bins, int) or count_bins < 2:
-            raise ConfigError(f"count_bins must be an integer ≥ 2, got {count_bins!r}")
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
-            raise ConfigError(f"bound must be a positive number, got {bound!r}")
-        hidden = _hidden(hidden_dims, [10 * d, 10 * d], at_least=d)
-        steps = []
-        for _ in range(k):
-            step = conditional_spline_autoregressive(
-                d, _context(vae), hidden, count_bins=count_bins, bound=float(bound), order="linear"
-            )
-            last = step.nn.layers[-1]
-            _zero(last)
-            # ARN outputs are laid out (param row p, coordinate i) → p·d + i; rows 2K … 3K−2
-            # are the inner knot derivatives.
-            with torch.no_grad():
-                last.bias[2 * count_bins * d : (3 * count_bins - 1) * d] = _SPLINE_D0
-            steps.append(step)
-        super().__init__(vae, steps)
+#: Every flow guide, in the order ``pyro-vae list`` shows them. Options of the factories
+#: (besides ``num_flows`` and ``hidden_dims``): sylvester ``variant``, ``num_ortho``
+#: (default z_dim // 2, the paper's ratio; M = z_dim costs ~3× more per step on a CPU at
+#: z_dim = 32), ``num_householder``; spline ``count_bins``, ``bound`` (half-width of the box
+#: where the splines act: choose it to cover the posterior means).
+STEPS = [
+    FlowSteps("planar", _planar, lambda d: [10 * d, 10 * d]),
+    FlowSteps("radial", _radial, lambda d: [10 * d, 10 * d]),
+    FlowSteps("iaf", _iaf, lambda d: [10 * d], min_z_dim=2, min_width=1),
+    FlowSteps("realnvp", _realnvp, lambda d: [10 * d], min_z_dim=2, layout="couplings"),
+    FlowSteps("nice", _nice, lambda d: [10 * d], min_z_dim=2, layout="couplings"),
+    FlowSteps("householder", _householder, lambda d: [10 * d, 10 * d], min_z_dim=2, layout="one"),
+    FlowSteps("sylvester", _sylvester, lambda d: []),
+    FlowSteps("spline", _spline, lambda d: [10 * d, 10 * d], min_z_dim=2, min_width=1),
+]
+for _steps in STEPS:
+    GUIDES.register(_steps.name)(_steps)

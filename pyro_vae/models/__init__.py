@@ -1,10 +1,9 @@
-"""VAE models: each registers itself in :data:`MODELS` when its module is imported."""
+"""VAE models: every module of this package registers its VAEs in :data:`MODELS` when
+imported, and the package imports all of them (a new model is one new file)."""
 
-from .base import MODELS, VAE, Decoder, Encoder, build_vae, data_plate, kl_scaled
-from .dense import DenseVAE
-from .linear import LinearGaussianVAE
-from .conv import ConvVAE
-from .resnet import ResNetVAE
-from .pixel import PixelVAE
+from ..registry import import_submodules
+from .base import MODELS, VAE, Decoder, Encoder, build_vae
 
-__all__ = ["MODELS", "VAE", "Encoder", "Decoder", "DenseVAE", "LinearGaussianVAE", "ConvVAE", "ResNetVAE", "PixelVAE", "build_vae", "data_plate", "kl_scaled"]
+import_submodules(__name__)
+
+__all__ = ["MODELS", "VAE", "Decoder", "Encoder", "build_vae"]

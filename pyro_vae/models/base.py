@@ -23,55 +23,23 @@ estimator) and the vectorized IWAE evaluation work unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import itertools
-import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, DataError
+from ..contract import Model
+from ..errors import ConfigError
+from ..guides.base import GaussianGuide, Guide, build_guide
 from ..likelihoods import Likelihood
+from ..plates import check_shape, data_plate, kl_scaled
 from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
 MODELS: Registry[type] = Registry("model")
-
-_instance_counter = itertools.count()
-
-
-def check_images(x: Tensor, x_shape: Tuple[int, ...]) -> Tensor:
-    """``x`` if it is a tensor of shape (B, *x_shape); else a :class:`DataError` naming both."""
-    if not isinstance(x, Tensor) or x.dim() != len(x_shape) + 1 or tuple(x.shape[1:]) != tuple(x_shape):
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise DataError(f"expected images of shape (B, {', '.join(map(str, x_shape))}), got {shape}")
-    return x
-
-
-def data_plate(x: Tensor, num_data: Optional[int]) -> pyro.plate:
-    """The ``"data"`` plate over a mini-batch ``x`` drawn from ``num_data`` examples.
-
-    With ``num_data=None`` the plate covers just the batch (no rescaling).
-    """
-    batch = x.shape[0]
-    size = batch if num_data is None else int(num_data)
-    if size < batch:
-        raise ConfigError(f"num_data={size} is smaller than the mini-batch ({batch})")
-    # Pyro draws random subsample indices when size > batch; only the N / B scale is used.
-    return pyro.plate("data", size, subsample_size=batch, dim=-1, device=x.device)
-
-
-def kl_scaled(kl_scale: float):
-    """Scale the latent site (KL warm-up / β) with ``poutine.scale``; a no-op at 1."""
-    if kl_scale == 1.0:
-        return contextlib.nullcontext()
-    return poutine.scale(scale=kl_scale)
 
 
 class Encoder(nn.Module):
@@ -131,7 +99,7 @@ class Decoder(nn.Module):
         return self.likelihood(self.net(z))
 
 
-class VAE(nn.Module):
+class VAE(Model):
     """Base class of every VAE: a Pyro model and an amortized diagonal-Gaussian guide.
 
     Subclasses build ``encoder`` (an :class:`Encoder`) and ``decoder`` (a :class:`Decoder`)
@@ -143,10 +111,11 @@ class VAE(nn.Module):
         encoder: the recognition network.
         decoder: the generative network and likelihood.
         prior: module returning p(z); a standard Normal by default.
-    """
 
-    #: Name under which the class is registered (set by :func:`register_model`).
-    registry_name: str = ""
+    Attributes:
+        guide: the amortized Gaussian guide q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²), a
+            :class:`~pyro_vae.guides.base.GaussianGuide` — call it as ``vae.guide(x)``.
+    """
 
     def __init__(
         self,
@@ -156,30 +125,28 @@ class VAE(nn.Module):
         decoder: Decoder,
         prior: Optional[nn.Module] = None,
     ) -> None:
-        super().__init__()
-        self.x_shape: Tuple[int, ...] = tuple(int(s) for s in x_shape)
+        super().__init__(x_shape)
         self.z_dim = int(z_dim)
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior if prior is not None else StandardNormalPrior(z_dim)
-        # Pyro's param store is global: a unique prefix keeps two VAEs in one process
-        # (e.g. several guides compared in a loop) from sharing parameters by name.
-        self.pyro_prefix = f"{type(self).__name__}{next(_instance_counter)}"
-        #: The arguments :func:`build_vae` was called with; recorded in checkpoints.
-        self.spec: Dict[str, Any] = {}
+        self.guide = GaussianGuide(self)
+        self.guide.spec = {"name": "gaussian"}
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ data contract
     @property
     def likelihood(self) -> Likelihood:
         return self.decoder.likelihood
 
     @property
-    def num_dims(self) -> int:
-        return int(math.prod(self.x_shape))
+    def dequantize(self) -> bool:
+        return self.likelihood.dequantize
 
-    def check_x(self, x: Tensor) -> Tensor:
-        """Raise a clear error unless ``x`` has shape (B, *x_shape)."""
-        return check_images(x, self.x_shape)
+    def check_data(self, binary: bool) -> None:
+        self.likelihood.check_data(binary)
+
+    def bits_per_dim(self, nll: float) -> float:
+        return self.likelihood.bits_per_dim(nll)
 
     def _register(self, name: str, module: nn.Module) -> None:
         pyro.module(f"{self.pyro_prefix}.{name}", module)
@@ -209,24 +176,25 @@ class VAE(nn.Module):
             pyro.sample("x", self.decoder.distribution(z), obs=x)
         return z
 
-    def guide(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
-        """q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²), amortized over the batch."""
-        self.check_x(x)
-        self._register("encoder", self.encoder)
-        with data_plate(x, num_data):
-            with kl_scaled(kl_scale):
-                return pyro.sample("z", self.encoder(x))
+    def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> Guide:
+        """A registered guide from ``{"name": ..., **options}`` (``None``: ``vae.guide``)."""
+        if spec is None or dict(spec) == {"name": "gaussian"}:
+            return self.guide
+        options = dict(spec)
+        return build_guide(options.pop("name"), self, **options)
 
-    # ------------------------------------------------------------------ conveniences
+    # ------------------------------------------------------------------ images
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """:meth:`decode` at z = μ_φ(x): reconstructions in [0, 1]."""
-        loc, _ = self.encoder.loc_scale(self.encoder.features(self.check_x(x)))
-        return self.decode(loc)
+    def reconstruct(self, x: Tensor, guide: Optional[Guide] = None) -> Tensor:
+        """:meth:`decode` at the guide's location of q(z | x) (the encoder mean μ_φ(x) for
+        the Gaussian guide): reconstructions in [0, 1]."""
+        return (guide if guide is not None else self.guide).reconstruct(x)
 
     @torch.no_grad()
-    def generate(self, n: int) -> Tensor:
+    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
         """:meth:`decode` of ``n`` draws z ~ p(z), in [0, 1]."""
+        if temperature is not None:
+            raise ConfigError("a temperature applies to density flows (nice, realnvp, glow) only")
         return self.decode(self.prior().sample((n,)))
 
     @torch.no_grad()
@@ -243,34 +211,12 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z))
 
 
-def register_model(name: str):
-    """Class decorator: register a VAE subclass under ``name`` in :data:`MODELS`."""
-
-    def decorator(cls: type) -> type:
-        cls.registry_name = name
-        return MODELS.register(name)(cls)
-
-    return decorator
-
-
-def check_options(fn, options: Dict[str, Any], what: str, skip: int = 0) -> None:
-    """Raise :class:`ConfigError` naming the valid keys if ``options`` has an unknown one."""
-    params = list(inspect.signature(fn).parameters.values())[skip:]
-    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {what}; "
-            f"valid options: {', '.join(valid)}"
-        )
-
-
 def build_vae(
     name: str,
     x_shape: Sequence[int],
     z_dim: int = 32,
     likelihood: str = "bernoulli",
-    prior: str = "normal",
+    prior: Union[str, Mapping[str, Any]] = "normal",
     **options: Any,
 ) -> VAE:
     """Build a registered VAE.
@@ -280,34 +226,25 @@ def build_vae(
         x_shape: image shape ``(C, H, W)``, e.g. ``data.x_shape``.
         z_dim: latent dimension.
         likelihood: likelihood name (``bernoulli``, ``gaussian``, ...).
-        prior: prior name (``normal``, ...); every model takes every prior.
-        **options: model-specific options (e.g. ``hidden=(512, 512)`` for ``dense``);
-            unknown keys raise.
+        prior: prior name (``normal``, ...) or spec ``{"name": ..., **options}``; every
+            model takes every prior.
+        **options: model-specific options (e.g. ``hidden_dims=(512, 256)`` for ``dense``);
+            unknown keys and wrong types raise, naming the option.
+
+    Returns:
+        the VAE; ``vae.spec`` (and ``vae.prior.spec``) record what it was built from.
 
     Example:
-        >>> vae = build_vae("dense", x_shape=(1, 28, 28), z_dim=8, hidden=(64,))
+        >>> vae = build_vae("dense", x_shape=(1, 28, 28), z_dim=8, hidden_dims=(64,))
         >>> vae.z_dim, vae.x_shape
         (8, (1, 28, 28))
     """
-    cls = MODELS.get(name)
-    if len(tuple(x_shape)) != 3 or any(int(s) < 1 for s in x_shape):
-        raise ConfigError(f"x_shape must be (C, H, W) with positive sizes, got {tuple(x_shape)}")
-    if int(z_dim) < 1:
-        raise ConfigError(f"z_dim must be positive, got {z_dim}")
-    check_options(cls.__init__, options, f"model {name!r}", skip=4)
-    prior_module = build_prior(prior, int(z_dim))
-    vae = cls(tuple(x_shape), int(z_dim), likelihood, **options)
+    x_shape = check_shape(x_shape)
+    options = MODELS.options(name, {"z_dim": z_dim, "likelihood": likelihood, **options})
+    if options["z_dim"] < 1:
+        raise ConfigError(f"z_dim must be positive, got {options['z_dim']}")
+    prior_module = build_prior(prior, options["z_dim"])
+    vae = MODELS.build(name, x_shape, **options)
     vae.prior = prior_module
-    sig = inspect.signature(cls.__init__)
-    bound = sig.bind(None, tuple(x_shape), int(z_dim), likelihood, **options)
-    bound.apply_defaults()
-    args = dict(bound.arguments)
-    args.pop(next(iter(sig.parameters)))  # self
-    vae.spec = {"name": name, **{k: _jsonable(v) for k, v in args.items()}, "prior": prior}
+    vae.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in vae.spec.items() if k != "name"}}
     return vae
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value

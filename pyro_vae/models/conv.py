@@ -7,7 +7,7 @@ from typing import Sequence, Tuple
 from ..errors import ConfigError
 from ..likelihoods import build_likelihood
 from ..nets.conv import ConvDecoderNet, ConvEncoderTrunk
-from .base import VAE, Decoder, Encoder, register_model
+from .base import MODELS, VAE, Decoder, Encoder
 
 
 def check_widths(channels: Sequence[int], hidden: int) -> Tuple[int, ...]:
@@ -20,7 +20,7 @@ def check_widths(channels: Sequence[int], hidden: int) -> Tuple[int, ...]:
     return widths
 
 
-@register_model("conv")
+@MODELS.register("conv")
 class ConvVAE(VAE):
     """A VAE with a convolutional encoder and decoder, for any image size.
 

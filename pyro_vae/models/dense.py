@@ -10,10 +10,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..likelihoods import build_likelihood
 from ..nets import MLP
-from .base import VAE, Decoder, Encoder, register_model
+from .base import MODELS, VAE, Decoder, Encoder
 
 
-@register_model("dense")
+@MODELS.register("dense", aliases={"hidden": "hidden_dims"})
 class DenseVAE(VAE):
     """A VAE whose encoder and decoder are multi-layer perceptrons on flattened images.
 
@@ -24,7 +24,8 @@ class DenseVAE(VAE):
         x_shape: image shape ``(C, H, W)``.
         z_dim: latent dimension.
         likelihood: ``bernoulli`` for binary images, ``gaussian`` for grey levels.
-        hidden: hidden widths of the encoder; the decoder mirrors them.
+        hidden_dims: hidden widths of the encoder's MLP; the decoder mirrors them (the old
+            spelling ``hidden`` is accepted too).
         activation: ``relu``, ``elu``, ``softplus`` or ``tanh``.
     """
 
@@ -33,12 +34,12 @@ class DenseVAE(VAE):
         x_shape: Sequence[int],
         z_dim: int = 32,
         likelihood: str = "bernoulli",
-        hidden: Sequence[int] = (512, 256),
+        hidden_dims: Sequence[int] = (512, 256),
         activation: str = "elu",
     ) -> None:
-        hidden: Tuple[int, ...] = tuple(int(h) for h in hidden)
+        hidden: Tuple[int, ...] = tuple(int(h) for h in hidden_dims)
         if not hidden or min(hidden) < 1:
-            raise ConfigError(f"hidden must be a non-empty list of positive widths, got {hidden}")
+            raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {list(hidden)}")
         lik = build_likelihood(likelihood, x_shape)
         d = int(math.prod(x_shape))
         trunk = nn.Sequential(

@@ -23,10 +23,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..likelihoods import GaussianLikelihood, build_likelihood
-from .base import VAE, Decoder, Encoder, register_model
+from .base import MODELS, VAE, Decoder, Encoder
 
 
-@register_model("linear")
+@MODELS.register("linear")
 class LinearGaussianVAE(VAE):
     """A VAE with linear decoder (and linear encoder): probabilistic PCA as a Pyro program.
 

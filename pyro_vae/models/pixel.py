@@ -24,12 +24,13 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from ..contract import ModelDefaults
 from ..errors import ConfigError
 from ..likelihoods import Likelihood, build_likelihood
 from ..nets.conv import ConvEncoderTrunk
 from ..nets.pixelcnn import GatedPixelCNN
 from ..pixel_likelihood import PixelCNNDistribution
-from .base import VAE, Decoder, Encoder, register_model
+from .base import MODELS, VAE, Decoder, Encoder
 from .conv import check_widths
 
 
@@ -75,7 +76,7 @@ class PixelDecoder(Decoder):
         return PixelCNNDistribution(self.pixelcnn, self(z), self.likelihood)
 
 
-@register_model("pixel")
+@MODELS.register("pixel")
 class PixelVAE(VAE):
     """A VAE with a conv encoder and a gated PixelCNN decoder conditioned on z.
 
@@ -96,15 +97,12 @@ class PixelVAE(VAE):
     #: on a CPU its time per image grows with the chunk (3.5 ms at 128 rows, 8.7 ms at 1,000:
     #: the activations leave the cache), so chunks are kept small
     max_eval_rows = 128
-    #: default k of the IWAE estimate after training / of ``pyro-vae evaluate`` (the CLI's
-    #: defaults for the other models are 1000 / 5000); always reported with the result
-    final_iwae_samples = 100
-    eval_iwae_samples = 500
-    #: ``pyro-vae train --model pixel`` defaults (flags given by the user win): a PixelCNN epoch
-    #: costs ~7× a conv one, and free bits of 0.25 nats per latent dimension guard z against
-    #: collapse (on mnist5k after 20 epochs: KL 10.0 nats with them, 5.0 without, for a
-    #: 0.35-nat worse NLL — docs/benchmarks.md)
-    train_defaults = {"epochs": 20, "free_bits": 0.25}
+    #: ``pyro-vae`` defaults: a PixelCNN epoch costs ~7× a conv one, and free bits of 0.25 nats
+    #: per latent dimension guard z against collapse (on mnist5k after 20 epochs: KL 10.0 nats
+    #: with them, 5.0 without, for a 0.35-nat worse NLL — docs/benchmarks.md); fewer IWAE
+    #: samples than the other models' 1000 / 5000 (always reported with the result)
+    defaults = ModelDefaults(train={"epochs": 20, "free_bits": 0.25}, final_iwae_samples=100,
+                             eval_iwae_samples=500)
 
     def __init__(
         self,

@@ -7,11 +7,11 @@ from typing import Sequence
 from ..errors import ConfigError
 from ..likelihoods import build_likelihood
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
-from .base import VAE, Decoder, Encoder, register_model
+from .base import MODELS, VAE, Decoder, Encoder
 from .conv import check_widths
 
 
-@register_model("resnet")
+@MODELS.register("resnet")
 class ResNetVAE(VAE):
     """A VAE whose encoder and decoder are stacks of pre-activation residual blocks.
 

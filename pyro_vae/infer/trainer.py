@@ -14,97 +14,20 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import pyro
 import torch
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
+from torch import nn
 
-from pyro_vae.data import ImageDataset
-from pyro_vae.errors import ConfigError
-from pyro_vae.models.base import VAE
-
+from ..contract import Model
+from ..data import ImageDataset
+from .config import TrainConfig
 from .elbo import FreeBitsTrace_ELBO
 from .evaluate import evaluate
 from .optim import FusedClippedAdam
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (recorded in ``config.json``).
-
-    Attributes:
-        epochs: total number of epochs.
-        batch_size: mini-batch size M.
-        lr: Adam learning rate.
-        lr_decay: multiplicative learning-rate decay per epoch (1 = constant).
-        clip_norm: elementwise gradient clip of ClippedAdam, for the *per-example* loss.
-        particles: L, samples of z per data point in each step (vectorized).
-        kl_warmup: W, epochs of linear KL warm-up (0 = none).
-        free_bits: λ, nats per latent dimension below which the KL is not penalised
-            (:class:`inference.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
-        seed: seed of torch, numpy and Pyro.
-        jit: compile the ELBO with ``JitTrace_ELBO`` (static shapes: drops the last
-            partial batch of each epoch).
-        validate: keep Pyro's per-step distribution validation on (data are validated
-            once when loaded, so it is off by default for speed).
-        eval_samples: importance samples for the per-epoch test ELBO estimate.
-    """
-
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_decay: float = 1.0
-    clip_norm: float = 10.0
-    particles: int = 1
-    kl_warmup: int = 0
-    free_bits: float = 0.0
-    seed: int = 0
-    jit: bool = False
-    validate: bool = False
-    eval_samples: int = 1
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "lr_decay": 0 < self.lr_decay <= 1,
-            "clip_norm": self.clip_norm > 0,
-            "particles": self.particles >= 1,
-            "kl_warmup": self.kl_warmup >= 0,
-            "free_bits": self.free_bits >= 0,
-            "eval_samples": self.eval_samples >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if self.jit and self.free_bits > 0:
-            raise ConfigError("free bits (--free-bits) cannot be combined with --jit")
-        if bad:
-            raise ConfigError(
-                "invalid training settings: "
-                + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-            )
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ConfigError(
-                f"unknown training settings {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
-            )
-        return cls(**d)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    def kl_scale(self, epoch: int) -> float:
-        """β for 0-based ``epoch``: min(1, (epoch + 1) / (W + 1))."""
-        if self.kl_warmup <= 0:
-            return 1.0
-        return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
 
 
 def set_seed(seed: int) -> None:
@@ -133,35 +56,34 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 class Trainer:
-    """SVI on a VAE and a guide over an :class:`~pyro_vae.data.ImageDataset`.
+    """SVI on a model and its guide over an :class:`~pyro_vae.data.ImageDataset`.
 
     Args:
-        vae: the model.
-        guide: a guide callable with site ``"z"`` (``vae.guide`` or :func:`build_guide`).
+        vae: the model (a VAE or a density flow: any :class:`~pyro_vae.contract.Model`).
+        guide: its guide (``vae.guide``, :func:`~pyro_vae.guides.build_guide`, …).
         data: the dataset (its ``train`` split is fitted, ``test`` monitored).
         config: optimisation settings.
 
     Example:
         >>> from pyro_vae import build_vae, build_guide, load_dataset
         >>> data = load_dataset("mnist5k", train_size=256, test_size=64)
-        >>> vae = build_vae("dense", data.x_shape, z_dim=4, hidden=(32,))
+        >>> vae = build_vae("dense", data.x_shape, z_dim=4, hidden_dims=(32,))
         >>> trainer = Trainer(vae, build_guide("gaussian", vae), data, TrainConfig(epochs=1))
         >>> metrics = trainer.train_epoch()
         >>> sorted(metrics)[:3]
         ['epoch', 'kl_scale', 'lr']
     """
 
-    def __init__(self, vae: VAE, guide: Callable, data: ImageDataset, config: TrainConfig):
+    def __init__(self, vae: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig):
         self.vae = vae
         self.guide = guide
         self.data = data
         self.config = config
-        vae.likelihood.check_data(data.binary)
-        self.dequantize = vae.likelihood.dequantize
+        vae.check_data(data.binary)
+        self.dequantize = vae.dequantize
         self.num_data = len(data.train)
         params = list(vae.parameters())
-        if isinstance(guide, torch.nn.Module):
-            params += [p for p in guide.parameters() if all(p is not q for q in params)]
+        params += [p for p in guide.parameters() if all(p is not q for q in params)]
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
         # per-example clip threshold is scaled by N as well.
         self.optim = FusedClippedAdam(
@@ -228,7 +150,7 @@ class Trainer:
             "steps": steps,
         }
         if not self.data.binary:
-            metrics["test_elbo_bpd"] = self.vae.likelihood.bits_per_dim(-test["elbo"])
+            metrics["test_elbo_bpd"] = self.vae.bits_per_dim(-test["elbo"])
         return metrics
 
     def state_dict(self) -> Dict[str, Any]:

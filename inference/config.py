@@ -1,0 +1,256 @@
+"""One typed run configuration: what ``config.json`` holds, and the ``pyro-vae train`` flags.
+
+A run is described by a :class:`RunConfig`: the specs of the model, its guide and its prior
+(``{"name": ..., **options}``, options checked by the registries against the constructors'
+annotated signatures when the run is built), which data (:class:`DataConfig`), how to
+train (:class:`~pyro_vae.infer.config.TrainConfig`) and the k of the final IWAE estimate.
+``config.json`` is ``RunConfig.to_dict()``, versioned; :meth:`RunConfig.from_dict` reads
+every version written so far and checks every type, so a hand-edited or foreign file is
+one clear error.
+
+The ``train`` flags are derived from the dataclass fields (:func:`add_flags`): a field
+declared with :func:`~pyro_vae.options.option` is a flag, its annotation is the flag's
+type, ``latent=True`` marks the flags a density flow refuses and ``on_resume=True`` the
+only ones a resumed run may change. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from pyro_vae.errors import CheckpointError, ConfigError
+from pyro_vae.infer.config import TrainConfig
+from pyro_vae.options import (check_fields, check_ranges, check_value, dataclass_from_dict, fields_of,
+                              option, parse_pairs)
+
+FORMAT = "pyro-vae-run"
+#: Version 2: specs of model, guide and prior side by side (version 1, written by
+#: pyro-vae 0.1, kept the prior's name inside the model spec and had no version key).
+VERSION = 2
+
+BINARIZATIONS = ("dynamic", "static", "none")
+
+
+@dataclass
+class DataConfig:
+    """Which data a run uses (recorded in ``config.json``)."""
+
+    name: str = option("mnist5k", "dataset: a name (see `pyro-vae list`) or a .npz/.pt file with "
+                                  "arrays 'train' and 'test' (default mnist5k)", flag="--dataset")
+    binarize: str = option("dynamic", "dynamic | static | none (default dynamic; none for density flows)")
+    data_dir: str = option("data", "where torchvision datasets live (default ./data)", metavar="DIR")
+    seed: int = option(0, "seed of the binarization and of the evaluation noise", cli=False)
+    train_size: Optional[int] = option(None, "use only the first N training images", metavar="N")
+    test_size: Optional[int] = option(None, "use only the first N test images", metavar="N")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data setting")
+        if self.binarize not in BINARIZATIONS:
+            raise ConfigError(f"unknown binarization {self.binarize!r}; valid binarizations: "
+                              f"{', '.join(BINARIZATIONS)}")
+        check_ranges(self, {
+            "train_size": self.train_size is None or self.train_size >= 1,
+            "test_size": self.test_size is None or self.test_size >= 1,
+            "seed": self.seed >= 0,
+        }, "data settings")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DataConfig":
+        return dataclass_from_dict(cls, d, "data settings")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_kwargs(self) -> Dict[str, Any]:
+        """The arguments of :func:`pyro_vae.data.load_dataset`."""
+        return self.to_dict()
+
+
+@dataclass
+class Choices:
+    """What ``pyro-vae train`` builds, as the command line says it (turned into specs by
+    :meth:`specs`); ``None`` means "the model's default"."""
+
+    model: str = option("dense", "model: a VAE (dense, conv, resnet, pixel, …) or a density flow "
+                                 "(nice, realnvp, glow); `pyro-vae list` shows them all (default dense)")
+    z_dim: int = option(32, "latent dimension (default 32)", latent=True)
+    likelihood: Optional[str] = option(None, "likelihood p(x|z): bernoulli | gaussian | logistic "
+                                             "(default bernoulli for binarized data, gaussian otherwise)",
+                                       latent=True)
+    prior: str = option("normal", "prior p(z): normal | realnvp (default normal)", latent=True)
+    guide: str = option("gaussian", "guide q(z|x): gaussian or a flow guide (see `pyro-vae list`)",
+                        latent=True)
+    flows: Optional[int] = option(None, "number of flow steps of a flow guide", metavar="K", latent=True)
+    set: Tuple[str, ...] = option((), "model option, e.g. --set hidden_dims=[512,256] (repeatable; "
+                                      "JSON values)", metavar="KEY=VALUE")
+    guide_set: Tuple[str, ...] = option((), "guide option, e.g. --guide-set variant=householder "
+                                            "(repeatable)", metavar="KEY=VALUE", latent=True)
+    prior_set: Tuple[str, ...] = option((), "prior option, e.g. --prior-set num_couplings=2 "
+                                            "(repeatable)", metavar="KEY=VALUE", latent=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "option")
+
+    def specs(self, has_latent: bool, binarize: str) -> Tuple[Dict, Dict, Optional[Dict]]:
+        """``(model, guide, prior)`` specs; a density flow gets the empty guide and no prior."""
+        model: Dict[str, Any] = {"name": self.model}
+        if not has_latent:
+            return {**model, **parse_pairs(list(self.set), "--set")}, {"name": "empty"}, None
+        likelihood = self.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
+        model.update(z_dim=self.z_dim, likelihood=likelihood)
+        options = parse_pairs(list(self.set), "--set")
+        for key in ("z_dim", "likelihood"):
+            if key in options:
+                raise ConfigError(f"--set {key}=… is spelled --{key.replace('_', '-')}")
+        model.update(options)
+        guide: Dict[str, Any] = {"name": self.guide}
+        if self.flows is not None:
+            guide["num_flows"] = self.flows
+        guide.update(parse_pairs(list(self.guide_set), "--guide-set"))
+        prior = {"name": self.prior, **parse_pairs(list(self.prior_set), "--prior-set")}
+        return model, guide, prior
+
+
+@dataclass
+class RunConfig:
+    """Everything a run directory's ``config.json`` says (version :data:`VERSION`).
+
+    Attributes:
+        model: the model spec, ``{"name", "x_shape", **options}`` (a VAE's with ``z_dim``,
+            ``likelihood``).
+        guide: the guide spec (``{"name": "empty"}`` for a density flow).
+        prior: the prior spec of a VAE; ``None`` for a density flow.
+        data: which data.
+        train: how to train.
+        iwae_samples: k of the IWAE estimate at the end of training.
+        kind: ``"vae"`` or ``"flow"``.
+        created: when the run was started.
+    """
+
+    model: Dict[str, Any]
+    guide: Dict[str, Any]
+    prior: Optional[Dict[str, Any]]
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    iwae_samples: int = option(1000, "k of the final IWAE evaluation (default 1000; 100 for the "
+                                     "pixel model)", metavar="K")
+    kind: str = "vae"
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    def __post_init__(self) -> None:
+        for name in ("model", "guide"):
+            spec = getattr(self, name)
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ConfigError(f"the {name} spec must be an object with a name, got {spec!r}")
+        if self.prior is not None and (not isinstance(self.prior, dict)
+                                       or not isinstance(self.prior.get("name"), str)):
+            raise ConfigError(f"the prior spec must be an object with a name, got {self.prior!r}")
+        self.iwae_samples = check_value(self.iwae_samples, int, "iwae_samples")
+        if self.iwae_samples < 1:
+            raise ConfigError(f"--iwae-samples must be positive, got {self.iwae_samples}")
+        if self.kind not in ("vae", "flow"):
+            raise ConfigError(f"kind must be 'vae' or 'flow', got {self.kind!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "kind": self.kind, "model": self.model,
+                "guide": self.guide, "prior": self.prior, "data": self.data.to_dict(),
+                "train": self.train.to_dict(), "iwae_samples": self.iwae_samples,
+                "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "config.json") -> "RunConfig":
+        """Read any version of ``config.json``; a foreign, corrupt or ill-typed one is one
+        :class:`CheckpointError` naming ``where``."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise CheckpointError(f"{where} is not a pyro-vae run config")
+        d = upgrade(d, where)
+        try:
+            return cls(model=d["model"], guide=d["guide"], prior=d["prior"],
+                       data=DataConfig.from_dict(d["data"]), train=TrainConfig.from_dict(d["train"]),
+                       iwae_samples=d.get("iwae_samples", 1000), kind=d.get("kind", "vae"),
+                       created=str(d.get("created", "")))
+        except ConfigError as err:
+            raise CheckpointError(f"{where}: {err}") from None
+
+
+def upgrade(d: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """A ``config.json`` dict of any version as the current version's dict."""
+    version = d.get("version", 1)
+    if version not in (1, VERSION):
+        raise CheckpointError(f"{where} has run-config version {version!r}; this pyro-vae reads 1 and {VERSION}")
+    missing = [k for k in ("model", "guide", "data", "train") if k not in d]
+    if missing:
+        raise CheckpointError(f"{where} lacks {missing[0]!r}")
+    if version == 1:
+        d = dict(d)
+        d["model"], d["prior"] = upgrade_model_spec(d["model"], d.get("kind", "vae"))
+    elif "prior" not in d:
+        raise CheckpointError(f"{where} lacks 'prior'")
+    return d
+
+
+def upgrade_model_spec(model: Any, kind: str) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """A version-1 model spec (the prior's name inside it) as ``(model spec, prior spec)``."""
+    if not isinstance(model, dict):
+        return model, None
+    model = dict(model)
+    prior = model.pop("prior", "normal")
+    return model, ({"name": prior} if kind == "vae" else None)
+
+
+# ---------------------------------------------------------------------- command-line flags
+def flag_fields(cls: type) -> Iterator[Tuple[dataclasses.Field, Any, str]]:
+    """``(field, annotation, flag)`` of every command-line option of the dataclass ``cls``."""
+    fields, hints = fields_of(cls)
+    for f in fields:
+        if f.metadata.get("cli"):
+            yield f, hints[f.name], f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _arg_type(annotation: Any):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if typing.get_origin(annotation) is typing.Union else annotation
+    return base if base in (int, float, str) else str
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add every command-line option of the dataclass ``cls`` to ``parser`` (default None,
+    so that what the user gave can be told from what the defaults say)."""
+    for f, annotation, flag in flag_fields(cls):
+        meta = f.metadata
+        kwargs: Dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": meta["help"]}
+        metavar = meta["metavar"] or f.name.upper()
+        if annotation is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(annotation) in (tuple, list):
+            kwargs.update(action="append", metavar=metavar)
+        else:
+            kwargs.update(type=_arg_type(annotation), metavar=metavar)
+        parser.add_argument(flag, **kwargs)
+
+
+def given_flags(args: argparse.Namespace, cls: type) -> Dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line, ``{field: value}``."""
+    out = {}
+    for f, _, _ in flag_fields(cls):
+        value = getattr(args, f"{cls.__name__}.{f.name}", None)
+        if value is not None and value is not False:
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def given_flag_names(args: argparse.Namespace, classes, where=lambda meta: True) -> List[str]:
+    """Spellings of the flags of ``classes`` that the user gave and whose metadata
+    satisfies ``where`` (e.g. the latent-only ones, or those a resume may not change)."""
+    names = []
+    for cls in classes:
+        given = given_flags(args, cls)
+        for f, _, flag in flag_fields(cls):
+            if f.name in given and where(f.metadata):
+                names.append(flag)
+    return names

@@ -1,0 +1,161 @@
+"""``pyro-vae train``: train (or resume) a run in its directory, then evaluate it.
+
+The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
+measures — and this module keeps the run directory: the config first, then after every
+epoch a metrics line and an atomic checkpoint, at the end the figures and ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from pyro_vae.build import build_model_and_guide
+from pyro_vae.contract import Model
+from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.errors import CheckpointError
+from pyro_vae.infer.trainer import Trainer, set_seed
+
+from .checkpoint import save_checkpoint
+from .config import RunConfig
+from .evaluate import evaluate_model
+from .io import atomic_write_json, atomic_write_text
+from .plots import loss_plot, reconstruction_grid, save_grid
+from .rundir import is_run, load_run, paths, read_metrics
+
+#: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
+FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
+
+
+def train_run(
+    run_dir: str,
+    config: RunConfig,
+    download: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    device: str = "cpu",
+) -> Dict[str, Any]:
+    """Train a new run in ``run_dir`` (created) as ``config`` says, and evaluate it.
+
+    ``config``'s specs may leave options out: the run records the full specs of what was
+    built (every default filled in, and the image shape of the data).
+
+    Returns:
+        the final evaluation (the content of ``eval.json``).
+    """
+    if is_run(run_dir):
+        raise CheckpointError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise CheckpointError(f"{run_dir} exists and is not a directory")
+    # Everything that can fail on bad input happens before the directory is created.
+    dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    set_seed(config.train.seed)
+    model, guide = build_model_and_guide(config.model, config.guide, config.prior, x_shape=dataset.x_shape)
+    model.to(device)
+    guide.to(device)
+    trainer = Trainer(model, guide, dataset, config.train)
+    config = built_config(config, model, guide)
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_json(paths(run_dir)["config"], config.to_dict())
+    if model.has_latent:
+        log(f"training {model.spec['name']} VAE with {guide.spec['name']} guide on {dataset.describe()}")
+    else:
+        log(f"training the {model.spec['name']} density flow (exact likelihood) on {dataset.describe()}")
+    log(f"run directory: {run_dir}")
+    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress)
+
+
+def resume_run(
+    run_dir: str,
+    epochs: Optional[int] = None,
+    download: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    device: str = "cpu",
+) -> Dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint, to ``epochs`` in all (its
+    own number when ``None``), exactly as if it had not stopped; then evaluate it."""
+    model, guide, config, payload = load_run(run_dir, device=device)
+    config = built_config(config, model, guide)  # a run of an older version: today's spellings
+    if "trainer" not in payload:
+        raise CheckpointError(f"{paths(run_dir)['checkpoint']} holds no trainer state to resume from")
+    if epochs is not None and epochs != config.train.epochs:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    trainer = Trainer(model, guide, dataset, config.train)
+    trainer.load_state_dict(payload["trainer"])
+    atomic_write_json(paths(run_dir)["config"], config.to_dict())
+    metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= trainer.epoch]
+    atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
+    log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
+    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress)
+
+
+def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig:
+    """``config`` with the full specs of what was built from it (every default filled in)."""
+    return dataclasses.replace(config, model=model.spec, guide=guide.spec,
+                               prior=model.prior.spec if model.has_latent else None,
+                               kind="vae" if model.has_latent else "flow")
+
+
+def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
+         config: RunConfig, metrics: List[Dict[str, Any]], progress: bool) -> Dict[str, Any]:
+    """The epochs still to run, each ending in a metrics line and a checkpoint; then the
+    figures and the final evaluation."""
+    p = paths(run_dir)
+    epochs = range(trainer.epoch, config.train.epochs)
+    bar = None
+    if progress and len(epochs):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
+    try:
+        for _ in epochs:
+            m = trainer.train_epoch()
+            metrics.append(m)
+            # metrics first, then the checkpoint: a crash in between leaves a metrics line
+            # beyond the checkpoint, which resume drops.
+            with open(p["metrics"], "a") as f:
+                f.write(json.dumps(m) + "\n")
+            save_checkpoint(p["checkpoint"], model, guide, {"trainer": trainer.state_dict()})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(train=f"{-m['train_loss']:.1f}", test_elbo=f"{m['test_elbo']:.1f}",
+                                kl=f"{m['test_kl']:.1f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if not os.path.exists(p["checkpoint"]):  # zero epochs asked: still a loadable run
+        save_checkpoint(p["checkpoint"], model, guide, {"trainer": trainer.state_dict()})
+
+    run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
+    result = evaluate_model(model, guide, dataset, "test", config.iwae_samples, progress=progress)
+    result["epochs"] = trainer.epoch
+    result["train_seconds"] = sum(m["seconds"] for m in metrics)
+    atomic_write_json(p["eval"], result)
+    return result
+
+
+def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset,
+                metrics: List[Dict], seed: int) -> None:
+    """``samples.png``, ``reconstructions.png`` (through the guide; a density flow's exact
+    round trip x → z → x), ``loss.png``, and a flow's ``samples_temperature.png``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        save_grid(model.generate(64), os.path.join(run_dir, "samples.png"))
+        x = data.eval_data("test", dequantize=model.dequantize)[:32]
+        x = x.to(next(model.parameters()).device)
+        recon = model.reconstruct(x, guide)
+        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"))
+        if not model.has_latent:  # one row of 8 samples per temperature
+            grid = torch.cat([model.generate(8, t) for t in FLOW_TEMPERATURES])
+            save_grid(grid, os.path.join(run_dir, "samples_temperature.png"))
+    if metrics:
+        loss_plot(metrics, os.path.join(run_dir, "loss.png"), title=os.path.basename(os.path.abspath(run_dir)))

@@ -1,0 +1,118 @@
+"""The model contract: what the application may ask of everything ``pyro-vae train --model``
+builds — a VAE (:class:`~pyro_vae.models.base.VAE`) or a density flow
+(:class:`~pyro_vae.flows.base.FlowModel`).
+
+A :class:`Model` is an ``nn.Module`` and a Pyro program:
+
+* ``model(x, num_data=None, kl_scale=1.0)`` — the generative model, observing ``"x"`` inside
+  the ``"data"`` plate (:mod:`pyro_vae.plates`);
+* ``guide`` — its default guide, a callable with the same signature and the model's latent
+  sites (``vae.guide``, the amortized Gaussian; a density flow's is empty), and
+  :meth:`Model.make_guide` to build another one from a spec;
+* ``has_latent`` — whether there is a latent variable at all (a density flow has none, so
+  its likelihood is exact and "IWAE" with k = 1 is log p(x));
+* ``generate(n)``, ``reconstruct(x, guide)`` — images in [0, 1] to look at;
+* the data contract: ``dequantize`` (a continuous density over dequantized grey levels),
+  ``check_data(binary)``, ``bits_per_dim(nll)``;
+* ``defaults`` — what ``pyro-vae`` uses for this model unless told otherwise, declared once.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
+
+from torch import Tensor, nn
+
+from .plates import check_images
+
+_instance_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Defaults of ``pyro-vae`` for one model class (flags given by the user win).
+
+    Attributes:
+        train: training settings (fields of ``TrainConfig``), e.g. ``{"epochs": 20}``.
+        binarize: how the data are presented by default.
+        final_iwae_samples: k of the IWAE estimate at the end of ``train``.
+        eval_iwae_samples: k of ``pyro-vae evaluate``.
+    """
+
+    train: Mapping[str, Any] = field(default_factory=dict)
+    binarize: str = "dynamic"
+    final_iwae_samples: int = 1000
+    eval_iwae_samples: int = 5000
+
+
+class Model(nn.Module, abc.ABC):
+    """Base class of everything ``pyro-vae train --model`` builds.
+
+    Args:
+        x_shape: image shape ``(C, H, W)``.
+    """
+
+    #: Name under which the class is registered (set by the registry).
+    registry_name: ClassVar[str] = ""
+    #: Whether the model has latent sample sites (False for a density flow).
+    has_latent: ClassVar[bool] = True
+    #: Defaults of the command line for this model.
+    defaults: ClassVar[ModelDefaults] = ModelDefaults()
+    #: Upper bound on samples × images per decoder pass of the IWAE evaluation (memory and,
+    #: on a CPU, cache); an expensive decoder lowers it.
+    max_eval_rows: ClassVar[int] = 20_000
+
+    def __init__(self, x_shape) -> None:
+        super().__init__()
+        self.x_shape: Tuple[int, ...] = tuple(int(s) for s in x_shape)
+        # Pyro's param store is global: a unique prefix keeps two models in one process
+        # (e.g. several guides compared in a loop) from sharing parameters by name.
+        self.pyro_prefix = f"{type(self).__name__}{next(_instance_counter)}"
+        #: What the model was built from (``{"name": ..., **options}``); set by the builder and
+        #: recorded in checkpoints, so the model can be rebuilt from it.
+        self.spec: Dict[str, Any] = {}
+
+    @property
+    def num_dims(self) -> int:
+        """Number of dimensions D of one image (C·H·W), the denominator of bits/dim."""
+        return int(math.prod(self.x_shape))
+
+    def check_x(self, x: Tensor) -> Tensor:
+        """``x`` if it has shape (B, *x_shape); else a clear :class:`DataError`."""
+        return check_images(x, self.x_shape)
+
+    # ------------------------------------------------------------------ data contract
+    @property
+    @abc.abstractmethod
+    def dequantize(self) -> bool:
+        """Whether the model is a continuous density fitted to dequantized grey levels."""
+
+    @abc.abstractmethod
+    def check_data(self, binary: bool) -> None:
+        """Refuse (with a ConfigError) data the model is not defined on."""
+
+    @abc.abstractmethod
+    def bits_per_dim(self, nll: float) -> float:
+        """Bits per dimension of ``nll`` nats per example."""
+
+    # ------------------------------------------------------------------ Pyro program
+    @abc.abstractmethod
+    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0):
+        """The generative model for a mini-batch ``x`` of ``num_data`` examples."""
+
+    @abc.abstractmethod
+    def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> nn.Module:
+        """A guide for this model from ``{"name": ..., **options}`` (``None``: the default)."""
+
+    # ------------------------------------------------------------------ images
+    @abc.abstractmethod
+    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
+        """``n`` images of the model, in [0, 1]."""
+
+    @abc.abstractmethod
+    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
+        """Reconstructions of ``x`` through ``guide`` (the default guide when ``None``)."""

