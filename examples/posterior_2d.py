@@ -24,24 +24,20 @@ docs/theory.md §7::
 from __future__ import annotations
 
 import argparse
-import copy
 import math
-import warnings
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import pyro.distributions.transforms as T  # noqa: E402
 import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-from pyro.optim import Adam  # noqa: E402
 
-from pyro_vae.infer.trainer import TrainConfig, Trainer  # noqa: E402
 from pyro_vae import build_guide, build_vae, load_dataset  # noqa: E402
-from pyro_vae.models.base import data_plate  # noqa: E402
+from pyro_vae.guides.local import LocalFlowGuide  # noqa: E402
+from pyro_vae.infer.evaluate import bounds  # noqa: E402
+from pyro_vae.infer.gaps import LocalFitConfig, fit_guide  # noqa: E402
+from pyro_vae.infer.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def train(vae, guide, data, epochs, seed):
@@ -118,65 +114,25 @@ def hpd_levels(density, masses=(0.99, 0.9, 0.5)):
     return levels if len(levels) > 1 else [float(d[-1]), float(d[0])]
 
 
-@torch.no_grad()
 def elbo(vae, q, x, samples=20_000):
-    """E_q[log p(x, z) − log q(z)] by Monte Carlo (q: a distribution over z (2,))."""
-    z = q.sample((samples,))
-    return float((log_joint(vae, x, z) - q.log_prob(z)).mean())
+    """E_q[log p(x, z) − log q(z)] of the guide q by Monte Carlo (the library's per-image bound)."""
+    return float(bounds(vae, q, x, samples)["elbo"][0])
 
 
-class LocalGuide(torch.nn.Module):
-    """q(z) for one image: ε ~ N(0, I) through ``flows`` Pyro IAF steps (reversing the two
-    coordinates between steps), then z = m + s ⊙ ε. With no steps it is N(m, diag s²). The
-    flow works in standardised coordinates, so one learning rate suits any posterior width."""
-
-    def __init__(self, loc, scale, flows=0, hidden=32):
-        super().__init__()
-        self.loc = torch.nn.Parameter(loc.clone())
-        self.log_scale = torch.nn.Parameter(scale.log().clone())
-        self.steps = torch.nn.ModuleList(T.affine_autoregressive(2, hidden_dims=[hidden, hidden])
-                                         for _ in range(flows))
-        for step in self.steps:  # start at the identity: the flow begins as the Gaussian
-            last = step.arn.layers[-1]
-            torch.nn.init.zeros_(last.weight)
-            torch.nn.init.zeros_(last.bias)
-
-    def distribution(self):
-        base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
-        parts = []
-        for i, step in enumerate(self.steps):
-            if i:
-                parts.append(T.Permute(torch.tensor([1, 0])))
-            parts.append(step)
-        parts.append(T.AffineTransform(self.loc, self.log_scale.exp(), event_dim=1))
-        return dist.TransformedDistribution(base, parts)
-
-    def forward(self, x):
-        pyro.module("local_guide", self)
-        with data_plate(x, None):
-            pyro.sample("z", self.distribution())
-
-
-def fit_local(vae, x, starts, flows, steps, seed, lr=5e-3):
-    """SVI on one image, decoder frozen, from each (loc, scale) in ``starts``; the best
-    iterate by a 2,000-sample ELBO over all starts (SVI is noisy, and a start may sit
-    in a minor mode)."""
+def fit_local(vae, x, starts, flows, steps, seed):
+    """The library's local guide for one image — ``LocalFlowGuide``: a Gaussian in
+    standardised coordinates, with ``flows`` IAF steps — fitted by the library's SVI
+    (``fit_guide``, decoder frozen) from each (loc, scale) in ``starts``; the best by a
+    2,000-sample ELBO (a start may sit in a minor mode)."""
+    config = LocalFitConfig(max_steps=steps, particles=64, lr=5e-3, threads=None)
     best, best_guide = -math.inf, None
     for loc, scale in starts:
-        pyro.set_rng_seed(seed)
-        guide = LocalGuide(loc, scale, flows)
-        svi = SVI(vae.model, guide, Adam({"lr": lr}),
-                  Trace_ELBO(num_particles=64, vectorize_particles=True, max_plate_nesting=1))
-        with warnings.catch_warnings():  # pyro.module notes the frozen decoder on every step
-            warnings.filterwarnings("ignore", message=".*requires_grad=False.*")
-            for step in range(steps + 1):
-                if step % 100 == 0 or step == steps:
-                    value = elbo(vae, guide.distribution(), x, samples=2000)
-                    if value > best:
-                        best, best_guide = value, copy.deepcopy(guide)
-                if step < steps:
-                    svi.step(x)
-    return best_guide.distribution()
+        guide = LocalFlowGuide(loc[None], scale[None], num_flows=flows)
+        guide, _ = fit_guide(vae, guide, x, config, seed=seed)
+        value = elbo(vae, guide, x, samples=2000)
+        if value > best:
+            best, best_guide = value, guide
+    return best_guide
 
 
 def main():
@@ -225,23 +181,19 @@ def main():
         x = x_all[i : i + 1]
         z, _, (za, zb), log_post, log_px = posteriors[i]
         with torch.no_grad():
-            amortized = gauss.distribution(x)
-            amortized = dist.Normal(amortized.base_dist.loc[0], amortized.base_dist.scale[0]).to_event(1)
+            amortized = gauss.distribution(x).base_dist  # N(μ_φ(x), σ_φ(x)²), batch (1,)
         # start the local fits at the encoder's output, at the posterior's highest point (two
         # grid cells wide: a narrow mode) and at its moment-matched Gaussian: the best of all
         p_grid = log_post.exp() / log_post.exp().sum()
         mean = (p_grid[:, None] * z).sum(0)
         sd = (p_grid[:, None] * (z - mean) ** 2).sum(0).sqrt()
         cell = torch.stack([za[1, 0] - za[0, 0], zb[0, 1] - zb[0, 0]])
-        starts = [(amortized.base_dist.loc, amortized.base_dist.scale),
-                  (z[log_post.argmax()], 2 * cell), (mean, sd)]
-        qs = [amortized, fit_local(vae, x, starts, 0, a.steps, a.seed),
+        starts = [(amortized.loc[0], amortized.scale[0]), (z[log_post.argmax()], 2 * cell), (mean, sd)]
+        qs = [gauss, fit_local(vae, x, starts, 0, a.steps, a.seed),
               fit_local(vae, x, starts, a.flows, a.steps, a.seed)]
         kls = [log_px - elbo(vae, q, x) for q in qs]
-        with torch.no_grad():  # cross-check of the grid's log p(x): importance sampling from q*
-            zs = qs[1].sample((20_000,))
-            log_w = log_joint(vae, x, zs) - qs[1].log_prob(zs)
-            log_px_is = float(torch.logsumexp(log_w, 0) - math.log(len(zs)))
+        # cross-check of the grid's log p(x): importance sampling from the best Gaussian
+        log_px_is = float(bounds(vae, qs[1], x, 20_000)["iwae"][0])
         axes[row, 0].imshow(x[0, 0], cmap="gray")
         axes[row, 0].set_title(f"test image {i}")
         axes[row, 0].axis("off")
@@ -251,7 +203,7 @@ def main():
             ax = axes[row, col]
             ax.contourf(za, zb, post, levels=post_levels + [float(post.max()) * 1.01], cmap="Greys")
             with torch.no_grad():
-                density = q.log_prob(z).exp().reshape(za.shape)
+                density = q.distribution(x).log_prob(z).exp().reshape(za.shape)
             ax.contour(za, zb, density, levels=hpd_levels(density), cmap="autumn", linewidths=1.1)
             ax.set_title(f"{label}\nKL(q ‖ p(z|x)) = {kl:.2f} nats", fontsize=9)
             ax.set_xlabel("z₁")

@@ -21,8 +21,7 @@ the command line's argument checks do not pay for importing torch and Pyro.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, List
+from .lazy import lazy_exports
 
 #: public name → the module that defines it
 _EXPORTS = {
@@ -59,13 +58,4 @@ __version__ = "0.2.0"
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

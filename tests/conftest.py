@@ -1,6 +1,5 @@
 import pyro
 import pytest
-import torch
 
 
 def pytest_configure(config):

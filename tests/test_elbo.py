@@ -7,7 +7,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from pyro_vae.infer.elbo import FreeBitsTrace_ELBO
-from pyro_vae import build_guide, build_vae
+from pyro_vae import build_vae
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ site ``"z"`` in the ``"data"`` plate like every guide.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nets.hypernet import start_at
 from .base import Guide
 
 
@@ -58,6 +60,50 @@ class LocalGaussianGuide(_FixedBatch):
 
     def location(self, x: Tensor) -> Tensor:
         return self.loc
+
+
+class LocalFlowGuide(LocalGaussianGuide):
+    """A non-amortized flow for one image: ε ~ N(0, I) through ``num_flows`` inverse
+    autoregressive steps (Pyro's ``AffineAutoregressive``, the coordinate order reversed
+    between steps), then z = μ + σ ⊙ ε.
+
+    The flow works in standardised coordinates, so one learning rate suits any posterior
+    width; every step starts at the identity, so a new guide is N(μ, diag σ²) — with
+    ``num_flows=0`` it is that Gaussian (as a transformed distribution). A flow is shared by
+    the images it is fitted to, so it is fitted to one image at a time.
+
+    Args:
+        loc: initial mean (1, z_dim).
+        scale: initial standard deviation (1, z_dim).
+        num_flows: IAF steps.
+        hidden_dims: hidden widths of each step's MADE (each ≥ z_dim).
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor, num_flows: int = 4,
+                 hidden_dims: Sequence[int] = (32, 32)) -> None:
+        super().__init__(loc, scale)
+        d = loc.shape[-1]
+        if num_flows and len(loc) != 1:
+            raise ConfigError(f"a local flow is fitted to one image at a time, got {len(loc)}")
+        if num_flows and (d < 2 or min(hidden_dims) < d):
+            raise ConfigError(f"a local flow needs z_dim ≥ 2 and hidden widths ≥ z_dim, got "
+                              f"{d} and {list(hidden_dims)}")
+        self.steps = nn.ModuleList()
+        for _ in range(num_flows):
+            step = T.affine_autoregressive(d, hidden_dims=list(hidden_dims))
+            start_at(step.arn, [0.0, 0.0], torch.zeros(1, d))  # (μ, log σ) = (0, 0)
+            self.steps.append(step)
+        self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
+
+    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
+        base = dist.Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
+        parts = []
+        for i, step in enumerate(self.steps):
+            if i:
+                parts.append(T.Permute(self.reverse))
+            parts.append(step)
+        parts.append(T.AffineTransform(self.loc, self.log_scale.exp(), event_dim=1))
+        return dist.TransformedDistribution(base, parts)
 
 
 class FixedGuide(_FixedBatch):

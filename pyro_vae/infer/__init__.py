@@ -9,8 +9,7 @@ The names below are imported on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, List
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -32,13 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -168,12 +168,8 @@ def fit_local_guide(
     config: Optional[LocalFitConfig] = None,
     seed: Optional[int] = 0,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Fit the locally optimal member q* of the guide's family to the images ``x`` by SVI.
-
-    The model's networks stay frozen; only the local guide's parameters move. The loss
-    is Pyro's ``Trace_ELBO`` on the un-scaled ``"data"`` plate, i.e. −Σ_n ELBO_n over the
-    B images, whose parameters are disjoint, so fitting them together equals fitting each
-    alone (Adam is elementwise); only the stopping rule is shared.
+    """Fit the locally optimal member q* of the guide's family to the images ``x`` by SVI:
+    :func:`local_guide` started from ``guide``, fitted by :func:`fit_guide`.
 
     Returns:
         ``(q_star, info)`` with ``info`` = ``{"method", "steps", "converged",
@@ -182,6 +178,33 @@ def fit_local_guide(
     config = config or LocalFitConfig()
     vae.check_x(x)
     local, method = local_guide(vae, guide, x, config.method)
+    local, info = fit_guide(vae, local, x, config, seed, fixed=(guide,))
+    return local, {"method": method, **info}
+
+
+def fit_guide(
+    vae: Model,
+    local: nn.Module,
+    x: Tensor,
+    config: Optional[LocalFitConfig] = None,
+    seed: Optional[int] = 0,
+    fixed: Sequence[nn.Module] = (),
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Fit a non-amortized guide ``local`` (e.g. :class:`~pyro_vae.guides.local.LocalGaussianGuide`,
+    :class:`~pyro_vae.guides.local.LocalFlowGuide`) to the images ``x`` by SVI.
+
+    The model's networks (and those of ``fixed``) stay frozen; only the parameters of
+    ``local`` that require gradients move. The loss is Pyro's ``Trace_ELBO`` on the
+    un-scaled ``"data"`` plate, i.e. −Σ_n ELBO_n over the B images, whose parameters are
+    disjoint, so fitting them together equals fitting each alone (Adam is elementwise);
+    only the stopping rule is shared. Adam's rate is halved on plateaus
+    (:class:`LocalFitConfig`); the fit ends when it has been halved ``reductions`` times.
+
+    Returns:
+        ``(local, info)`` with ``info`` = ``{"steps", "converged", "final_lr",
+        "loss_history"}``; ``local`` is left frozen, in eval mode.
+    """
+    config = config or LocalFitConfig()
     lr = config.lr
     params = _local_parameters(local)
     optim = torch.optim.Adam(params, lr=lr)
@@ -193,7 +216,7 @@ def fit_local_guide(
                       max_plate_nesting=1)
     history, window, converged, step = [], [], False, 0
     stop_lr = lr * 0.5 ** config.reductions * (1 + 1e-9)
-    with frozen(vae, guide), isolated(x, seed), num_threads(config.threads), \
+    with frozen(vae, *fixed), isolated(x, seed), num_threads(config.threads), \
             pyro.validation_enabled(False):
         for step in range(1, config.max_steps + 1):
             loss = elbo.differentiable_loss(vae.model, local, x)
@@ -212,7 +235,7 @@ def fit_local_guide(
     for p in params:
         p.requires_grad_(False)
     local.eval()
-    info = {"method": method, "steps": step, "converged": converged,
+    info = {"steps": step, "converged": converged,
             "final_lr": optim.param_groups[0]["lr"], "loss_history": history}
     return local, info
 
