@@ -13,7 +13,10 @@ the Pyro steps are ``SVI.step`` with ``Trace_ELBO``. Variants, from naive to wha
                   released after the step instead of zero-filled);
 * ``fused+noval`` — and per-step validation off (data are validated once at load): this is
                   the step of :class:`pyro_vae.infer.trainer.Trainer`;
-* ``jit``       — and ``JitTrace_ELBO`` (``pyro-vae train --jit``).
+* ``jit``       — and ``JitTrace_ELBO`` (what ``pyro-vae train --jit`` was);
+* ``engine``    — the step of :class:`pyro_vae.infer.trainer.Trainer`: Pyro's ``ELBOModule``
+                  (``SyncFreeTrace_ELBO()(vae, vae.guide)``), ``backward`` and the torch
+                  ClippedAdam, parameters local to the modules (no param store), no TorchScript.
 
 Timing is interleaved: each round times ``--steps`` hand-written steps and ``--steps`` steps
 of every variant back to back, and the reported ratio is the median over rounds of the
@@ -58,6 +61,19 @@ def hand_step_factory(vae, num_data, lr):
     return step
 
 
+def engine_step_factory(vae, num_data, lr, data):
+    from pyro_vae.infer.config import TrainConfig
+    from pyro_vae.infer.trainer import Trainer
+
+    trainer = Trainer(vae, vae.guide, data, TrainConfig(lr=lr))
+
+    def step(x):  # as Trainer.train_epoch runs it: validation off, parameters in the modules
+        with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
+            return trainer.step(x).item()
+
+    return step
+
+
 def pyro_step_factory(vae, num_data, lr, variant):
     params = list(vae.parameters())
     args = {"lr": lr, "clip_norm": 10.0 * num_data}
@@ -81,7 +97,7 @@ def time_steps(step, batches, n):
     return (time.perf_counter() - start) / n
 
 
-def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+noval", "jit"),
+def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+noval", "jit", "engine"),
         hidden=(512, 256), z_dim=32, threads=None, model="dense"):
     if threads:
         torch.set_num_threads(threads)
@@ -94,10 +110,14 @@ def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+
     for name in ("hand", *variants):
         pyro.clear_param_store()
         torch.manual_seed(0)
-        options = {"hidden": hidden} if model == "dense" else {}
+        options = {"hidden_dims": hidden} if model == "dense" else {}
         vae = build_vae(model, data.x_shape, z_dim=z_dim, **options)
-        steps_by_name[name] = (hand_step_factory(vae, num_data, 1e-4) if name == "hand"
-                               else pyro_step_factory(vae, num_data, 1e-4, name))
+        if name == "hand":
+            steps_by_name[name] = hand_step_factory(vae, num_data, 1e-4)
+        elif name == "engine":
+            steps_by_name[name] = engine_step_factory(vae, num_data, 1e-4, data)
+        else:
+            steps_by_name[name] = pyro_step_factory(vae, num_data, 1e-4, name)
         time_steps(steps_by_name[name], batches, 10)  # warm-up (and JIT compilation)
     times = {name: [] for name in steps_by_name}
     for _ in range(rounds):
@@ -120,7 +140,7 @@ def main():
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--variants", nargs="+", default=["naive", "fused", "fused+noval", "jit"])
+    p.add_argument("--variants", nargs="+", default=["naive", "fused", "fused+noval", "jit", "engine"])
     p.add_argument("--model", default="dense", help="a registered Bernoulli VAE, default options")
     a = p.parse_args()
     res = run(a.batch_size, a.rounds, a.steps, tuple(a.variants), threads=a.threads, model=a.model)

@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in TRAIN_FLAGS:
         add_flags(t, cls)
     t.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
-    t.add_argument("--device", default="cpu", help="cpu | cuda")
+    t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:K (under torchrun: each rank its "
+                                                    "local GPU)")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (launches torchrun's "
+                        "agent; on GPUs one per GPU)")
+    t.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<time>-<model>-<guide>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -104,10 +109,43 @@ def _check_device(device: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .evaluate import summarize
-    from .train import resume_run, train_run
+    if args.jit:
+        raise ConfigError("--jit is gone: the training engine (Pyro's ELBOModule and a torch optimizer) "
+                          "is as fast without TorchScript (docs/benchmarks.md)")
+    if args.nproc is not None:
+        from .launch import launch
 
-    progress = not args.no_progress
+        return launch(args.nproc, args.argv, out=args.out)
+    config, resume_epochs = _train_config(args)
+    from .distributed import process_group
+    from .evaluate import summarize
+
+    with process_group(args.device) as (device, main):
+        _check_device(device)
+        progress = not args.no_progress
+        log = print if main else (lambda line: None)
+        if args.resume:
+            from .train import resume_run
+
+            result = resume_run(args.out, epochs=resume_epochs, download=args.download,
+                                progress=progress, device=device, log=log)
+            log(summarize(result))
+            return 0
+        from pyro_vae.infer.distributed import broadcast
+
+        from .train import train_run
+
+        out = broadcast(args.out or os.path.join(
+            "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model['name']}-{config.guide['name']}"))
+        result = train_run(out, config, download=args.download, progress=progress, device=device, log=log)
+        log(summarize(result))
+        log(f"run directory: {out}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """``(config, None)`` for a new run, ``(None, epochs)`` for ``--resume``; every check of
+    the arguments happens here, before any process group or data."""
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
@@ -115,11 +153,7 @@ def _train(args: argparse.Namespace) -> int:
         conflicting = given_flag_names(args, TRAIN_FLAGS, where=lambda meta: not meta["on_resume"])
         if conflicting:
             raise ConfigError(f"{', '.join(conflicting)} cannot change a run being resumed; only --epochs can")
-        _check_device(args.device)
-        result = resume_run(args.out, epochs=given_flags(args, TrainConfig).get("epochs"),
-                            download=args.download, progress=progress, device=args.device)
-        print(summarize(result))
-        return 0
+        return None, given_flags(args, TrainConfig).get("epochs")
 
     choices = Choices(**given_flags(args, Choices))
     from pyro_vae.build import model_class
@@ -132,7 +166,6 @@ def _train(args: argparse.Namespace) -> int:
                 f"{', '.join(latent_only)} cannot be used with the density flow {choices.model!r}: it has "
                 "no latent variable (its guide is empty and its likelihood is exact)"
             )
-    _check_device(args.device)
     # a model may bring its own defaults (density flows: grey levels, 10 epochs; the pixel
     # model: 20 epochs and free bits against posterior collapse); what the user gives wins
     defaults = cls.defaults
@@ -142,13 +175,7 @@ def _train(args: argparse.Namespace) -> int:
     train = TrainConfig(**{**defaults.train, **given_flags(args, TrainConfig)})
     model, guide, prior = choices.specs(cls.has_latent, data.binarize)
     iwae_samples = given_flags(args, RunConfig).get("iwae_samples", defaults.final_iwae_samples)
-    config = RunConfig(model, guide, prior, data, train, iwae_samples,
-                       kind="vae" if cls.has_latent else "flow")
-    out = args.out or os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model['name']}-{guide['name']}")
-    result = train_run(out, config, download=args.download, progress=progress, device=args.device)
-    print(summarize(result))
-    print(f"run directory: {out}")
-    return 0
+    return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow"), None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -203,22 +230,51 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_failure(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed because another rank is gone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    text = str(err)
+    return isinstance(err, dist.DistError) or any(
+        word in text for word in ("gloo", "NCCL", "Connection reset", "Connection closed", "ProcessGroup"))
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``pyro-vae`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2
     handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "posterior": _posterior,
                "list": _list}[args.command]
+    # under torchrun every rank runs this; rank 0 speaks for all
+    speak = os.environ.get("RANK", "0") == "0"
     try:
         return handler(args)
     except PyroVAEError as err:
-        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        if speak:
+            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
-        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        if speak:
+            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not _peer_failure(err):
+            raise
+        # another rank died (torchrun's agent is ending the run): say so once, no traceback
+        if speak and not os.environ.get("PYRO_VAE_LAUNCHED"):
+            print(f"{PROG} {args.command}: error: another process of the run failed ({_first_line(err)}); "
+                  "the last checkpoint is intact; continue with --resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted (the last completed epoch is checkpointed; "

@@ -10,6 +10,7 @@ from torch import nn
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
 from pyro_vae.errors import ConfigError
+from pyro_vae.infer import distributed
 from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
@@ -25,9 +26,13 @@ def evaluate_model(
     iwae_samples: int = 5000,
     seed: int = 0,
     progress: bool = False,
+    sharded: bool = False,
 ) -> Dict[str, Any]:
     """ELBO / IWAE of ``split`` with the keys of ``eval.json``: for a model with a latent
-    also the KL per dimension and the active units; for grey levels bits/dim."""
+    also the KL per dimension and the active units; for grey levels bits/dim.
+
+    With ``sharded=True`` inside a process group, every rank (each must call this)
+    evaluates its share of the images; rank 0 adds the latent usage (one cheap pass)."""
     if tuple(data.x_shape) != model.x_shape:
         raise ConfigError(
             f"the model was trained on images of shape {model.x_shape}; "
@@ -38,13 +43,14 @@ def evaluate_model(
     x = data.eval_data(split, dequantize=model.dequantize).to(device)
     if not model.has_latent:  # no latent site: the k = 1 "IWAE" is log p(x) itself
         iwae_samples = 1
-    result = evaluate(model, guide, x, num_samples=iwae_samples, seed=seed, progress=progress)
+    result = evaluate(model, guide, x, num_samples=iwae_samples, seed=seed, progress=progress,
+                      sharded=sharded)
     result.update(dataset=data.name, split=split, binarize=data.binarize)
     result["estimator"] = f"iwae-{iwae_samples}" if model.has_latent else "exact"
     if not data.binary:
         result["bits_per_dim"] = model.bits_per_dim(result["nll"])
         result["elbo_bits_per_dim"] = model.bits_per_dim(-result["elbo"])
-    if model.has_latent:  # how many latent dimensions carry information (collapse shows here)
+    if model.has_latent and distributed.is_main():  # how many latent dimensions carry information
         usage = latent_usage(model, guide, x, seed=seed)
         result["active_units"] = usage["active_units"]
         result["kl_per_dim"] = usage["kl_per_dim"]

@@ -3,6 +3,9 @@
 The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
 measures — and this module keeps the run directory: the config first, then after every
 epoch a metrics line and an atomic checkpoint, at the end the figures and ``eval.json``.
+
+In a ``torch.distributed`` process group every rank runs these functions (the trainer and
+the evaluation are collective); rank 0 alone writes the run directory and prints.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pyro_vae.build import build_model_and_guide
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
 from pyro_vae.errors import CheckpointError
+from pyro_vae.infer import distributed
 from pyro_vae.infer.trainer import Trainer, set_seed
 
 from .checkpoint import save_checkpoint
@@ -62,13 +66,14 @@ def train_run(
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
-    os.makedirs(run_dir, exist_ok=True)
-    atomic_write_json(paths(run_dir)["config"], config.to_dict())
-    if model.has_latent:
-        log(f"training {model.spec['name']} VAE with {guide.spec['name']} guide on {dataset.describe()}")
-    else:
-        log(f"training the {model.spec['name']} density flow (exact likelihood) on {dataset.describe()}")
-    log(f"run directory: {run_dir}")
+    if distributed.is_main():
+        os.makedirs(run_dir, exist_ok=True)
+        atomic_write_json(paths(run_dir)["config"], config.to_dict())
+        what = (f"{model.spec['name']} VAE with {guide.spec['name']} guide" if model.has_latent
+                else f"the {model.spec['name']} density flow (exact likelihood)")
+        ranks = distributed.world()[1]
+        log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
+        log(f"run directory: {run_dir}")
     return _fit(run_dir, model, guide, dataset, trainer, config, [], progress)
 
 
@@ -91,10 +96,11 @@ def resume_run(
     dataset = load_dataset(**config.data.load_kwargs(), download=download)
     trainer = Trainer(model, guide, dataset, config.train)
     trainer.load_state_dict(payload["trainer"])
-    atomic_write_json(paths(run_dir)["config"], config.to_dict())
     metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= trainer.epoch]
-    atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
-    log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
+    if distributed.is_main():
+        atomic_write_json(paths(run_dir)["config"], config.to_dict())
+        atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
+        log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
     return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress)
 
 
@@ -110,9 +116,10 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
     """The epochs still to run, each ending in a metrics line and a checkpoint; then the
     figures and the final evaluation."""
     p = paths(run_dir)
+    main = distributed.is_main()
     epochs = range(trainer.epoch, config.train.epochs)
     bar = None
-    if progress and len(epochs):
+    if progress and main and len(epochs):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
@@ -120,11 +127,13 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         for _ in epochs:
             m = trainer.train_epoch()
             metrics.append(m)
-            # metrics first, then the checkpoint: a crash in between leaves a metrics line
-            # beyond the checkpoint, which resume drops.
-            with open(p["metrics"], "a") as f:
-                f.write(json.dumps(m) + "\n")
-            save_checkpoint(p["checkpoint"], model, guide, {"trainer": trainer.state_dict()})
+            state = {"trainer": trainer.state_dict()}  # collective: every rank
+            if main:
+                # metrics first, then the checkpoint: a crash in between leaves a metrics
+                # line beyond the checkpoint, which resume drops.
+                with open(p["metrics"], "a") as f:
+                    f.write(json.dumps(m) + "\n")
+                save_checkpoint(p["checkpoint"], model, guide, state)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(train=f"{-m['train_loss']:.1f}", test_elbo=f"{m['test_elbo']:.1f}",
@@ -132,14 +141,19 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
     finally:
         if bar is not None:
             bar.close()
-    if not os.path.exists(p["checkpoint"]):  # zero epochs asked: still a loadable run
-        save_checkpoint(p["checkpoint"], model, guide, {"trainer": trainer.state_dict()})
+    if not epochs:  # zero epochs asked: still a loadable run
+        state = {"trainer": trainer.state_dict()}
+        if main and not os.path.exists(p["checkpoint"]):
+            save_checkpoint(p["checkpoint"], model, guide, state)
 
-    run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
-    result = evaluate_model(model, guide, dataset, "test", config.iwae_samples, progress=progress)
+    if main:
+        run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
+    result = evaluate_model(model, guide, dataset, "test", config.iwae_samples, progress=progress and main,
+                            sharded=True)
     result["epochs"] = trainer.epoch
     result["train_seconds"] = sum(m["seconds"] for m in metrics)
-    atomic_write_json(p["eval"], result)
+    if main:
+        atomic_write_json(p["eval"], result)
     return result
 
 

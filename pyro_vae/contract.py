@@ -62,6 +62,10 @@ class Model(nn.Module, abc.ABC):
     has_latent: ClassVar[bool] = True
     #: Defaults of the command line for this model.
     defaults: ClassVar[ModelDefaults] = ModelDefaults()
+    #: Whether ``--precision bf16`` is safe: the networks may run in bfloat16 because every
+    #: log-density is computed from their outputs in float32 (not so for a density flow,
+    #: whose log-determinants and inverses are the network, nor an autoregressive decoder).
+    supports_bf16: ClassVar[bool] = False
     #: Upper bound on samples × images per decoder pass of the IWAE evaluation (memory and,
     #: on a CPU, cache); an expensive decoder lowers it.
     max_eval_rows: ClassVar[int] = 20_000
@@ -103,6 +107,11 @@ class Model(nn.Module, abc.ABC):
     @abc.abstractmethod
     def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0):
         """The generative model for a mini-batch ``x`` of ``num_data`` examples."""
+
+    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0):
+        """The Pyro model, so that the module itself stands for it: ``Trace_ELBO()(model,
+        guide)`` is then an ``ELBOModule`` whose parameters are the model's and the guide's."""
+        return self.model(x, num_data, kl_scale)
 
     @abc.abstractmethod
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> nn.Module:

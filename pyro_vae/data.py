@@ -164,7 +164,7 @@ class ImageDataset:
             return torch.bernoulli(x, generator=generator)
         if self.binarize == "none" and dequantize:
             levels = torch.round(x * (LEVELS - 1))
-            return (levels + torch.rand(x.shape, generator=generator)) / LEVELS
+            return (levels + torch.rand(x.shape, generator=generator, device=x.device)) / LEVELS
         return x
 
     def batches(
@@ -186,7 +186,7 @@ class ImageDataset:
         raw = self.split(split)
         source = self._static.get(split, raw)
         n = len(raw)
-        order = torch.randperm(n, generator=generator) if shuffle else None
+        order = torch.randperm(n, generator=generator, device=raw.device) if shuffle else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
@@ -207,7 +207,19 @@ class ImageDataset:
         if split in self._static:
             return self._static[split]
         g = torch.Generator().manual_seed(10_000 + self.seed * 2 + SPLITS.index(split))
-        return self.prepare(raw, dequantize=dequantize, generator=g)
+        # drawn on the CPU whatever the data's device, so that every device sees the same data
+        return self.prepare(raw.cpu(), dequantize=dequantize, generator=g).to(raw.device)
+
+    def to(self, device) -> "ImageDataset":
+        """Move the images (and their fixed binarizations) to ``device`` once, so that training
+        draws its mini-batches there; returns the dataset."""
+        self.train, self.test = self.train.to(device), self.test.to(device)
+        self._static = {k: v.to(device) for k, v in self._static.items()}
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.device
 
     def describe(self) -> str:
         return (

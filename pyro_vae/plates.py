@@ -11,9 +11,12 @@ latent sites in ``poutine.scale`` (KL warm-up, β-VAE).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Optional, Sequence, Tuple
 
 import pyro
+import pyro.nn  # noqa: F401  (registers the module_local_params setting)
+import torch
 from pyro import poutine
 from torch import Size, Tensor
 
@@ -37,8 +40,24 @@ def data_plate(x: Tensor, num_data: Optional[int]) -> pyro.plate:
     size = batch if num_data is None else int(num_data)
     if size < batch:
         raise ConfigError(f"num_data={size} is smaller than the mini-batch ({batch})")
-    # Pyro draws random subsample indices when size > batch; only the N / B scale is used.
-    return pyro.plate("data", size, subsample_size=batch, dim=-1, device=x.device)
+    # The batch is already a random draw from the data: give the plate its own indices
+    # (Pyro would otherwise draw random ones, which cost a permutation of N per call and are
+    # never used); only the scale N / B matters.
+    return pyro.plate("data", size, subsample=_arange(batch, x.device), dim=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device)
+
+
+def register(name: str, module: torch.nn.Module) -> None:
+    """``pyro.module(name, module)``: put its parameters in Pyro's global param store, which
+    ``SVI`` optimises — unless ``pyro.settings`` has ``module_local_params=True``, under which
+    parameters live in their modules and a torch optimizer steps them (the training engine,
+    :class:`~pyro_vae.infer.trainer.Trainer`, and Pyro's ``ELBOModule`` route)."""
+    if not pyro.settings.get("module_local_params"):
+        pyro.module(name, module)
 
 
 def kl_scaled(kl_scale: float):
@@ -54,3 +73,10 @@ def check_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
     if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ConfigError(f"x_shape must be (C, H, W) with positive integer sizes, got {x_shape!r}")
     return shape  # type: ignore[return-value]
+
+
+def full_precision(t: Tensor) -> Tensor:
+    """``t`` in float32 if a network computed it in half precision (``--precision bf16``
+    runs the networks under ``torch.autocast``): distributions, log-densities and the ELBO
+    are always computed in full precision."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t

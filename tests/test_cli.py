@@ -222,10 +222,14 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
-def test_jit_training_with_warmup(tmp_path, capsys):
-    run = tmp_path / "jit"
-    code, out, _ = run_cli(capsys, "train", "--jit", "--kl-warmup", "2", "--epochs", "2", "--out", str(run), *QUICK)
+def test_training_with_warmup(tmp_path, capsys):
+    run = tmp_path / "warm"
+    code, out, _ = run_cli(capsys, "train", "--kl-warmup", "2", "--epochs", "2", "--out", str(run), *QUICK)
     assert code == 0
     metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [m["kl_scale"] for m in metrics] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
-    assert all(m["steps"] == 4 for m in metrics)  # 200 images, batch 50, static shapes
+    assert all(m["steps"] == 4 for m in metrics)  # 200 images, batch 50
+
+
+def test_jit_is_refused_with_the_reason(tmp_path, capsys):
+    expect_error(capsys, ["train", "--jit", "--out", str(tmp_path / "r"), *QUICK], "--jit is gone")

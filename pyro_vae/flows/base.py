@@ -41,7 +41,7 @@ from torch.distributions import ComposeTransform, Transform
 from ..contract import Model, ModelDefaults
 from ..data import LEVELS
 from ..errors import ConfigError
-from ..plates import check_images, check_shape, data_plate
+from ..plates import check_images, check_shape, data_plate, register
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
@@ -149,7 +149,7 @@ class FlowModel(Model):
         """p_θ(x) for a mini-batch ``x`` of shape (B, C, H, W); ``kl_scale`` is accepted
         for the common signature and ignored (there is no latent to weight)."""
         self.check_x(x)
-        pyro.module(self.pyro_prefix, self)
+        register(self.pyro_prefix, self)
         with data_plate(x, num_data):
             pyro.sample("x", self.distribution(), obs=x)
 

@@ -24,7 +24,7 @@ import pyro
 import torch
 from torch import Tensor, nn
 
-from ..plates import data_plate, kl_scaled
+from ..plates import data_plate, kl_scaled, register
 from ..registry import Registry
 
 GUIDES: Registry[Any] = Registry("guide")
@@ -63,7 +63,7 @@ class Guide(nn.Module, abc.ABC):
         if self.vae is not None:
             self.vae._register("encoder", self.vae.encoder)
         if any(True for _ in self.parameters()):
-            pyro.module(self.pyro_prefix, self)
+            register(self.pyro_prefix, self)
 
     @abc.abstractmethod
     def distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":

@@ -11,6 +11,7 @@ from ..options import check_fields, check_ranges, dataclass_from_dict, option
 
 #: Seeds are 32-bit (numpy's limit).
 MAX_SEED = 2**32 - 1
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass
@@ -27,9 +28,9 @@ class TrainConfig:
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
         free_bits: λ, nats per latent dimension below which the KL is not penalised
             (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
-        seed: seed of torch, numpy and Pyro.
-        jit: compile the ELBO with ``JitTrace_ELBO`` (static shapes: drops the last
-            partial batch of each epoch).
+        seed: seed of torch, numpy and Pyro (and of the data order, shared by all ranks).
+        precision: ``float32``, or ``bf16`` — the networks under ``torch.autocast`` with
+            bfloat16, the distributions, log-likelihood sums and the ELBO in float32.
         validate: keep Pyro's per-step distribution validation on (data are validated
             once when loaded, so it is off by default for speed).
         eval_samples: importance samples for the per-epoch test ELBO estimate.
@@ -46,7 +47,8 @@ class TrainConfig:
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
     seed: int = option(0, "seed of torch, numpy and Pyro (default 0)")
-    jit: bool = option(False, "compile the ELBO (JitTrace_ELBO)")
+    precision: str = option("float32", "float32 | bf16: the networks in bfloat16 under torch.autocast, "
+                                       "the ELBO in float32 (default float32)")
     validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
     eval_samples: int = option(1, "importance samples of the per-epoch test ELBO", cli=False)
 
@@ -64,12 +66,15 @@ class TrainConfig:
             "seed": 0 <= self.seed <= MAX_SEED,
             "eval_samples": self.eval_samples >= 1,
         }, "training settings")
-        if self.jit and self.free_bits > 0:
-            raise ConfigError("free bits (--free-bits) cannot be combined with --jit")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        """From ``config.json``'s ``train``: unknown keys and wrong types raise."""
+        """From ``config.json``'s ``train``: unknown keys and wrong types raise. The ``jit``
+        key of pyro-vae 0.1 (TorchScript, no longer used) is dropped."""
+        if isinstance(d, dict) and "jit" in d:
+            d = {k: v for k, v in d.items() if k != "jit"}
         return dataclass_from_dict(cls, d, "training settings")
 
     def to_dict(self) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Free bits: a Trace_ELBO that stops pushing a latent's KL below a floor.
+"""The ELBOs the training engine steps: Pyro's ``Trace_ELBO`` with its losses kept on the
+device (:class:`SyncFreeTrace_ELBO`), and free bits on top of it.
 
-Kingma et al. 2016 (arXiv:1606.04934, appendix C): with a strong decoder the ELBO is easily
+**Free bits** — a Trace_ELBO that stops pushing a latent's KL below a floor. Kingma et al. 2016 (arXiv:1606.04934, appendix C): with a strong decoder the ELBO is easily
 maximised by ignoring z (posterior collapse, KL → 0). Free bits replaces each latent
 dimension's KL term by max(λ, KL_j), where KL_j is the KL of dimension j averaged over the
 mini-batch:
@@ -19,8 +20,60 @@ from __future__ import annotations
 
 import torch
 from pyro.infer import Trace_ELBO
-from pyro.infer.util import torch_item
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import is_identically_zero, torch_item
 from torch.distributions import Independent
+
+
+class SyncFreeTrace_ELBO(Trace_ELBO):
+    """Pyro's ``Trace_ELBO`` — the same estimator and gradients — whose losses stay tensors.
+
+    ``Trace_ELBO`` turns every sample site's log-density sum into a Python float to report
+    the loss (``torch_item``): on a GPU each is a host–device round trip, several per step,
+    and on a CPU a few microseconds of pure overhead. Here the reported loss is the same
+    number kept as a detached tensor, so :meth:`differentiable_loss` — the forward of the
+    ``ELBOModule`` that :class:`~pyro_vae.infer.trainer.Trainer` steps — never waits for
+    the device; ``SVI`` works with it unchanged. Pyro lacks this, hence the subclass.
+
+    Example:
+        >>> import torch
+        >>> from pyro_vae import build_vae
+        >>> vae = build_vae("dense", (1, 4, 4), z_dim=2, hidden_dims=(8,))
+        >>> loss = SyncFreeTrace_ELBO()(vae, vae.guide)(torch.ones(3, 1, 4, 4))
+        >>> loss.shape, loss.requires_grad
+        (torch.Size([]), True)
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """−ELBO (its value) with the gradient of the surrogate, as one tensor."""
+        loss, surrogate = 0.0, 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + loss_particle
+            surrogate = surrogate + surrogate_particle
+        return (loss + (surrogate - surrogate.detach())) / self.num_particles
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        """``Trace_ELBO._differentiable_loss_particle`` with the loss a detached tensor."""
+        elbo = 0.0
+        surrogate = 0.0
+        log_r = None
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"].detach()
+                surrogate = surrogate + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample":
+                _, score_function_term, entropy_term = site["score_parts"]
+                elbo = elbo - site["log_prob_sum"].detach()
+                if not is_identically_zero(entropy_term):
+                    surrogate = surrogate - entropy_term.sum()
+                if not is_identically_zero(score_function_term):
+                    if log_r is None:
+                        log_r = _compute_log_r(model_trace, guide_trace)
+                    weight = log_r.sum_to(site["cond_indep_stack"])
+                    surrogate = surrogate + (weight * score_function_term).sum()
+        return -elbo, -surrogate
 
 
 def _per_dim_log_prob(fn, value: torch.Tensor):
@@ -35,7 +88,7 @@ def _per_dim_log_prob(fn, value: torch.Tensor):
     return None
 
 
-class FreeBitsTrace_ELBO(Trace_ELBO):
+class FreeBitsTrace_ELBO(SyncFreeTrace_ELBO):
     """``Trace_ELBO`` with free bits λ (nats per latent dimension) on every latent site.
 
     Args:
@@ -43,7 +96,7 @@ class FreeBitsTrace_ELBO(Trace_ELBO):
         **kwargs: passed to :class:`pyro.infer.Trace_ELBO`.
 
     The reported loss is the free-bits objective (what is optimised); evaluate the true ELBO
-    with :func:`inference.evaluate.evaluate`.
+    with :func:`pyro_vae.infer.evaluate.evaluate`.
     """
 
     def __init__(self, free_bits: float = 0.0, **kwargs):
@@ -81,6 +134,16 @@ class FreeBitsTrace_ELBO(Trace_ELBO):
             # site's scale (N / B for the data plate, β for KL warm-up)
             scale = site["scale"]
             correction = scale * count * (torch.clamp(kl_mean, min=floor) - kl_mean).sum()
-            loss = loss + torch_item(correction)
+            loss = loss + correction.detach()
             surrogate = surrogate + correction
         return loss, surrogate
+
+
+def make_elbo(config):
+    """The ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: the L-particle
+    ``Trace_ELBO`` (vectorized over particles), with free bits if ``config.free_bits > 0``."""
+    kwargs = dict(num_particles=config.particles, vectorize_particles=config.particles > 1,
+                  max_plate_nesting=1)
+    if config.free_bits > 0:
+        return FreeBitsTrace_ELBO(free_bits=config.free_bits, **kwargs)
+    return SyncFreeTrace_ELBO(**kwargs)

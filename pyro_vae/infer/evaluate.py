@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from ..contract import Model
 from ..errors import ConfigError
-from .context import frozen
+from . import distributed
+from .context import frozen, seed_from
 
 
 @dataclass
@@ -108,6 +109,7 @@ def evaluate(
     max_rows: int = 20_000,
     seed: Optional[int] = 0,
     progress: bool = False,
+    sharded: bool = False,
 ) -> Dict[str, float]:
     """ELBO and IWAE log-likelihood of the images ``x``, in nats per example.
 
@@ -122,6 +124,8 @@ def evaluate(
         seed: seed of the samples (the global RNG state is restored afterwards);
             ``None`` uses the current global RNG.
         progress: show a tqdm bar.
+        sharded: inside a ``torch.distributed`` process group, every rank (each must call
+            this) evaluates its contiguous share of ``x`` and all get the combined result.
 
     Returns:
         ``elbo`` (mean over images of the k-sample average of log w, a lower bound on
@@ -131,8 +135,12 @@ def evaluate(
     """
     vae.check_x(x)
     start = time.perf_counter()
-    elbos, iwaes, recs, kls = [], [], [], []
+    rank, world = distributed.world() if sharded else (0, 1)
+    if world > 1:
+        x = distributed.shard(x)
+        seed = None if seed is None else (seed if rank == 0 else seed_from(seed, rank))
     devices = [x.device] if x.device.type == "cuda" else []
+    parts: Dict[str, list] = {"elbo": [], "iwae": [], "rec": [], "kl": []}
     with frozen(vae, guide), torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
@@ -142,21 +150,13 @@ def evaluate(
 
             batches = tqdm(batches, desc=f"IWAE k={num_samples}", leave=False)
         for i in batches:
-            xb = x[i : i + batch_size]
-            lse = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=x.device)
-            sums = {"w": 0.0, "rec": 0.0, "kl": 0.0}
-            for lw in log_weight_chunks(vae, guide, xb, num_samples, max_rows):
-                log_w = lw.log_w.double()
-                lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
-                sums["w"] = sums["w"] + log_w.sum(0)
-                sums["rec"] = sums["rec"] + lw.log_px_z.double().sum(0)
-                sums["kl"] = sums["kl"] + (lw.log_qz - lw.log_pz).double().sum(0)
-            iwaes.append(lse - math.log(num_samples))
-            elbos.append(sums["w"] / num_samples)
-            recs.append(sums["rec"] / num_samples)
-            kls.append(sums["kl"] / num_samples)
-    elbo, iwae = torch.cat(elbos), torch.cat(iwaes)
-    n = len(x)
+            for key, value in per_image(vae, guide, x[i : i + batch_size], num_samples, max_rows).items():
+                parts[key].append(value.cpu())
+    per = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in parts.items()}
+    if world > 1:  # every rank's images, in rank order
+        per = {k: torch.cat([p[k] for p in distributed.gather(per)]) for k in per}
+    elbo, iwae = per["elbo"], per["iwae"]
+    n = len(elbo)
 
     def sem(t: Tensor) -> float:
         return float(t.std() / math.sqrt(n)) if n > 1 else float("nan")
@@ -169,12 +169,28 @@ def evaluate(
         "iwae": float(iwae.mean()),
         "nll": -float(iwae.mean()),
         "nll_sem": sem(iwae),
-        "rec": float(torch.cat(recs).mean()),
-        "kl": float(torch.cat(kls).mean()),
+        "rec": float(per["rec"].mean()),
+        "kl": float(per["kl"].mean()),
         "iwae_samples": int(num_samples),
         "num_examples": int(n),
         "seconds": time.perf_counter() - start,
     }
+
+
+def per_image(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
+              max_rows: Optional[int] = None) -> Dict[str, Tensor]:
+    """For each image of ``x``: the k-sample ELBO, the IWAE-k bound, and the reconstruction
+    and KL terms of the ELBO, each (B,) in float64, from :func:`log_weight_chunks`."""
+    lse = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+    sums = {"w": 0.0, "rec": 0.0, "kl": 0.0}
+    for lw in log_weight_chunks(vae, guide, x, num_samples, max_rows):
+        log_w = lw.log_w.double()
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+        sums["w"] = sums["w"] + log_w.sum(0)
+        sums["rec"] = sums["rec"] + lw.log_px_z.double().sum(0)
+        sums["kl"] = sums["kl"] + (lw.log_qz - lw.log_pz).double().sum(0)
+    return {"elbo": sums["w"] / num_samples, "iwae": lse - math.log(num_samples),
+            "rec": sums["rec"] / num_samples, "kl": sums["kl"] / num_samples}
 
 
 @torch.no_grad()

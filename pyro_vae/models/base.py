@@ -35,7 +35,7 @@ from ..contract import Model
 from ..errors import ConfigError
 from ..guides.base import GaussianGuide, Guide, build_guide
 from ..likelihoods import Likelihood
-from ..plates import check_shape, data_plate, kl_scaled
+from ..plates import check_shape, data_plate, full_precision, kl_scaled, register
 from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
@@ -66,7 +66,7 @@ class Encoder(nn.Module):
 
     def loc_scale(self, h: Tensor) -> Tuple[Tensor, Tensor]:
         """Mean μ and standard deviation σ, each (B, z_dim)."""
-        loc, raw = self.head(h).chunk(2, dim=-1)
+        loc, raw = full_precision(self.head(h)).chunk(2, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
     def base(self, h: Tensor) -> dist.TorchDistribution:
@@ -96,7 +96,7 @@ class Decoder(nn.Module):
 
     def distribution(self, z: Tensor) -> dist.TorchDistribution:
         """p_θ(x | z) with event shape ``x_shape``."""
-        return self.likelihood(self.net(z))
+        return self.likelihood(full_precision(self.net(z)))
 
 
 class VAE(Model):
@@ -116,6 +116,8 @@ class VAE(Model):
         guide: the amortized Gaussian guide q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²), a
             :class:`~pyro_vae.guides.base.GaussianGuide` — call it as ``vae.guide(x)``.
     """
+
+    supports_bf16 = True
 
     def __init__(
         self,
@@ -149,7 +151,7 @@ class VAE(Model):
         return self.likelihood.bits_per_dim(nll)
 
     def _register(self, name: str, module: nn.Module) -> None:
-        pyro.module(f"{self.pyro_prefix}.{name}", module)
+        register(f"{self.pyro_prefix}.{name}", module)
 
     def register_prior(self) -> None:
         if any(True for _ in self.prior.parameters()):

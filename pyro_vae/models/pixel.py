@@ -97,6 +97,8 @@ class PixelVAE(VAE):
     #: on a CPU its time per image grows with the chunk (3.5 ms at 128 rows, 8.7 ms at 1,000:
     #: the activations leave the cache), so chunks are kept small
     max_eval_rows = 128
+    #: the PixelCNN runs inside the likelihood's log_prob: no bfloat16
+    supports_bf16 = False
     #: ``pyro-vae`` defaults: a PixelCNN epoch costs ~7× a conv one, and free bits of 0.25 nats
     #: per latent dimension guard z against collapse (on mnist5k after 20 epochs: KL 10.0 nats
     #: with them, 5.0 without, for a 0.35-nat worse NLL — docs/benchmarks.md); fewer IWAE

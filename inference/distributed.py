@@ -1,0 +1,39 @@
+"""The process group of a data-parallel run: ``torchrun`` (or ``pyro-vae train --nproc``)
+starts one process per rank with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address in the environment; :func:`process_group` joins them (gloo on CPUs,
+NCCL on GPUs) for the length of a command. One process without those variables is a world
+of one: nothing is initialised."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from typing import Iterator, Tuple
+
+#: How long a rank waits for the others in a collective before the run fails (a rank that
+#: died is normally noticed at once by torchrun's agent, which ends the others).
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[Tuple[str, bool]]:
+    """Join the process group the environment describes, if any; yield ``(device, is_main)``
+    with ``device`` made this rank's own GPU for ``cuda``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield device, True
+        return
+    import torch
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=TIMEOUT)
+    try:
+        yield device, rank == 0
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,178 @@
+"""Data parallelism on torch.distributed (gloo, 2 CPU processes): the averaged gradient is the
+single-process gradient of the same global batch, the command line runs under torchrun and
+`--nproc` with one run directory, and a rank that dies ends the run cleanly."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pyro_vae.guides.base import Guide
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--train-size", "96", "--test-size", "24", "--z-dim", "2", "--iwae-samples", "4",
+        "--batch-size", "32", "--no-progress"]
+DENSE = ["--set", "hidden_dims=[16]"]
+
+
+class DeltaGuide(Guide):
+    """q(z | x) = δ(μ_φ(x)): no noise, so one process and two see the very same draws."""
+
+    def distribution(self, x):
+        import pyro.distributions as dist
+
+        return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)
+
+
+def _train_steps(rank, world, batches, port, out):
+    """K engine steps on `batches` (each a global batch) in a world of `world` processes."""
+    import pyro
+
+    from pyro_vae import build_vae, load_dataset
+    from pyro_vae.infer.config import TrainConfig
+    from pyro_vae.infer.trainer import Trainer
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    pyro.set_rng_seed(0)
+    data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
+    vae = build_vae("dense", data.x_shape, z_dim=3, likelihood="gaussian", hidden_dims=(8,)).double()
+    guide = DeltaGuide(vae)
+    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2))
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        for x in batches:
+            x = x.double()
+            shard = torch.tensor_split(x, world)[rank] if world > 1 else x
+            trainer.step(shard, global_batch=len(x))
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in vae.state_dict().items()}, out)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_take_the_single_process_steps_on_the_same_global_batches(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    # global batches of 8 and of 7 (shards of 4 + 3: the R·b_r/B scaling must hold exactly)
+    batches = [torch.rand(n, 1, 28, 28, generator=gen) for n in (8, 7, 8, 8, 7)]
+    _train_steps(0, 1, batches, 0, tmp_path / "one.pt")
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(_train_steps, args=(2, batches, port, tmp_path / "two.pt"), nprocs=2, join=True)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    moved = False
+    for name in one:
+        # float64; the two processes sum their halves of the gradient in another order
+        torch.testing.assert_close(two[name], one[name], rtol=1e-10, atol=1e-12, msg=name)
+    first = _initial_parameters()
+    moved = any(not torch.allclose(first[k], one[k]) for k in one)
+    assert moved  # the steps did change the parameters
+
+
+def _initial_parameters():
+    import pyro
+
+    from pyro_vae import build_vae
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        pyro.set_rng_seed(0)
+        return build_vae("dense", (1, 28, 28), z_dim=3, likelihood="gaussian", hidden_dims=(8,)).state_dict()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _cli(cwd, *argv, launcher=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "inference.cli", *argv]
+    if launcher:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={launcher}",
+               "-m", "inference.cli", *argv]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_command_line_under_torchrun_writes_one_run_directory_that_resumes(tmp_path):
+    proc = _cli(tmp_path, "train", "--model", "conv", "--set", "channels=[4,8]", "--set", "hidden=16",
+                "--epochs", "1", *TINY, launcher=2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = glob.glob(str(tmp_path / "runs" / "*"))
+    assert len(runs) == 1, runs  # rank 0 named it, and alone wrote it
+    run = runs[0]
+    assert proc.stdout.count("test ELBO") == 1  # rank 0 alone printed
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["model"]["name"] == "conv"
+    ckpt = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
+    assert ckpt["trainer"]["world_size"] == 2 and len(ckpt["trainer"]["rank_rng"]) == 2
+    # resume with two processes, then with one (another world size), through --nproc
+    proc = _cli(tmp_path, "train", "--resume", "--out", run, "--epochs", "2", "--nproc", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _cli(tmp_path, "train", "--resume", "--out", run, "--epochs", "3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert _cli(tmp_path, "evaluate", run, "--iwae-samples", "4", "--no-progress").returncode == 0
+    assert _cli(tmp_path, "sample", run, "--n", "4").returncode == 0
+    assert len(glob.glob(str(tmp_path / "runs" / "*"))) == 1
+
+
+def test_two_processes_resume_exactly_as_a_straight_run(tmp_path):
+    common = ["--epochs", "2", *TINY, *DENSE]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert _cli(tmp_path, "train", "--out", straight, *common, "--nproc", "2").returncode == 0
+    assert _cli(tmp_path, "train", "--out", split, *[a if a != "2" else "1" for a in common[:2]],
+                *common[2:], "--nproc", "2").returncode == 0
+    proc = _cli(tmp_path, "train", "--resume", "--out", split, "--epochs", "2", "--nproc", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = torch.load(os.path.join(straight, "checkpoint.pt"), weights_only=True)["model_state"]
+    b = torch.load(os.path.join(split, "checkpoint.pt"), weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _worker_pids(parent):
+    """pid → RANK of the worker processes started under `parent` (Linux /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        env = dict(e.split(b"=", 1) for e in environ if b"=" in e)
+        if b"inference.cli" in cmdline and env.get(b"TEST_PARENT") == str(parent).encode() and b"RANK" in env:
+            out[int(entry)] = int(env[b"RANK"])
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_a_rank_that_dies_ends_the_run_in_one_line_with_the_checkpoint_intact(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1", "TEST_PARENT": str(os.getpid())}
+    proc = subprocess.Popen([sys.executable, "-m", "inference.cli", "train", "--nproc", "2", "--epochs", "500",
+                             "--out", str(run), *TINY, *DENSE], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (run / "checkpoint.pt").exists()
+    victims = [pid for pid, rank in _worker_pids(os.getpid()).items() if rank == 1]
+    assert victims
+    os.kill(victims[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "process 1 of 2 was killed by SIGKILL" in lines[0] and "--resume" in lines[0]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["trainer"]["epoch"] >= 1
