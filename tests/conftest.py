@@ -4,6 +4,8 @@ import pytest
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded from the default run")
+    config.addinivalue_line("markers", "gpu: needs CUDA; skipped where there is none "
+                                       "(benchmarks/gpu_check.sh runs them on a GPU machine)")
 
 
 @pytest.fixture(autouse=True)
