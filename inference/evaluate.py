@@ -14,8 +14,8 @@ from pyro_vae.infer import distributed
 from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
-from .io import atomic_write_json
-from .rundir import load_run, paths
+from .io import atomic_write_json, check_output_file
+from .rundir import load_run, paths, run_dataset
 
 
 def evaluate_model(
@@ -92,12 +92,15 @@ def evaluate_run(
 
     ``iwae_samples=None`` takes the model's own default (5000; fewer for an expensive decoder).
     """
+    check_output_file(paths(run_dir)["eval"])  # before the work, not after it
     model, guide, config, payload = load_run(run_dir, device=device)
     if iwae_samples is None:
         iwae_samples = type(model).defaults.eval_iwae_samples
-    data_cfg = config.data
     if dataset is not None:
-        data_cfg = dataclasses.replace(data_cfg, name=dataset, train_size=None, test_size=None)
+        data_cfg = dataclasses.replace(config.data, name=dataset, train_size=None, test_size=None,
+                                       fingerprint=None, path_from_run=None)
+    else:
+        data_cfg = run_dataset(run_dir, config.data)
     if data_dir is not None:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
     data = load_dataset(**data_cfg.load_kwargs(), download=download)

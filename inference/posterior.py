@@ -27,8 +27,8 @@ from pyro_vae.infer.usage import latent_usage, leading_dims, posterior_means
 from pyro_vae.options import check_fields, check_ranges
 
 from . import posterior_plots as plots
-from .io import atomic_netcdf, atomic_write_json, atomic_write_text
-from .rundir import load_run
+from .io import atomic_netcdf, atomic_write_json, atomic_write_text, output_error
+from .rundir import POSTERIOR, check_analysis_output, load_run, run_dataset
 
 
 @dataclass
@@ -90,10 +90,12 @@ def posterior_run(
     config = config or PosteriorConfig()
     nuts = nuts or NUTSConfig()
     local = local or LocalFitConfig()
+    out = out or os.path.join(run_dir, POSTERIOR)
+    check_analysis_output(out, run_dir)  # before the work, not after it
     vae, guide, run_config, _ = load_run(run_dir, device=device)
     if not vae.has_latent:
         raise ConfigError(f"{run_dir} holds a density flow: it has no latent variable, so no posterior")
-    data = load_dataset(**run_config.data.load_kwargs())
+    data = load_dataset(**run_dataset(run_dir, run_config.data).load_kwargs())
     x_all = data.eval_data(config.split, dequantize=vae.dequantize).to(device)
     bad = [i for i in config.indices if not 0 <= i < len(x_all)]
     if bad:
@@ -101,13 +103,10 @@ def posterior_run(
             f"index {bad[0]} is out of range: the {config.split} split has {len(x_all)} images "
             f"(valid indices 0..{len(x_all) - 1})"
         )
-    out = out or os.path.join(run_dir, "posterior")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out} exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"cannot write to {out}: directory {parent} does not exist")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise output_error(err, out, "create") from None
     indices = list(config.indices)
     x = x_all[torch.tensor(indices)]
     files: List[str] = []

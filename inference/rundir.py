@@ -1,29 +1,45 @@
-"""The run directory: its files, and reading them back.
+"""The run directory: its files, reading them back, and what may be written where.
 
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
 ``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
 epoch), ``samples.png``, ``reconstructions.png``, ``loss.png`` and ``eval.json`` (and, for a
 density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
-works from the directory alone.
+works from the directory alone, wherever it was moved: a dataset file is found by its
+absolute path or by its path relative to the run, and checked against its fingerprint.
+
+No command writes onto a run's own files except the command that owns them (``train``;
+``evaluate`` its ``eval.json``; ``sample`` the run's ``samples.png``), and every check of an
+output happens here, before the heavy imports and before any data are loaded. Importing
+this module does not import torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from pyro_vae.contract import Model
-from pyro_vae.errors import CheckpointError
-from torch import nn
+from pyro_vae.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, OutputError
 
-from .checkpoint import build_from_checkpoint, load_checkpoint
-from .config import RunConfig
+from .config import FORMAT, DataConfig, RunConfig
+from .io import check_can_create, check_output_file, check_writable, clean_stale_temps
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from pyro_vae.contract import Model
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
+POSTERIOR = "posterior"
+#: The figures ``train`` writes.
+FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png")
+#: Every file a run owns.
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL) + FIGURES
 
 
 def paths(run_dir: str) -> Dict[str, str]:
@@ -37,19 +53,106 @@ def is_run(run_dir: str) -> bool:
     return os.path.exists(p["config"]) or os.path.exists(p["checkpoint"])
 
 
+def _is_pyro_vae_config(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_new_run(run_dir: str) -> bool:
+    """Refuse a ``train --out`` that could damage something; say whether it *restarts* a
+    run that stopped before its first checkpoint.
+
+    Allowed: a directory that does not exist yet (and can be created), an empty one, one
+    without run files, and one holding a pyro-vae ``config.json`` but no checkpoint (a run
+    stopped by Ctrl-C, a NaN or a full disk before its first epoch ended: it holds no
+    trained state). Refused: a run with a checkpoint, a foreign ``config.json``, and a
+    directory holding a run's other files (``metrics.jsonl``, ``eval.json``, figures)
+    without its ``config.json``.
+
+    Returns:
+        ``True`` if ``run_dir`` holds such a stopped run, which ``train`` starts afresh.
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise OutputError(f"--out {run_dir} exists and is not a directory")
+    p = paths(run_dir)
+    if os.path.exists(p["checkpoint"]):
+        raise CheckpointError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if os.path.exists(p["config"]):
+        if not _is_pyro_vae_config(p["config"]):
+            raise CheckpointError(f"{run_dir} holds a {CONFIG} that is not a pyro-vae run config; "
+                                  "choose another --out")
+        check_writable(run_dir)
+        return True
+    if os.path.isdir(run_dir):
+        debris = sorted(n for n in os.listdir(run_dir) if n in RUN_FILES)
+        if debris:
+            raise CheckpointError(f"{run_dir} holds {', '.join(debris)} but no {CONFIG}: not a run this "
+                                  "command may start in (it would append to or replace them); choose "
+                                  "another --out")
+    check_can_create(run_dir)
+    return False
+
+
+def check_run_output(path: str, run_dir: str) -> None:
+    """Refuse an image ``--out`` that is not a writable ``.png`` path, or that is a file of a
+    run (another run's own files, or this run's other than its ``samples.png``)."""
+    if os.path.isdir(path):
+        raise OutputError(f"--out {path} is a directory; give a file name such as "
+                          f"{os.path.join(path, 'samples.png')}")
+    if not path.lower().endswith(".png"):
+        raise ConfigError(f"--out must name a .png file, got {path}")
+    check_output_file(path)
+    owner, name = os.path.split(os.path.abspath(path))
+    if name in RUN_FILES and is_run(owner):
+        own_samples = name == "samples.png" and os.path.samefile(owner, run_dir)
+        if not own_samples:
+            raise OutputError(f"--out {path} is the {name} of the run in {owner}; choose another file")
+
+
+def check_analysis_output(out: str, run_dir: str) -> None:
+    """Refuse a ``posterior --out`` directory that is a run, or another run's ``posterior/``."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"--out {out} exists and is not a directory")
+    if is_run(out):
+        raise OutputError(f"--out {out} is a run directory; give a directory of its own "
+                          f"(default {os.path.join(run_dir, POSTERIOR)})")
+    parent = os.path.dirname(os.path.abspath(out))
+    if os.path.basename(os.path.abspath(out)) == POSTERIOR and is_run(parent) \
+            and not os.path.samefile(parent, run_dir):
+        raise OutputError(f"--out {out} is the posterior analysis of another run; choose another directory")
+    check_can_create(out)
+
+
 def read_config(run_dir: str) -> RunConfig:
     """The ``config.json`` of a run directory, validated (any version)."""
     if not os.path.isdir(run_dir):
+        if os.path.exists(run_dir):
+            raise CheckpointError(f"{run_dir} is a file, not a run directory")
         raise CheckpointError(f"run directory {run_dir} does not exist")
     path = paths(run_dir)["config"]
     if not os.path.isfile(path):
         raise CheckpointError(f"{run_dir} is not a pyro-vae run directory (no {CONFIG})")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path} is unreadable: {err}") from None
     return RunConfig.from_dict(config, path)
+
+
+def check_trained(run_dir: str) -> RunConfig:
+    """The config of a run that has a checkpoint (what ``evaluate``, ``sample`` and
+    ``posterior`` need), checked before anything heavy is imported."""
+    config = read_config(run_dir)
+    if not os.path.isfile(paths(run_dir)["checkpoint"]):
+        raise CheckpointError(f"{run_dir} holds no checkpoint: it stopped before its first epoch ended; "
+                              f"train it with: pyro-vae train --resume --out {run_dir}")
+    return config
 
 
 def read_metrics(run_dir: str) -> List[Dict[str, Any]]:
@@ -58,24 +161,78 @@ def read_metrics(run_dir: str) -> List[Dict[str, Any]]:
     if not os.path.exists(path):
         return []
     rows = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line:
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError:
                     break  # a torn last line: keep what is whole
+                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                    break
+                rows.append(row)
     return rows
 
 
-def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunConfig, Dict[str, Any]]:
-    """Rebuild a run's model and guide from its directory, on ``device``.
+def clean_run(run_dir: str) -> List[str]:
+    """Remove debris of killed writers from the run (and its ``posterior/``); only the
+    process that writes the run does it (rank 0 of a process group)."""
+    if os.environ.get("RANK", "0") != "0":
+        return []
+    return clean_stale_temps(run_dir) + clean_stale_temps(os.path.join(run_dir, POSTERIOR))
+
+
+def fingerprint(path: str) -> str:
+    """``sha256:<hex>`` of a file's bytes (what identifies a dataset file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def record_dataset(data: DataConfig, run_dir: str) -> DataConfig:
+    """``data`` of a new run with a dataset *file* recorded so that the run can be moved:
+    its absolute path, its path relative to the run directory and its fingerprint."""
+    if not os.path.isfile(data.name):
+        return data
+    path = os.path.abspath(data.name)
+    return dataclasses.replace(data, name=path, fingerprint=fingerprint(path),
+                               path_from_run=os.path.relpath(path, os.path.abspath(run_dir)))
+
+
+def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
+    """The run's data settings with its dataset file found: at its recorded path, or at its
+    path relative to the run directory (the run and its data moved together), and checked
+    against its fingerprint. Named datasets are returned as they are."""
+    if data.fingerprint is None and data.path_from_run is None:
+        if os.path.isabs(data.name) or os.path.isfile(data.name) or \
+                not os.path.isfile(os.path.join(run_dir, data.name)):
+            return data  # a name, or a path of a run written before fingerprints
+        return dataclasses.replace(data, name=os.path.join(run_dir, data.name))
+    candidates = [data.name] + ([os.path.join(run_dir, data.path_from_run)] if data.path_from_run else [])
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+        raise DatasetNotFoundError(f"the dataset file of {run_dir} is not at {' nor at '.join(candidates)}; "
+                                   "pass --dataset FILE to name it")
+    if data.fingerprint is not None and fingerprint(found) != data.fingerprint:
+        raise DataError(f"{found} is not the dataset file {run_dir} was trained on (its sha256 differs); "
+                        "pass --dataset FILE to evaluate on another file")
+    return dataclasses.replace(data, name=found)
+
+
+def load_run(run_dir: str, device: str = "cpu") -> Tuple["Model", "nn.Module", RunConfig, Dict[str, Any]]:
+    """Rebuild a run's model and guide from its directory, on ``device`` (removing debris
+    of killed writers first).
 
     Returns:
         ``(model, guide, config, checkpoint)``.
     """
+    from .checkpoint import build_from_checkpoint, load_checkpoint
+
     config = read_config(run_dir)
+    clean_run(run_dir)
     payload = load_checkpoint(paths(run_dir)["checkpoint"])
     if (payload["model_spec"], payload["guide_spec"], payload.get("prior_spec")) != (
             config.model, config.guide, config.prior):
@@ -86,3 +243,17 @@ def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunCo
     model.to(device)
     guide.to(device)
     return model, guide, config, payload
+
+
+def describe_checkpoint(run_dir: Optional[str], epoch: Optional[int] = None) -> str:
+    """Where a stopped training run stands and how to continue it (for one-line messages)."""
+    if not run_dir or not os.path.isdir(run_dir):
+        return "nothing was written"
+    resume = f"pyro-vae train --resume --out {run_dir}"
+    checkpoint = paths(run_dir)["checkpoint"]
+    if not os.path.exists(checkpoint):
+        if not os.path.exists(paths(run_dir)["config"]):
+            return "nothing was written"
+        return f"{run_dir} holds no checkpoint yet; start it again with: {resume}"
+    at = f" (epoch {epoch})" if epoch is not None else ""
+    return f"the last checkpoint{at} is {checkpoint}; continue with: {resume}"

@@ -32,6 +32,7 @@ _EXPORTS = {
     "ConfigError": "errors",
     "DataError": "errors",
     "DatasetNotFoundError": "errors",
+    "OutputError": "errors",
     "PyroVAEError": "errors",
     "Model": "contract",
     "ModelDefaults": "contract",

@@ -1,10 +1,11 @@
 """Errors caused by what a user asked for.
 
 Every exception raised because of user input (an unknown name, a wrong shape, data
-outside a likelihood's support, a corrupt checkpoint, a dataset missing offline)
-derives from :class:`PyroVAEError`. The command-line interface prints its message as
-one line and exits with status 2; library users can catch the specific subclasses,
-which also derive from the matching builtin (``ValueError``, ``FileNotFoundError``).
+outside a likelihood's support, a corrupt checkpoint, a dataset missing offline, an output
+that cannot be written) derives from :class:`PyroVAEError`. The command-line interface
+prints its message as one line and exits with status 2; library users can catch the
+specific subclasses, which also derive from the matching builtin (``ValueError``,
+``FileNotFoundError``, ``OSError``).
 """
 
 from __future__ import annotations
@@ -28,3 +29,9 @@ class DatasetNotFoundError(PyroVAEError, FileNotFoundError):
 
 class CheckpointError(PyroVAEError, RuntimeError):
     """A run directory or checkpoint that is missing, corrupt or does not match."""
+
+
+class OutputError(PyroVAEError, OSError):
+    """A file or directory that cannot be written: no permission, a read-only file system,
+    a full disk, a missing parent, a path that is a directory (or lies under a file), or
+    the path of a file a run owns."""
