@@ -4,27 +4,35 @@ and calls the commands (:mod:`inference.train`, :mod:`.evaluate`, :mod:`.sample`
 
 Bad input (unknown names, wrong types, wrong shapes, NaN, data outside a likelihood's
 support, a missing or foreign run directory, a corrupt checkpoint, a dataset missing
-offline) is reported as one line on stderr with exit status 2; an existing run is never
-overwritten. The ``train`` flags are derived from the fields of the configuration
-dataclasses, and argument errors are found before torch is imported.
+offline, an output that cannot be written) is reported as one line on stderr with exit
+status 2; an existing run is never overwritten. Faults are one line too: a NaN loss, a full
+disk or no memory (exit 1), SIGINT or SIGTERM (exit 130 / 143), each saying where the last
+checkpoint is and how to resume. The ``train`` flags are derived from the fields of the
+configuration dataclasses; argument errors and unwritable or protected outputs are found
+before torch is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+import warnings
 from typing import Optional, Sequence
 
 from pyro_vae.errors import ConfigError, PyroVAEError
-from pyro_vae.infer.config import TrainConfig
+from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, TrainConfig
+from pyro_vae.options import check_int, check_positive
 
-from .config import Choices, DataConfig, RunConfig, add_flags, given_flag_names, given_flags
+from . import signals
+from .config import MAX_SAMPLES, Choices, DataConfig, RunConfig, add_flags, given_flag_names, given_flags
 
 PROG = "pyro-vae"
 #: The dataclasses whose fields are the ``train`` flags (besides the runtime flags).
 TRAIN_FLAGS = (Choices, DataConfig, TrainConfig, RunConfig)
+SPLITS = ("train", "test")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,15 +116,34 @@ def _check_device(device: str) -> None:
         raise ConfigError("--device cuda was asked for, but CUDA is not available")
 
 
+def _check_seed(seed: int) -> None:
+    check_int(seed, "--seed", 0, MAX_SEED)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+
+
+def _default_out(config: RunConfig) -> str:
+    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model['name']}-"
+                                f"{config.guide['name']}")
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.jit:
         raise ConfigError("--jit is gone: the training engine (Pyro's ELBOModule and a torch optimizer) "
                           "is as fast without TorchScript (docs/benchmarks.md)")
+    config, resume_epochs = _train_config(args)
+    if args.out is None and "WORLD_SIZE" not in os.environ:
+        # named before any process starts, so that every message (and every rank) names it
+        args.out = _default_out(config)
+        args.argv = [*args.argv, "--out", args.out]
+    restart = _check_train_out(args)
     if args.nproc is not None:
         from .launch import launch
 
         return launch(args.nproc, args.argv, out=args.out)
-    config, resume_epochs = _train_config(args)
     from .distributed import process_group
     from .evaluate import summarize
 
@@ -135,12 +162,30 @@ def _train(args: argparse.Namespace) -> int:
 
         from .train import train_run
 
-        out = broadcast(args.out or os.path.join(
-            "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model['name']}-{config.guide['name']}"))
-        result = train_run(out, config, download=args.download, progress=progress, device=device, log=log)
+        if args.out is None:  # under torchrun: rank 0 names the run for all
+            args.out = broadcast(_default_out(config))
+        result = train_run(args.out, config, download=args.download, progress=progress, device=device,
+                           log=log, restart=restart)
         log(summarize(result))
-        log(f"run directory: {out}")
+        log(f"run directory: {args.out}")
     return 0
+
+
+def _check_train_out(args: argparse.Namespace) -> Optional[bool]:
+    """The checks of ``--out`` (before torch, data or a process group): a resumed run must be
+    a run, writable; a new one must not damage anything (see
+    :func:`~inference.rundir.check_new_run`, whose answer — restart a run stopped before its
+    first checkpoint — this returns; ``None`` when the run is not named yet)."""
+    from .io import check_writable
+    from .rundir import check_new_run, read_config
+
+    if args.out is None:
+        return None
+    if args.resume:
+        read_config(args.out)
+        check_writable(args.out)
+        return None
+    return check_new_run(args.out)
 
 
 def _train_config(args: argparse.Namespace):
@@ -179,11 +224,18 @@ def _train_config(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .io import check_output_file
+    from .rundir import check_trained, paths
+
+    if args.iwae_samples is not None:
+        check_int(args.iwae_samples, "--iwae-samples", 1, MAX_IWAE_SAMPLES)
+    _check_seed(args.seed)
+    _check_split(args.split)
+    check_trained(args.run_dir)
+    check_output_file(paths(args.run_dir)["eval"])
+    _check_device(args.device)
     from .evaluate import evaluate_run, summarize
 
-    if args.iwae_samples is not None and args.iwae_samples < 1:
-        raise ConfigError(f"--iwae-samples must be positive, got {args.iwae_samples}")
-    _check_device(args.device)
     result = evaluate_run(args.run_dir, iwae_samples=args.iwae_samples, split=args.split,
                           dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                           seed=args.seed, progress=not args.no_progress, device=args.device)
@@ -193,9 +245,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from .rundir import check_run_output, check_trained
+
+    check_int(args.n, "--n", 1, MAX_SAMPLES)
+    _check_seed(args.seed)
+    if args.temperature is not None:
+        check_positive(args.temperature, "--temperature")
+    config = check_trained(args.run_dir)
+    if args.temperature is not None and config.kind != "flow":
+        raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
+    check_run_output(args.out or os.path.join(args.run_dir, "samples.png"), args.run_dir)
+    _check_device(args.device)
     from .sample import sample_run
 
-    _check_device(args.device)
     path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device,
                       temperature=args.temperature)
     print(f"wrote {path}")
@@ -203,6 +265,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _posterior(args: argparse.Namespace) -> int:
+    from .rundir import POSTERIOR, check_analysis_output, check_trained
+
+    _check_seed(args.seed)
+    _check_split(args.split)
+    if check_trained(args.run_dir).kind == "flow":
+        raise ConfigError(f"{args.run_dir} holds a density flow: it has no latent variable, so no posterior")
+    check_analysis_output(args.out or os.path.join(args.run_dir, POSTERIOR), args.run_dir)
     from pyro_vae.infer.gaps import LocalFitConfig
     from pyro_vae.infer.nuts import NUTSConfig
 
@@ -245,8 +314,39 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
+def _out_of_memory(err: BaseException) -> Optional[str]:
+    """The one line for an allocation that failed (``None`` if ``err`` is something else)."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)
+    amount = f" (an allocation of {int(size[1]) / 2**30:,.1f} GiB failed)" if size else ""
+    return (f"out of memory{amount}; a smaller --batch-size, --particles, --z-dim or smaller networks "
+            "need less")
+
+
+def _where(args: argparse.Namespace, err: BaseException) -> str:
+    """Where a command stopped by a fault or a signal leaves things (for its one line)."""
+    if args.command != "train":
+        return "nothing was left half-written (every file is written atomically)"
+    from .rundir import describe_checkpoint
+
+    return describe_checkpoint(args.out, getattr(err, "checkpoint_epoch", None))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``pyro-vae`` console script."""
+    previous = signals.install()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:  # before the command started (parsing arguments)
+        print(f"{PROG}: interrupted by {signals.name(err)}; nothing was written", file=sys.stderr)
+        return signals.EXIT_STATUS[signals.name(err)]
+    finally:
+        signals.restore(previous)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -256,30 +356,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "posterior": _posterior,
                "list": _list}[args.command]
-    # under torchrun every rank runs this; rank 0 speaks for all
+    # under torchrun every rank runs this; rank 0 speaks for all, and under `--nproc` the
+    # launcher speaks for the workers when the run is interrupted or a peer fails
     speak = os.environ.get("RANK", "0") == "0"
+    launched = bool(os.environ.get("PYRO_VAE_LAUNCHED"))
+    prefix = f"{PROG} {args.command}"
+    # a NaN loss is reported once, as the error line, not also as Pyro's warning
+    warnings.filterwarnings("ignore", message="Encountered NaN")
     try:
         return handler(args)
     except PyroVAEError as err:
         if speak:
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
         if speak:
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {err}", file=sys.stderr)
         return 1
-    except RuntimeError as err:
-        if not _peer_failure(err):
+    except (RuntimeError, MemoryError) as err:
+        memory = _out_of_memory(err)
+        if memory is not None:
+            if speak:
+                print(f"{prefix}: error: {memory}; {_where(args, err)}", file=sys.stderr)
+            return 1
+        if not isinstance(err, RuntimeError) or not _peer_failure(err):
             raise
         # another rank died (torchrun's agent is ending the run): say so once, no traceback
-        if speak and not os.environ.get("PYRO_VAE_LAUNCHED"):
-            print(f"{PROG} {args.command}: error: another process of the run failed ({_first_line(err)}); "
+        if speak and not launched:
+            print(f"{prefix}: error: another process of the run failed ({_first_line(err)}); "
                   "the last checkpoint is intact; continue with --resume", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted (the last completed epoch is checkpointed; "
-              "continue with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM (signals.Terminated)
+        if speak and not launched:
+            print(f"{prefix}: interrupted by {signals.name(err)}; {_where(args, err)}", file=sys.stderr)
+        return signals.EXIT_STATUS[signals.name(err)]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pyro_vae.errors import CheckpointError, ConfigError
-from pyro_vae.infer.config import TrainConfig
-from pyro_vae.options import (check_fields, check_ranges, check_value, dataclass_from_dict, fields_of,
-                              option, parse_pairs)
+from pyro_vae.infer.config import MAX_IWAE_SAMPLES, TrainConfig
+from pyro_vae.options import (check_fields, check_int, check_ranges, dataclass_from_dict, fields_of, option,
+                              parse_pairs)
 
 FORMAT = "pyro-vae-run"
 #: Version 2: specs of model, guide and prior side by side (version 1, written by
@@ -34,6 +34,8 @@ FORMAT = "pyro-vae-run"
 VERSION = 2
 
 BINARIZATIONS = ("dynamic", "static", "none")
+#: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
+MAX_SAMPLES = 10_000
 
 
 @dataclass
@@ -47,6 +49,10 @@ class DataConfig:
     seed: int = option(0, "seed of the binarization and of the evaluation noise", cli=False)
     train_size: Optional[int] = option(None, "use only the first N training images", metavar="N")
     test_size: Optional[int] = option(None, "use only the first N test images", metavar="N")
+    #: a dataset file's ``sha256:…`` and its path relative to the run directory, recorded so
+    #: that the run can be moved with its data and the file checked (:mod:`inference.rundir`)
+    fingerprint: Optional[str] = option(None, "sha256 of the dataset file", cli=False)
+    path_from_run: Optional[str] = option(None, "the dataset file relative to the run directory", cli=False)
 
     def __post_init__(self) -> None:
         check_fields(self, "data setting")
@@ -68,7 +74,9 @@ class DataConfig:
 
     def load_kwargs(self) -> Dict[str, Any]:
         """The arguments of :func:`pyro_vae.data.load_dataset`."""
-        return self.to_dict()
+        d = self.to_dict()
+        del d["fingerprint"], d["path_from_run"]
+        return d
 
 
 @dataclass
@@ -150,9 +158,7 @@ class RunConfig:
         if self.prior is not None and (not isinstance(self.prior, dict)
                                        or not isinstance(self.prior.get("name"), str)):
             raise ConfigError(f"the prior spec must be an object with a name, got {self.prior!r}")
-        self.iwae_samples = check_value(self.iwae_samples, int, "iwae_samples")
-        if self.iwae_samples < 1:
-            raise ConfigError(f"--iwae-samples must be positive, got {self.iwae_samples}")
+        self.iwae_samples = check_int(self.iwae_samples, "--iwae-samples", 1, MAX_IWAE_SAMPLES)
         if self.kind not in ("vae", "flow"):
             raise ConfigError(f"kind must be 'vae' or 'flow', got {self.kind!r}")
 

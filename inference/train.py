@@ -21,16 +21,17 @@ from torch import nn
 from pyro_vae.build import build_model_and_guide
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
-from pyro_vae.errors import CheckpointError
+from pyro_vae.errors import CheckpointError, ConfigError, OutputError
 from pyro_vae.infer import distributed
 from pyro_vae.infer.trainer import Trainer, set_seed
 
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .evaluate import evaluate_model
-from .io import atomic_write_json, atomic_write_text
+from .io import append_text, atomic_write_json, atomic_write_text, check_writable
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .rundir import is_run, load_run, paths, read_metrics
+from .rundir import (check_new_run, clean_run, describe_checkpoint, load_run, paths, read_config, read_metrics,
+                     record_dataset, run_dataset)
 
 #: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
 FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
@@ -43,21 +44,21 @@ def train_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str = "cpu",
+    restart: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Train a new run in ``run_dir`` (created) as ``config`` says, and evaluate it.
 
     ``config``'s specs may leave options out: the run records the full specs of what was
-    built (every default filled in, and the image shape of the data).
+    built (every default filled in, and the image shape of the data). A directory that
+    holds only the ``config.json`` of a run stopped before its first checkpoint is started
+    afresh; every other existing run is refused (:func:`~inference.rundir.check_new_run`,
+    which ``restart`` says the caller has already run).
 
     Returns:
         the final evaluation (the content of ``eval.json``).
     """
-    if is_run(run_dir):
-        raise CheckpointError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise CheckpointError(f"{run_dir} exists and is not a directory")
+    if restart is None:
+        restart = check_new_run(run_dir)
     # Everything that can fail on bad input happens before the directory is created.
     dataset = load_dataset(**config.data.load_kwargs(), download=download)
     set_seed(config.train.seed)
@@ -66,8 +67,13 @@ def train_run(
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
+    config = dataclasses.replace(config, data=record_dataset(config.data, run_dir))
     if distributed.is_main():
         os.makedirs(run_dir, exist_ok=True)
+        if restart:  # what a start that never reached a checkpoint left behind
+            clean_run(run_dir)
+            if os.path.exists(paths(run_dir)["metrics"]):
+                os.unlink(paths(run_dir)["metrics"])
         atomic_write_json(paths(run_dir)["config"], config.to_dict())
         what = (f"{model.spec['name']} VAE with {guide.spec['name']} guide" if model.has_latent
                 else f"the {model.spec['name']} density flow (exact likelihood)")
@@ -86,22 +92,57 @@ def resume_run(
     device: str = "cpu",
 ) -> Dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint, to ``epochs`` in all (its
-    own number when ``None``), exactly as if it had not stopped; then evaluate it."""
+    own number when ``None``), exactly as if it had not stopped; then evaluate it.
+
+    A run stopped before its first checkpoint is started again from its ``config.json``. A
+    run is never shortened, and a finished, evaluated run is refused unless ``epochs`` asks
+    for more: nothing is written before these checks.
+    """
+    original = read_config(run_dir)
+    check_writable(run_dir)
+    if not os.path.exists(paths(run_dir)["checkpoint"]):
+        log(f"{run_dir} holds no checkpoint (it stopped before its first epoch ended): starting it again")
+        if epochs is not None:
+            original = dataclasses.replace(original, train=dataclasses.replace(original.train, epochs=epochs))
+        restarted = dataclasses.replace(original, data=run_dataset(run_dir, original.data))
+        return train_run(run_dir, restarted, download=download, progress=progress, log=log, device=device,
+                         restart=True)
     model, guide, config, payload = load_run(run_dir, device=device)
     config = built_config(config, model, guide)  # a run of an older version: today's spellings
     if "trainer" not in payload:
         raise CheckpointError(f"{paths(run_dir)['checkpoint']} holds no trainer state to resume from")
-    if epochs is not None and epochs != config.train.epochs:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    done = int(payload["trainer"]["epoch"])
+    target = config.train.epochs if epochs is None else epochs
+    if target < done:
+        raise ConfigError(f"--epochs {target} is fewer than the {done} epochs {run_dir} has completed "
+                          "(a run is never shortened)")
+    if target == done and os.path.exists(paths(run_dir)["eval"]):
+        raise ConfigError(f"{run_dir} has completed its {done} epochs and been evaluated; pass --epochs N "
+                          f"with N > {done} to train it further (or `pyro-vae evaluate {run_dir}`)")
+    if target != config.train.epochs:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=target))
+    data = run_dataset(run_dir, config.data)
+    dataset = load_dataset(**data.load_kwargs(), download=download)
     trainer = Trainer(model, guide, dataset, config.train)
     trainer.load_state_dict(payload["trainer"])
-    metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= trainer.epoch]
+    on_disk = read_metrics(run_dir)
+    metrics = [m for m in on_disk if m["epoch"] <= trainer.epoch]
     if distributed.is_main():
-        atomic_write_json(paths(run_dir)["config"], config.to_dict())
-        atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
+        if config != original:  # more epochs, or a run of an older version
+            atomic_write_json(paths(run_dir)["config"], config.to_dict())
+        if metrics != on_disk or _torn(paths(run_dir)["metrics"], len(on_disk)):
+            # lines of epochs beyond the checkpoint (a crash between the two writes), or torn
+            atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
         log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
     return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress)
+
+
+def _torn(path: str, whole: int) -> bool:
+    """Whether ``path`` holds more (non-empty) lines than the ``whole`` ones read from it."""
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip()) != whole
 
 
 def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig:
@@ -123,6 +164,8 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
+    # the epoch of the checkpoint on disk (None: none yet), for the message of a stop
+    checkpointed = trainer.epoch if os.path.exists(p["checkpoint"]) else None
     try:
         for _ in epochs:
             m = trainer.train_epoch()
@@ -131,13 +174,20 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
             if main:
                 # metrics first, then the checkpoint: a crash in between leaves a metrics
                 # line beyond the checkpoint, which resume drops.
-                with open(p["metrics"], "a") as f:
-                    f.write(json.dumps(m) + "\n")
+                append_text(p["metrics"], json.dumps(m) + "\n")
                 save_checkpoint(p["checkpoint"], model, guide, state)
+            checkpointed = trainer.epoch
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(train=f"{-m['train_loss']:.1f}", test_elbo=f"{m['test_elbo']:.1f}",
                                 kl=f"{m['test_kl']:.1f}")
+    except KeyboardInterrupt as err:  # SIGINT or SIGTERM: the message says where the run stands
+        err.checkpoint_epoch = checkpointed  # type: ignore[attr-defined]
+        raise
+    except FloatingPointError as err:  # a resume would repeat the very same steps
+        raise FloatingPointError(f"{err}; {_after_nan(run_dir, checkpointed)}") from None
+    except OutputError as err:  # a full disk: the previous checkpoint is intact
+        raise OutputError(f"{err}; {describe_checkpoint(run_dir, checkpointed)}") from None
     finally:
         if bar is not None:
             bar.close()
@@ -157,6 +207,14 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
     return result
 
 
+def _after_nan(run_dir: str, checkpointed: Optional[int]) -> str:
+    if checkpointed is None:
+        return (f"{run_dir} holds no checkpoint: start it again with a smaller --lr or a --kl-warmup "
+                f"(pyro-vae train --out {run_dir} --lr …)")
+    return (f"the last checkpoint (epoch {checkpointed}) is {paths(run_dir)['checkpoint']}, but a resume "
+            "would repeat the same steps: start a new run with a smaller --lr or a --kl-warmup")
+
+
 def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset,
                 metrics: List[Dict], seed: int) -> None:
     """``samples.png``, ``reconstructions.png`` (through the guide; a density flow's exact
@@ -167,7 +225,8 @@ def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset
         x = data.eval_data("test", dequantize=model.dequantize)[:32]
         x = x.to(next(model.parameters()).device)
         recon = model.reconstruct(x, guide)
-        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"))
+        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"),
+                  nrow=min(8, len(x)))
         if not model.has_latent:  # one row of 8 samples per temperature
             grid = torch.cat([model.generate(8, t) for t in FLOW_TEMPERATURES])
             save_grid(grid, os.path.join(run_dir, "samples_temperature.png"))

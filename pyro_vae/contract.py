@@ -27,7 +27,8 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 from torch import Tensor, nn
 
-from .plates import check_images
+from .errors import ConfigError
+from .plates import check_finite, check_images, check_range, validating
 
 _instance_counter = itertools.count()
 
@@ -85,9 +86,35 @@ class Model(nn.Module, abc.ABC):
         """Number of dimensions D of one image (C·H·W), the denominator of bits/dim."""
         return int(math.prod(self.x_shape))
 
-    def check_x(self, x: Tensor) -> Tensor:
-        """``x`` if it has shape (B, *x_shape); else a clear :class:`DataError`."""
-        return check_images(x, self.x_shape)
+    def check_x(self, x: Tensor, values: Optional[bool] = None) -> Tensor:
+        """``x`` as images (B, *x_shape) in the model's dtype (see
+        :func:`~pyro_vae.plates.check_images`); else one clear :class:`DataError`.
+
+        Args:
+            x: the images.
+            values: also scan the values — finite, in the likelihood's support
+                (:meth:`check_values`) — which costs a pass over ``x``. ``None``: when
+                Pyro's validation is on (it is off in the training engine, which checked its
+                data once when they were loaded); the public entry points pass ``True``.
+        """
+        param = next(self.parameters(), None)
+        x = check_images(x, self.x_shape, None if param is None else param.dtype)
+        if values or (values is None and validating()):
+            self.check_values(check_finite(x))
+        return x
+
+    def check_values(self, x: Tensor) -> None:
+        """Refuse finite images outside the model's support with a :class:`DataError`
+        (default: grey levels in [0, 1])."""
+        check_range(x)
+
+    def check_guide(self, guide: nn.Module) -> None:
+        """Refuse a guide built for another model: it would condition on that model's
+        encoder, which this model's training never updates (nor evaluates)."""
+        owner = getattr(guide, "vae", None)
+        if owner is not None and owner is not self:
+            raise ConfigError("the guide was built for another model (it uses that model's encoder); "
+                              "build it for this one, e.g. build_guide(name, vae)")
 
     # ------------------------------------------------------------------ data contract
     @property

@@ -265,9 +265,13 @@ def load_dataset(
             f"unknown binarization {binarize!r}; valid binarizations: {', '.join(BINARIZATIONS)}"
         )
     xtr, ytr, xte, yte = find_loader(name)(name, data_dir, download)
-    for size, what in ((train_size, "train"), (test_size, "test")):
+    for size, what, images in ((train_size, "train", xtr), (test_size, "test", xte)):
         if size is not None and size < 1:
             raise ConfigError(f"{what} size must be positive, got {size}")
+        available = len(images) if hasattr(images, "__len__") else None
+        if size is not None and available is not None and size > available:
+            # asking for more images than there are is a mistake, not a wish for all of them
+            raise ConfigError(f"{what}_size={size} is more than the {available} {what} images of {name}")
     if train_size is not None:
         xtr, ytr = xtr[:train_size], (None if ytr is None else ytr[:train_size])
     if test_size is not None:

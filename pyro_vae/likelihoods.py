@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from .distributions import DiscretizedLogisticMixture, num_coeffs
 from .errors import ConfigError, DataError
+from .plates import check_range
 from .registry import Registry
 
 LIKELIHOODS: Registry[type] = Registry("likelihood")
@@ -71,6 +72,16 @@ class Likelihood(nn.Module):
                 f"the {name} likelihood models grey levels, but the data are binarized; "
                 "use --binarize none or --likelihood bernoulli"
             )
+
+    def check_values(self, x: Tensor) -> None:
+        """Refuse finite images outside this likelihood's support (a :class:`DataError`)."""
+        name = type(self).name
+        if self.binary:
+            if not bool(((x == 0) | (x == 1)).all()):
+                raise DataError(f"the {name} likelihood needs binary images (0 or 1), got grey levels; "
+                                "binarize them (e.g. torch.bernoulli(x)) or use a likelihood for grey levels")
+        else:
+            check_range(x, f"grey levels of the {name} likelihood")
 
     def bits_per_dim(self, nll: float) -> float:
         """Bits per dimension of a negative log-likelihood ``nll`` (nats per example).
@@ -188,12 +199,3 @@ def build_likelihood(name: str, x_shape: Sequence[int], **kwargs) -> Likelihood:
     """Build a registered likelihood by name for images of shape ``x_shape``."""
     return LIKELIHOODS.get(name)(x_shape, **kwargs)
 
-
-def check_support(x: Tensor, binary: bool) -> None:
-    """Raise :class:`DataError` if ``x`` has NaN or lies outside {0, 1} / [0, 1]."""
-    if not torch.isfinite(x).all():
-        raise DataError("data contain NaN or infinite values")
-    if binary and not ((x == 0) | (x == 1)).all():
-        raise DataError("binary data must be exactly 0 or 1")
-    if not binary and (x.min() < 0 or x.max() > 1):
-        raise DataError("grey levels must lie in [0, 1]")

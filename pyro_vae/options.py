@@ -271,6 +271,30 @@ def check_fields(obj: Any, what: str) -> None:
         object.__setattr__(obj, f.name, value)
 
 
+def check_int(value: Any, name: str, low: int, high: Optional[int] = None) -> int:
+    """``value`` if it is an integer in ``[low, high]``; else one ConfigError naming ``name``.
+
+    Example:
+        >>> check_int(-1, "--seed", 0, 2**32 - 1)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: --seed must be an integer from 0 to 4294967295, got -1
+    """
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        span = f"from {low} to {high}" if high is not None else f"≥ {low}"
+        raise ConfigError(f"{name} must be an integer {span}, got {value!r}")
+    return value
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite positive number; else one ConfigError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ConfigError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
 def check_ranges(obj: Any, checks: Mapping[str, bool], what: str) -> None:
     """One ConfigError naming every field of ``obj`` whose check failed."""
     bad = [k for k, ok in checks.items() if not ok]

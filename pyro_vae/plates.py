@@ -23,12 +23,53 @@ from torch import Size, Tensor
 from .errors import ConfigError, DataError
 
 
-def check_images(x: Tensor, x_shape: Sequence[int]) -> Tensor:
-    """``x`` if it is a tensor of shape (B, *x_shape); else a :class:`DataError` naming both."""
+def check_images(x: Tensor, x_shape: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
+    """``x`` checked as a batch of images (B, *x_shape), in the floating-point ``dtype`` of
+    the model that takes it; else one :class:`DataError` saying what is wrong.
+
+    Every check is O(1) — this runs at every model and guide call of training; the values
+    themselves are scanned by :func:`check_finite` and the likelihoods' support checks. A
+    float tensor of another precision (float64, float16) or a boolean one is converted,
+    the obvious intent; an integer tensor is refused, since 0/1 pixels and 8-bit levels
+    would both need another conversion.
+    """
     if not isinstance(x, Tensor) or x.dim() != len(x_shape) + 1 or tuple(x.shape[1:]) != tuple(x_shape):
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise DataError(f"expected images of shape (B, {', '.join(map(str, x_shape))}), got {shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"expected a batch of at least one image of shape {tuple(x_shape)}, got an empty one")
+    if x.dtype == torch.bool:
+        x = x.to(dtype or torch.get_default_dtype())
+    elif not x.is_floating_point():
+        raise DataError(f"images must be floating point (binary 0/1 or grey levels in [0, 1]), got {x.dtype}; "
+                        "8-bit levels k are k / 255, e.g. x.float() / 255")
+    elif dtype is not None and x.dtype != dtype:
+        x = x.to(dtype)
     return x
+
+
+def check_finite(x: Tensor) -> Tensor:
+    """``x`` if it holds no NaN or infinity; else a :class:`DataError` (one pass over x)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"the images contain {bad} NaN or infinite values")
+    return x
+
+
+def check_range(x: Tensor, what: str = "grey levels") -> None:
+    """Refuse values outside [0, 1] with a :class:`DataError` naming the range found."""
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"expected {what} in [0, 1], got values in [{lo:g}, {hi:g}]; 8-bit levels k are "
+                        "k / 255")
+
+
+def validating() -> bool:
+    """Whether Pyro's validation is on (the default outside the training engine): then the
+    models also scan their input's values, as Pyro's distributions do."""
+    from pyro.infer.util import is_validation_enabled
+
+    return is_validation_enabled()
 
 
 def data_plate(x: Tensor, num_data: Optional[int]) -> pyro.plate:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import torch
@@ -19,16 +20,25 @@ SUFFIXES = (".npz", ".pt", ".pth")
 def load_arrays(path: str, data_dir: str, download: bool):
     """The arrays of a file (never executes pickled code)."""
     del data_dir, download
+    if os.path.isdir(path):
+        raise DataError(f"dataset file {path} is a directory, not a file")
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f"dataset file {path} does not exist")
+    npz = path.endswith(".npz")
+    if npz and not zipfile.is_zipfile(path):  # np.load would call it "pickled (object) data"
+        raise DataError(f"dataset file {path} is not a NumPy .npz archive (np.savez writes one)")
     try:
-        if path.endswith(".npz"):
+        if npz:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
         else:
             arrays = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise DataError(f"cannot read dataset file {path}: {err.strerror or err}") from None
     except Exception as err:  # any unreadable file is the user's input, not our bug
-        raise DataError(f"cannot read dataset file {path}: {err}") from None
+        what = "a .npz archive of plain arrays" if npz else "a torch file of tensors"
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DataError(f"dataset file {path} is not {what} ({first})") from None
     if not isinstance(arrays, dict) or "train" not in arrays or "test" not in arrays:
         raise DataError(f"dataset file {path} must hold arrays named 'train' and 'test'")
     return arrays["train"], arrays.get("train_labels"), arrays["test"], arrays.get("test_labels")

@@ -148,7 +148,7 @@ class FlowModel(Model):
     def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
         """p_θ(x) for a mini-batch ``x`` of shape (B, C, H, W); ``kl_scale`` is accepted
         for the common signature and ignored (there is no latent to weight)."""
-        self.check_x(x)
+        x = self.check_x(x)
         register(self.pyro_prefix, self)
         with data_plate(x, num_data):
             pyro.sample("x", self.distribution(), obs=x)

@@ -11,6 +11,9 @@ from ..options import check_fields, check_ranges, dataclass_from_dict, option
 
 #: Seeds are 32-bit (numpy's limit).
 MAX_SEED = 2**32 - 1
+#: Most importance samples per image of an evaluation: it runs in chunks, so memory is
+#: bounded, but time is not (k = 10⁶ on 1,000 images is 10⁹ decoder passes).
+MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
 
 

@@ -133,7 +133,8 @@ def evaluate(
         standard errors over images, ``rec`` (E_q log p(x|z)) and ``kl``
         (E_q[log q(z|x) − log p(z)]), ``iwae_samples`` and ``num_examples``.
     """
-    vae.check_x(x)
+    vae.check_guide(guide)
+    x = vae.check_x(x, values=True)
     start = time.perf_counter()
     rank, world = distributed.world() if sharded else (0, 1)
     if world > 1:

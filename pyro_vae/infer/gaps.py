@@ -176,7 +176,7 @@ def fit_local_guide(
         "final_lr", "loss_history"}`` (window means of −ELBO per image).
     """
     config = config or LocalFitConfig()
-    vae.check_x(x)
+    x = vae.check_x(x, values=True)
     local, method = local_guide(vae, guide, x, config.method)
     local, info = fit_guide(vae, local, x, config, seed, fixed=(guide,))
     return local, {"method": method, **info}
@@ -283,7 +283,7 @@ def inference_gaps(
     if iwae_samples < 1:
         raise ConfigError(f"--iwae-samples must be positive, got {iwae_samples}")
     local = local or LocalFitConfig()
-    vae.check_x(x)
+    x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
     rows = []
     for i, index in enumerate(examples):

@@ -108,7 +108,7 @@ def nuts_posterior(
     import arviz as az
 
     config = config or NUTSConfig()
-    vae.check_x(x)
+    x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
     per_example = []
     with frozen(vae), isolated(x, None), num_threads(config.threads):
@@ -193,7 +193,7 @@ def guide_posterior(
 
     if num_draws < 1:
         raise ConfigError(f"the number of guide draws must be positive, got {num_draws}")
-    vae.check_x(x)
+    x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
     with frozen(vae, guide), isolated(x, seed):
         lw = log_weights(vae, guide, x, num_draws)

@@ -108,6 +108,7 @@ class Trainer:
         self.data = data
         self.config = config
         vae.check_data(data.binary)
+        vae.check_guide(guide)
         self.device = next(vae.parameters()).device
         self.autocast = _autocast(config.precision, self.device, vae)
         data.to(self.device)
@@ -173,8 +174,8 @@ class Trainer:
                 value = loss.item()  # the one host–device round trip of a step
                 if not math.isfinite(value):
                     raise FloatingPointError(
-                        f"the loss became {value} at epoch {epoch + 1}, step {steps + 1}; "
-                        "the run stopped; start again with a smaller --lr or a KL warm-up"
+                        f"the loss became {value} at epoch {epoch + 1}, step {steps + 1} and training "
+                        "stopped (a smaller learning rate or a KL warm-up may help)"
                     )
                 # loss estimates N × (−β-ELBO per example) from this shard
                 total += loss.double() / self.num_data * len(x)

@@ -64,7 +64,7 @@ def latent_usage(
         ``{"kl_per_dim", "activity", "active", "active_units", "kl_total", "threshold",
         "method", "num_examples"}`` (lists over z_dim).
     """
-    vae.check_x(x)
+    x = vae.check_x(x, values=True)
     prior = diagonal_normal(vae.prior())
     means, kls, mc_var = [], [], []
     method = "exact"

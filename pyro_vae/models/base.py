@@ -150,6 +150,9 @@ class VAE(Model):
     def bits_per_dim(self, nll: float) -> float:
         return self.likelihood.bits_per_dim(nll)
 
+    def check_values(self, x: Tensor) -> None:
+        self.likelihood.check_values(x)
+
     def _register(self, name: str, module: nn.Module) -> None:
         register(f"{self.pyro_prefix}.{name}", module)
 
@@ -169,12 +172,15 @@ class VAE(Model):
         Returns:
             the latent sample ``z``.
         """
-        self.check_x(x)
+        x = self.check_x(x)
         self._register("decoder", self.decoder)
         self.register_prior()
         with data_plate(x, num_data):
             with kl_scaled(kl_scale):
                 z = pyro.sample("z", self.prior())
+            if z.shape[-1] != self.z_dim:  # replayed from a guide of another VAE
+                raise ConfigError(f"the guide drew z of dimension {z.shape[-1]}, but this VAE's z_dim is "
+                                  f"{self.z_dim}: the guide was built for another model")
             pyro.sample("x", self.decoder.distribution(z), obs=x)
         return z
 

@@ -20,6 +20,17 @@ def check_widths(channels: Sequence[int], hidden: int) -> Tuple[int, ...]:
     return widths
 
 
+def check_stages(x_shape: Sequence[int], stages: int, name: str) -> None:
+    """Refuse images too small for ``stages`` stride-2 stages: each must halve a side of at
+    least 2 pixels (on a 1 × 1 image a "convolutional" VAE convolves nothing)."""
+    _, h, w = (int(s) for s in x_shape)
+    smallest = 2 ** (stages - 1) + 1
+    if min(h, w) < smallest:
+        raise ConfigError(f"the {name} model's {stages} stride-2 stage{'s' if stages > 1 else ''} need images "
+                          f"of at least {smallest}×{smallest} pixels, got {h}×{w}; use fewer stages "
+                          "(--set channels=[…]) or the dense model")
+
+
 @MODELS.register("conv")
 class ConvVAE(VAE):
     """A VAE with a convolutional encoder and decoder, for any image size.
@@ -49,6 +60,7 @@ class ConvVAE(VAE):
         activation: str = "elu",
     ) -> None:
         widths = check_widths(channels, hidden)
+        check_stages(x_shape, len(widths), "conv")
         lik = build_likelihood(likelihood, x_shape)
         trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation)
         net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], int(hidden), activation)

@@ -31,7 +31,7 @@ from ..nets.conv import ConvEncoderTrunk
 from ..nets.pixelcnn import GatedPixelCNN
 from ..pixel_likelihood import PixelCNNDistribution
 from .base import MODELS, VAE, Decoder, Encoder
-from .conv import check_widths
+from .conv import check_stages, check_widths
 
 
 class ConditioningNet(nn.Module):
@@ -120,6 +120,7 @@ class PixelVAE(VAE):
         activation: str = "elu",
     ) -> None:
         widths = check_widths(channels, hidden)
+        check_stages(x_shape, len(widths), "pixel")
         for name, value in (("pixel_channels", pixel_channels), ("pixel_layers", pixel_layers),
                             ("cond_channels", cond_channels)):
             if int(value) < 1:

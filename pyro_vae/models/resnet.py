@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from ..likelihoods import build_likelihood
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
 from .base import MODELS, VAE, Decoder, Encoder
-from .conv import check_widths
+from .conv import check_stages, check_widths
 
 
 @MODELS.register("resnet")
@@ -45,6 +45,7 @@ class ResNetVAE(VAE):
         activation: str = "elu",
     ) -> None:
         widths = check_widths(channels, hidden)
+        check_stages(x_shape, len(widths), "resnet")
         if int(blocks) < 0:
             raise ConfigError(f"blocks must be zero or positive, got {blocks}")
         lik = build_likelihood(likelihood, x_shape)
