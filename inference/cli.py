@@ -134,12 +134,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.jit:
         raise ConfigError("--jit is gone: the training engine (Pyro's ELBOModule and a torch optimizer) "
                           "is as fast without TorchScript (docs/benchmarks.md)")
+    restart = _check_train_out(args)  # before the model registry imports torch
     config, resume_epochs = _train_config(args)
     if args.out is None and "WORLD_SIZE" not in os.environ:
         # named before any process starts, so that every message (and every rank) names it
         args.out = _default_out(config)
         args.argv = [*args.argv, "--out", args.out]
-    restart = _check_train_out(args)
+        restart = _check_train_out(args)
     if args.nproc is not None:
         from .launch import launch
 

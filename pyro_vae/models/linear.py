@@ -44,6 +44,12 @@ class LinearGaussianVAE(VAE):
         net = nn.Sequential(nn.Linear(z_dim, int(math.prod(lik.param_shape))), nn.Unflatten(-1, lik.param_shape))
         super().__init__(x_shape, z_dim, Encoder(trunk, d, z_dim), Decoder(net, lik))
 
+    def check_values(self, x: Tensor) -> None:
+        """Probabilistic PCA models real vectors: with the Gaussian likelihood any finite
+        value is in its support (not only grey levels in [0, 1])."""
+        if self.likelihood.binary:
+            self.likelihood.check_values(x)
+
     # ------------------------------------------------------------------ closed forms
     def _require_gaussian(self) -> GaussianLikelihood:
         if not isinstance(self.likelihood, GaussianLikelihood):

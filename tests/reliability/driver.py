@@ -1,0 +1,91 @@
+"""The ``pyro-vae`` command line with a fault injected, for the fault tests.
+
+``python tests/reliability/driver.py ARGS…`` runs ``inference.cli.main(ARGS)`` after
+applying the faults named in the environment:
+
+* ``FAULT_EPOCH_SLEEP=S`` — every epoch takes S seconds longer (so that a signal can be
+  sent while a run is training, whatever the load of the machine);
+* ``FAULT_SLOW_WRITE=E`` — the checkpoint writes of epoch E and later trickle out in
+  chunks, and ``FAULT_MARKER`` (a path) is created when such a write begins: a test that
+  waits for the marker can ``kill -9`` the process mid-write;
+* ``FAULT_FSIZE=BYTES`` — a file-size limit (``RLIMIT_FSIZE``; SIGXFSZ ignored, so a write
+  beyond it fails with EFBIG as a full disk fails with ENOSPC);
+* ``FAULT_NOSPACE_EPOCH=E`` — the checkpoint write of epoch E fails with ENOSPC.
+"""
+
+import errno
+import os
+import resource
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+
+def _patch_trainer(sleep: float) -> None:
+    from pyro_vae.infer.trainer import Trainer
+
+    train_epoch = Trainer.train_epoch
+
+    def slow_epoch(self):
+        metrics = train_epoch(self)
+        time.sleep(sleep)
+        return metrics
+
+    Trainer.train_epoch = slow_epoch
+
+
+def _patch_checkpoint(slow_from: int, nospace: int, marker: str) -> None:
+    import io
+
+    import torch
+
+    from inference import checkpoint
+    from inference.io import atomic_write
+
+    def save(obj, path):
+        epoch = int(obj.get("trainer", {}).get("epoch", 0))
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        data = buf.getvalue()
+
+        def write(f):
+            if nospace and epoch == nospace:
+                f.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if slow_from and epoch >= slow_from:
+                if marker:
+                    open(marker, "w").close()
+                chunk = max(1, len(data) // 20)
+                for i in range(0, len(data), chunk):
+                    f.write(data[i : i + chunk])
+                    f.flush()
+                    time.sleep(0.02)
+            else:
+                f.write(data)
+
+        atomic_write(path, write)
+
+    checkpoint.atomic_save = save
+
+
+def main() -> int:
+    env = os.environ
+    if env.get("FAULT_FSIZE"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = int(env["FAULT_FSIZE"])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    if env.get("FAULT_EPOCH_SLEEP"):
+        _patch_trainer(float(env["FAULT_EPOCH_SLEEP"]))
+    if env.get("FAULT_SLOW_WRITE") or env.get("FAULT_NOSPACE_EPOCH"):
+        _patch_checkpoint(int(env.get("FAULT_SLOW_WRITE", "0")), int(env.get("FAULT_NOSPACE_EPOCH", "0")),
+                          env.get("FAULT_MARKER", ""))
+    from inference.cli import main as cli
+
+    return cli(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

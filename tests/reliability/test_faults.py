@@ -1,0 +1,255 @@
+"""Faults during training: ``kill -9`` in the middle of a checkpoint write, SIGINT, SIGTERM,
+a NaN loss, a full disk. After each, the last checkpoint loads, nothing half-written is
+left behind (or the next command removes it), the one line on stderr says where the run
+stands and how to continue, and continuing reproduces a straight run bit for bit."""
+
+import errno
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from inference.checkpoint import load_checkpoint
+from inference.rundir import check_new_run
+from pyro_vae.infer.trainer import Trainer
+from reliability_helpers import (EPOCHS, TINY, assert_same_training, checkpoint, one_line, refused, run_cli,
+                                 subprocess_cli, temp_files)
+
+
+def wait_for(predicate, proc, timeout=240):
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (status {proc.returncode}) before the fault: {err[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.01)
+
+
+def resume_equals_straight(capsys, run, straight):
+    """Continue the run to EPOCHS epochs; it must equal the straight run bit for bit."""
+    code, out, err = run_cli(capsys, "train", "--resume", "--out", run, "--epochs", EPOCHS)
+    assert code == 0, err
+    assert temp_files(run) == []  # debris of the fault is gone
+    assert_same_training(checkpoint(run), straight)
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == list(range(1, EPOCHS + 1))
+
+
+# ---------------------------------------------------------------------- kill -9
+def kill_during_a_checkpoint_write(tmp_path, capsys, straight, seed):
+    """Kill the trainer at a random moment of a checkpoint write (epoch 2 or 3, a random
+    time into the ~0.4 s the driver makes the write last); the previous checkpoint must
+    load, and the resumed run equal the straight one."""
+    rng = random.Random(seed)
+    epoch = rng.randint(2, EPOCHS - 1)
+    run, marker = tmp_path / f"run{seed}", tmp_path / f"writing{seed}"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY,
+                          env={"FAULT_SLOW_WRITE": str(epoch), "FAULT_MARKER": str(marker)})
+    wait_for(marker.exists, proc)
+    time.sleep(rng.uniform(0.0, 0.35))
+    proc.kill()
+    proc.communicate()
+    assert temp_files(run), "the kill did not land inside the write"
+    payload = load_checkpoint(str(run / "checkpoint.pt"))  # the previous one, whole
+    assert payload["trainer"]["epoch"] == epoch - 1
+    resume_equals_straight(capsys, str(run), straight)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_9_during_a_checkpoint_write_leaves_the_last_checkpoint(tmp_path, capsys, straight, seed):
+    kill_during_a_checkpoint_write(tmp_path, capsys, straight, seed)
+
+
+@pytest.mark.slow
+def test_kill_9_ten_times_at_random_moments(tmp_path, capsys, straight):
+    for seed in range(100, 110):
+        kill_during_a_checkpoint_write(tmp_path, capsys, straight, seed)
+
+
+# ---------------------------------------------------------------------- signals
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_training_with_one_line_and_an_exact_resume(tmp_path, capsys, straight, sig):
+    run = tmp_path / "run"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY, env={"FAULT_EPOCH_SLEEP": "0.5"})
+    wait_for((run / "checkpoint.pt").exists, proc)
+    time.sleep(0.1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + sig
+    line = one_line(err)
+    assert f"interrupted by {sig.name}" in line
+    assert str(run / "checkpoint.pt") in line and f"pyro-vae train --resume --out {run}" in line
+    assert 1 <= checkpoint(run)["trainer"]["epoch"] < EPOCHS
+    assert temp_files(run) == []
+    resume_equals_straight(capsys, str(run), straight)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_ends_without_a_traceback(tmp_path, sig):
+    run = tmp_path / "run"
+    proc = subprocess_cli("train", "--epochs", 1, "--out", run, *TINY)
+    time.sleep(0.8)  # importing torch and Pyro, loading the data
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= 1, err
+    if run.exists() and not (run / "checkpoint.pt").exists():  # a fresh train may start there
+        check_new_run(str(run))
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_a_run_that_resumes(tmp_path, capsys, monkeypatch, straight):
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    run = str(tmp_path / "run")
+    code, _, err = run_cli(capsys, "train", "--epochs", EPOCHS, "--out", run, *TINY)
+    assert code == 130
+    line = one_line(err)
+    assert "interrupted by SIGINT" in line and f"holds no checkpoint yet; start it again with: " \
+                                               f"pyro-vae train --resume --out {run}" in line
+    assert os.listdir(run) == ["config.json"]
+    monkeypatch.undo()
+    resume_equals_straight(capsys, run, straight)
+
+
+# ---------------------------------------------------------------------- NaN
+def nan_from(monkeypatch, epoch):
+    """The loss of every step of ``epoch`` (1-based) is NaN."""
+    step = Trainer.step
+
+    def nan_step(self, x, kl_scale=1.0, global_batch=None):
+        if self.epoch + 1 == epoch:
+            return torch.tensor(float("nan"))
+        return step(self, x, kl_scale, global_batch)
+
+    monkeypatch.setattr(Trainer, "step", nan_step)
+
+
+def test_a_nan_loss_stops_with_the_last_checkpoint_intact(tmp_path, capsys, monkeypatch, straight):
+    nan_from(monkeypatch, 3)
+    run = str(tmp_path / "run")
+    line = refused(capsys, ["train", "--epochs", EPOCHS, "--out", run, *TINY], "the loss became nan at epoch 3",
+                   "the last checkpoint (epoch 2)", "start a new run with a smaller --lr", code=1)
+    assert "--resume" not in line  # a resume repeats the same steps and refuses --lr anyway
+    assert checkpoint(run)["trainer"]["epoch"] == 2
+    monkeypatch.undo()
+    resume_equals_straight(capsys, run, straight)  # the checkpoint before the NaN is exact
+
+
+@pytest.mark.parametrize("how", ["train", "resume"])
+def test_a_nan_before_the_first_checkpoint_leaves_a_run_that_starts_again(tmp_path, capsys, monkeypatch,
+                                                                           straight, how):
+    nan_from(monkeypatch, 1)
+    run = str(tmp_path / "run")
+    refused(capsys, ["train", "--epochs", EPOCHS, "--out", run, *TINY], "holds no checkpoint",
+            f"pyro-vae train --out {run} --lr", code=1)
+    assert sorted(os.listdir(run)) == ["config.json"]
+    monkeypatch.undo()
+    argv = ["--resume", "--out", run] if how == "resume" else ["--epochs", EPOCHS, "--out", run, *TINY]
+    code, _, err = run_cli(capsys, "train", *argv)
+    assert code == 0, err
+    assert_same_training(checkpoint(run), straight)
+
+
+# ---------------------------------------------------------------------- full disk
+def test_a_file_size_limit_before_the_first_checkpoint(tmp_path, capsys, straight):
+    """RLIMIT_FSIZE: config.json fits, the checkpoint does not (EFBIG, as a full disk's ENOSPC)."""
+    run = tmp_path / "run"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY, env={"FAULT_FSIZE": "20000"})
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2
+    line = one_line(err)
+    assert f"cannot write {run / 'checkpoint.pt'}: the file is too large" in line
+    assert f"start it again with: pyro-vae train --resume --out {run}" in line
+    assert temp_files(run) == [] and not (run / "checkpoint.pt").exists()
+    resume_equals_straight(capsys, str(run), straight)
+
+
+def test_a_full_disk_during_training_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch, straight):
+    from inference import checkpoint as checkpoints
+    from inference.io import atomic_write
+
+    def save(obj, path):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+
+        def write(f):
+            if obj["trainer"]["epoch"] == 2:  # half the bytes, then the disk is full
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            f.write(buf.getvalue())
+
+        atomic_write(path, write)
+
+    monkeypatch.setattr(checkpoints, "atomic_save", save)
+    run = str(tmp_path / "run")
+    refused(capsys, ["train", "--epochs", EPOCHS, "--out", run, *TINY],
+            f"cannot write {os.path.join(run, 'checkpoint.pt')}: no space left on the device",
+            "the last checkpoint (epoch 1)", f"continue with: pyro-vae train --resume --out {run}")
+    assert temp_files(run) == [] and checkpoint(run)["trainer"]["epoch"] == 1
+    monkeypatch.undo()
+    resume_equals_straight(capsys, run, straight)
+
+
+# ---------------------------------------------------------------------- debris and modes
+def test_stale_temp_files_are_removed_by_the_next_command(run_copy, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that is gone
+    stale = [f"checkpoint.pt.{dead.pid}.k2j4h5g6.tmp", "checkpoint.pt.abcd_123.tmp"]  # pyro-vae ≤ 0.2's name
+    live = f"eval.json.{os.getpid()}.q1w2e3r4.tmp"  # a writer that is still running
+    for name in stale + [live]:
+        with open(os.path.join(run_copy, name), "wb") as f:
+            f.write(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(os.path.join(run_copy, stale[1]), (old, old))
+    code, _, err = run_cli(capsys, "sample", run_copy, "--n", 4, "--out", os.path.join(run_copy, "..", "s.png"))
+    assert code == 0, err
+    assert temp_files(run_copy) == [live]
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    from inference.io import atomic_write_text
+
+    for mask in (0o022, 0o002, 0o077):
+        previous = os.umask(mask)
+        try:
+            path = tmp_path / f"f{mask:o}.json"
+            atomic_write_text(str(path), "{}")
+        finally:
+            os.umask(previous)
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_run_is_readable_by_others_under_a_umask_of_022(trained_run):
+    for name in os.listdir(trained_run):
+        mode = os.stat(os.path.join(trained_run, name)).st_mode & 0o777
+        assert mode & 0o044 == 0o044, (name, oct(mode))  # group and others may read
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_data_parallel_run_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    env = {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    proc = subprocess.Popen([sys.executable, "-m", "inference.cli", "train", "--nproc", "2", "--epochs", "500",
+                             "--out", str(run), *TINY], cwd=tmp_path, env={**os.environ, **env,
+                                                                          "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for((run / "checkpoint.pt").exists, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143
+    line = one_line(err)
+    assert "interrupted by SIGTERM" in line and f"pyro-vae train --resume --out {run}" in line
+    assert checkpoint(run)["trainer"]["epoch"] >= 1
+    assert temp_files(run) == []
