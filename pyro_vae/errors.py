@@ -12,7 +12,18 @@ from __future__ import annotations
 
 
 class PyroVAEError(Exception):
-    """Base class of every user-facing error of pyro-vae."""
+    """Base class of every user-facing error of pyro-vae.
+
+    Its message is one line. What a wrapper appends after a newline is dropped: Pyro's
+    ``poutine.trace`` re-raises a ``ValueError`` or ``RuntimeError`` from inside a model or
+    guide as a new one of the same class with the trace's shapes appended (the original
+    stays chained as ``__cause__``).
+    """
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str) and "\n" in args[0]:
+            args = (args[0].split("\n", 1)[0], *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(PyroVAEError, ValueError):

@@ -1,0 +1,107 @@
+"""Bad ``pyro-vae train`` command lines, as a new user types them: each is one line on
+stderr, exit status 2, no traceback, and no run directory left behind."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from reliability_helpers import refused
+
+#: Small enough that a case wrongly accepted costs a second, not an afternoon.
+BASE = ["--train-size", "128", "--test-size", "16", "--epochs", "1", "--iwae-samples", "2", "--no-progress"]
+
+CASES = [
+    # names
+    (["--model", "densee"], ["unknown model 'densee'", "valid models: conv, dense"]),
+    (["--guide", "iaff"], ["unknown guide 'iaff'", "gaussian"]),
+    (["--prior", "flat"], ["unknown prior 'flat'", "valid priors: normal, realnvp"]),
+    (["--likelihood", "poisson"], ["unknown likelihood 'poisson'", "bernoulli"]),
+    (["--binarize", "sometimes"], ["unknown binarization", "dynamic"]),
+    (["--dataset", "mnist7k"], ["unknown dataset 'mnist7k'", "mnist5k"]),
+    (["--precision", "fp8"], ["unknown precision 'fp8'", "float32, bf16"]),
+    (["--device", "tpu"], ["unknown device 'tpu'"]),
+    # model, guide and prior options
+    (["--set", "hiden=[3]"], ["unknown option hiden", "valid options"]),
+    (["--set", "hidden=[abc]"], ["option hidden_dims of model 'dense' must be a list of integers", "'[abc]'"]),
+    (["--set", "hidden_dims=512"], ["must be a list of integers, got 512 (int)"]),
+    (["--set", "hidden_dims=[]"], ["non-empty list of positive widths"]),
+    (["--set", "activation=swish"], ["unknown activation 'swish'"]),
+    (["--model", "conv", "--set", "hidden=[32]"], ["option hidden of model 'conv' must be an integer"]),
+    (["--set", "z_dim=2.7"], ["--set z_dim=… is spelled --z-dim"]),
+    (["--flows", "3"], ["unknown option num_flows for guide 'gaussian'", "valid options: none (it takes no options)"]),
+    (["--guide", "iaf", "--flows", "0"], ["num_flows must be a positive integer"]),
+    (["--guide", "sylvester", "--guide-set", "colour=1"], ["unknown option colour for guide 'sylvester'",
+                                                          "valid options: num_flows"]),
+    (["--model", "nice", "--z-dim", "4"], ["--z-dim cannot be used with the density flow 'nice'"]),
+    # numbers
+    (["--z-dim", "0"], ["z_dim must be positive"]),
+    (["--z-dim", "2.7"], ["argument --z-dim: invalid int value: '2.7'"]),
+    (["--seed", "-1"], ["seed=-1"]),
+    (["--seed", "8589934592"], ["seed=8589934592"]),
+    (["--epochs", "-1"], ["epochs=-1"]),
+    (["--epochs", "many"], ["argument --epochs: invalid int value: 'many'"]),
+    (["--batch-size", "0"], ["batch_size=0"]),
+    (["--lr", "nan"], ["lr must be a finite number, got nan"]),
+    (["--lr", "-1"], ["lr=-1.0"]),
+    (["--lr-decay", "2"], ["lr_decay=2.0"]),
+    (["--particles", "0"], ["particles=0"]),
+    (["--kl-warmup", "-2"], ["kl_warmup=-2"]),
+    (["--free-bits", "-1"], ["free_bits=-1.0"]),
+    (["--iwae-samples", "0"], ["--iwae-samples must be an integer from 1 to 1000000, got 0"]),
+    (["--iwae-samples", "2000000"], ["--iwae-samples must be an integer from 1 to 1000000"]),
+    (["--train-size", "100000"], ["train_size=100000 is more than the 4000 train images of mnist5k"]),
+    (["--test-size", "0"], ["test_size=0"]),
+    (["--nproc", "0"], ["--nproc must be between 1 and 64, got 0"]),
+    # data and likelihood
+    (["--binarize", "none", "--likelihood", "bernoulli"], ["bernoulli likelihood needs binary data"]),
+    (["--likelihood", "gaussian"], ["binarized", "--binarize none"]),
+    (["--model", "realnvp", "--binarize", "dynamic"], ["binarized", "--binarize none"]),
+    (["--dataset", "mnist", "--data-dir", "{tmp}/nodata"], ["mnist not found under", "--download"]),
+    (["--dataset", "{tmp}/missing.npz"], ["dataset file", "missing.npz does not exist"]),
+    (["--dataset", "{tmp}/text.npz"], ["text.npz is not a NumPy .npz archive"]),
+    (["--dataset", "{tmp}/folder.npz"], ["folder.npz is a directory, not a file"]),
+    (["--dataset", "{tmp}/nan.npz"], ["NaN"]),
+    (["--dataset", "{tmp}/bright.npz"], ["must lie in [0, 1]"]),
+    (["--dataset", "{tmp}/flat.npz"], ["must have shape (N, C, H, W)"]),
+    (["--dataset", "{tmp}/empty.npz"], ["is empty"]),
+    (["--dataset", "{tmp}/nolabel.npz"], ["must hold arrays named 'train' and 'test'"]),
+    (["--dataset", "{tmp}/broken.pt"], ["broken.pt is not a torch file"]),
+    (["--dataset", "{tmp}/dot.npz", "--model", "conv"], ["conv model's 2 stride-2 stages need images of at "
+                                                         "least 3×3 pixels, got 1×1"]),
+    (["--dataset", "{tmp}/dot.npz", "--model", "resnet"], ["resnet model's 2 stride-2 stages"]),
+    (["--dataset", "{tmp}/dot.npz", "--model", "pixel"], ["pixel model's 2 stride-2 stages"]),
+    # the command itself
+    (["--jit"], ["--jit is gone"]),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Bad dataset files, as they turn up on a user's disk."""
+    tmp = tmp_path_factory.mktemp("files")
+    grey = np.full((10, 1, 4, 4), 0.5, np.float32)
+    np.savez(tmp / "nan.npz", train=np.full_like(grey, np.nan), test=grey[:2])
+    np.savez(tmp / "bright.npz", train=grey * 4, test=grey[:2])
+    np.savez(tmp / "flat.npz", train=np.zeros((10, 16), np.float32), test=np.zeros((2, 16), np.float32))
+    np.savez(tmp / "empty.npz", train=grey[:0], test=grey[:2])
+    np.savez(tmp / "nolabel.npz", images=grey)
+    np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((20, 1, 1, 1), np.float32),
+             test=np.full((4, 1, 1, 1), 0.5, np.float32))
+    (tmp / "text.npz").write_text("train,test\n0.5,0.5\n")
+    (tmp / "folder.npz").mkdir()
+    (tmp / "broken.pt").write_bytes(b"\x80\x02not a torch file")
+    return tmp
+
+
+@pytest.mark.parametrize("argv, fragments", CASES, ids=[" ".join(a)[:48] for a, _ in CASES])
+def test_a_bad_train_command_is_one_line_and_leaves_nothing(tmp_path, capsys, files, argv, fragments):
+    if argv[:2] == ["--device", "tpu"] and torch.cuda.is_available():
+        pytest.skip("a GPU machine")
+    argv = [a.replace("{tmp}", str(files)) for a in argv]
+    out = tmp_path / "run"
+    base = BASE[4:] if any(a.startswith(str(files)) for a in argv) else BASE  # a file's own sizes
+    refused(capsys, ["train", *base, *argv, "--out", out], *fragments)
+    assert not out.exists()  # refused before anything was written
+    assert not os.path.exists(os.path.join(files, "run"))
