@@ -15,7 +15,7 @@ from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
 from .io import atomic_write_json, check_output_file
-from .rundir import load_run, paths, run_dataset
+from .rundir import check_trained, load_run, paths, run_dataset
 
 
 def evaluate_model(
@@ -92,6 +92,7 @@ def evaluate_run(
 
     ``iwae_samples=None`` takes the model's own default (5000; fewer for an expensive decoder).
     """
+    check_trained(run_dir)
     check_output_file(paths(run_dir)["eval"])  # before the work, not after it
     model, guide, config, payload = load_run(run_dir, device=device)
     if iwae_samples is None:

@@ -40,7 +40,7 @@ from torch.distributions import ComposeTransform, Transform
 
 from ..contract import Model, ModelDefaults
 from ..data import LEVELS
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..plates import check_images, check_shape, data_plate, register
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
@@ -97,6 +97,17 @@ class FlowModel(Model):
                 "flow models are densities over dequantized grey levels, but the data are "
                 "binarized; use --binarize none"
             )
+
+    def check_values(self, x: Tensor) -> None:
+        """Refuse values outside the support of the density: the logit preprocessing's cube
+        (−α/(1−2α), (1−α)/(1−2α)) ⊃ [0, 1) (:func:`~pyro_vae.flows.transforms.preprocessing`);
+        the other preprocessings reach every real value."""
+        if self.preprocess != "logit":
+            return
+        lo, hi = -self.alpha / (1 - 2 * self.alpha), (1 - self.alpha) / (1 - 2 * self.alpha)
+        if float(x.min()) < lo or float(x.max()) > hi:
+            raise DataError(f"expected grey levels in [0, 1] (the flow's density lives on ({lo:.3g}, {hi:.3g})), "
+                            f"got values in [{float(x.min()):g}, {float(x.max()):g}]; 8-bit levels k are k / 255")
 
     def bits_per_dim(self, nll: float) -> float:
         """Bits/dim of the 8-bit images: ``nll + D log 256`` over ``D ln 2`` (the density of

@@ -154,7 +154,12 @@ class Trainer:
         return loss.detach()
 
     def train_epoch(self) -> Dict[str, float]:
-        """Run one epoch; return its metrics (ELBOs in nats per example)."""
+        """Run one epoch; return its metrics (ELBOs in nats per example).
+
+        Raises:
+            FloatingPointError: the loss of a step was NaN or infinite (a smaller learning
+                rate or a KL warm-up usually helps); the parameters are those of that step.
+        """
         cfg = self.config
         epoch = self.epoch
         beta = cfg.kl_scale(epoch)
@@ -175,7 +180,7 @@ class Trainer:
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"the loss became {value} at epoch {epoch + 1}, step {steps + 1} and training "
-                        "stopped (a smaller learning rate or a KL warm-up may help)"
+                        "stopped"
                     )
                 # loss estimates N × (−β-ELBO per example) from this shard
                 total += loss.double() / self.num_data * len(x)

@@ -5,9 +5,10 @@ applying the faults named in the environment:
 
 * ``FAULT_EPOCH_SLEEP=S`` — every epoch takes S seconds longer (so that a signal can be
   sent while a run is training, whatever the load of the machine);
-* ``FAULT_SLOW_WRITE=E`` — the checkpoint writes of epoch E and later trickle out in
-  chunks, and ``FAULT_MARKER`` (a path) is created when such a write begins: a test that
-  waits for the marker can ``kill -9`` the process mid-write;
+* ``FAULT_STALL_WRITE=E:F`` — the checkpoint write of epoch E stops after a fraction F of
+  its bytes (0 ≤ F ≤ 1; at 1 every byte is written but the file is neither synced nor
+  renamed), creates ``FAULT_MARKER`` (a path) and waits: a test that waits for the marker
+  can ``kill -9`` the process at that moment of the write, whatever the machine's load;
 * ``FAULT_FSIZE=BYTES`` — a file-size limit (``RLIMIT_FSIZE``; SIGXFSZ ignored, so a write
   beyond it fails with EFBIG as a full disk fails with ENOSPC);
 * ``FAULT_NOSPACE_EPOCH=E`` — the checkpoint write of epoch E fails with ENOSPC.
@@ -37,7 +38,7 @@ def _patch_trainer(sleep: float) -> None:
     Trainer.train_epoch = slow_epoch
 
 
-def _patch_checkpoint(slow_from: int, nospace: int, marker: str) -> None:
+def _patch_checkpoint(stall: str, nospace: int, marker: str) -> None:
     import io
 
     import torch
@@ -55,16 +56,12 @@ def _patch_checkpoint(slow_from: int, nospace: int, marker: str) -> None:
             if nospace and epoch == nospace:
                 f.write(data[: len(data) // 2])
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            if slow_from and epoch >= slow_from:
-                if marker:
-                    open(marker, "w").close()
-                chunk = max(1, len(data) // 20)
-                for i in range(0, len(data), chunk):
-                    f.write(data[i : i + chunk])
-                    f.flush()
-                    time.sleep(0.02)
-            else:
-                f.write(data)
+            if stall and epoch == int(stall.split(":")[0]):
+                f.write(data[: int(len(data) * float(stall.split(":")[1]))])
+                f.flush()
+                open(marker, "w").close()
+                time.sleep(3600)  # until the test kills this process
+            f.write(data)
 
         atomic_write(path, write)
 
@@ -79,8 +76,8 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     if env.get("FAULT_EPOCH_SLEEP"):
         _patch_trainer(float(env["FAULT_EPOCH_SLEEP"]))
-    if env.get("FAULT_SLOW_WRITE") or env.get("FAULT_NOSPACE_EPOCH"):
-        _patch_checkpoint(int(env.get("FAULT_SLOW_WRITE", "0")), int(env.get("FAULT_NOSPACE_EPOCH", "0")),
+    if env.get("FAULT_STALL_WRITE") or env.get("FAULT_NOSPACE_EPOCH"):
+        _patch_checkpoint(env.get("FAULT_STALL_WRITE", ""), int(env.get("FAULT_NOSPACE_EPOCH", "0")),
                           env.get("FAULT_MARKER", ""))
     from inference.cli import main as cli
 

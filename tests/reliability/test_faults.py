@@ -47,16 +47,15 @@ def resume_equals_straight(capsys, run, straight):
 
 # ---------------------------------------------------------------------- kill -9
 def kill_during_a_checkpoint_write(tmp_path, capsys, straight, seed):
-    """Kill the trainer at a random moment of a checkpoint write (epoch 2 or 3, a random
-    time into the ~0.4 s the driver makes the write last); the previous checkpoint must
-    load, and the resumed run equal the straight one."""
+    """Kill the trainer at a random moment of a checkpoint write — epoch 2 or 3, after a
+    random fraction of its bytes (the fault driver holds the write there); the previous
+    checkpoint must load, and the resumed run equal the straight one."""
     rng = random.Random(seed)
-    epoch = rng.randint(2, EPOCHS - 1)
+    epoch, fraction = rng.randint(2, EPOCHS - 1), rng.choice([0.0, 1.0, rng.random()])
     run, marker = tmp_path / f"run{seed}", tmp_path / f"writing{seed}"
     proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY,
-                          env={"FAULT_SLOW_WRITE": str(epoch), "FAULT_MARKER": str(marker)})
+                          env={"FAULT_STALL_WRITE": f"{epoch}:{fraction}", "FAULT_MARKER": str(marker)})
     wait_for(marker.exists, proc)
-    time.sleep(rng.uniform(0.0, 0.35))
     proc.kill()
     proc.communicate()
     assert temp_files(run), "the kill did not land inside the write"
