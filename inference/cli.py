@@ -362,10 +362,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     speak = os.environ.get("RANK", "0") == "0"
     launched = bool(os.environ.get("PYRO_VAE_LAUNCHED"))
     prefix = f"{PROG} {args.command}"
-    # a NaN loss is reported once, as the error line, not also as Pyro's warning
-    warnings.filterwarnings("ignore", message="Encountered NaN")
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            # a NaN loss is reported once, as the error line, not also as Pyro's warning
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            return handler(args)
     except PyroVAEError as err:
         if speak:
             print(f"{prefix}: error: {err}", file=sys.stderr)

@@ -11,7 +11,8 @@ applying the faults named in the environment:
   can ``kill -9`` the process at that moment of the write, whatever the machine's load;
 * ``FAULT_FSIZE=BYTES`` — a file-size limit (``RLIMIT_FSIZE``; SIGXFSZ ignored, so a write
   beyond it fails with EFBIG as a full disk fails with ENOSPC);
-* ``FAULT_NOSPACE_EPOCH=E`` — the checkpoint write of epoch E fails with ENOSPC.
+* ``FAULT_NOSPACE_EPOCH=E`` — the checkpoint write of epoch E fails with ENOSPC;
+* ``FAULT_NAN_EPOCH=E`` — the loss of every step of epoch E is NaN.
 """
 
 import errno
@@ -36,6 +37,21 @@ def _patch_trainer(sleep: float) -> None:
         return metrics
 
     Trainer.train_epoch = slow_epoch
+
+
+def _patch_nan(nan_epoch: int) -> None:
+    import torch
+
+    from pyro_vae.infer.trainer import Trainer
+
+    step = Trainer.step
+
+    def nan_step(self, x, kl_scale=1.0, global_batch=None):
+        if self.epoch + 1 == nan_epoch:
+            return torch.tensor(float("nan"))
+        return step(self, x, kl_scale, global_batch)
+
+    Trainer.step = nan_step
 
 
 def _patch_checkpoint(stall: str, nospace: int, marker: str) -> None:
@@ -79,6 +95,8 @@ def main() -> int:
     if env.get("FAULT_STALL_WRITE") or env.get("FAULT_NOSPACE_EPOCH"):
         _patch_checkpoint(env.get("FAULT_STALL_WRITE", ""), int(env.get("FAULT_NOSPACE_EPOCH", "0")),
                           env.get("FAULT_MARKER", ""))
+    if env.get("FAULT_NAN_EPOCH"):
+        _patch_nan(int(env["FAULT_NAN_EPOCH"]))
     from inference.cli import main as cli
 
     return cli(sys.argv[1:])
