@@ -93,14 +93,17 @@ def test_a_signal_stops_training_with_one_line_and_an_exact_resume(tmp_path, cap
     resume_equals_straight(capsys, str(run), straight)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_start_up_ends_without_a_traceback(tmp_path, sig):
+@pytest.mark.parametrize("sig, delay", [(signal.SIGINT, 0.8), (signal.SIGTERM, 0.8), (signal.SIGTERM, 0.3),
+                                        (signal.SIGINT, 2.0)])
+def test_a_signal_during_start_up_ends_without_a_traceback(tmp_path, sig, delay):
+    """While torch and Pyro are imported and the data loaded: one line, no traceback, and no
+    abort of a compiled extension's initialisation (a signal is held until an import ends)."""
     run = tmp_path / "run"
     proc = subprocess_cli("train", "--epochs", 1, "--out", run, *TINY)
-    time.sleep(0.8)  # importing torch and Pyro, loading the data
+    time.sleep(delay)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=240)
-    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert proc.returncode != 0 and "Traceback" not in err and "terminate called" not in err, err
     assert len(err.strip().splitlines()) <= 1, err
     if run.exists() and not (run / "checkpoint.pt").exists():  # a fresh train may start there
         check_new_run(str(run))
