@@ -202,7 +202,7 @@ def _train_config(args: argparse.Namespace):
         return None, given_flags(args, TrainConfig).get("epochs")
 
     choices = Choices(**given_flags(args, Choices))
-    from pyro_vae.build import model_class
+    from pyro_vae.build import check_specs, model_class
 
     cls = model_class(choices.model)
     if not cls.has_latent:
@@ -220,6 +220,7 @@ def _train_config(args: argparse.Namespace):
                          "data_dir": os.path.abspath(data_given.get("data_dir", "data"))})
     train = TrainConfig(**{**defaults.train, **given_flags(args, TrainConfig)})
     model, guide, prior = choices.specs(cls.has_latent, data.binarize)
+    check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
     iwae_samples = given_flags(args, RunConfig).get("iwae_samples", defaults.final_iwae_samples)
     return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow"), None
 

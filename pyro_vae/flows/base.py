@@ -93,10 +93,14 @@ class FlowModel(Model):
 
     def check_data(self, binary: bool) -> None:
         if binary:
-            raise ConfigError(
-                "flow models are densities over dequantized grey levels, but the data are "
-                "binarized; use --binarize none"
-            )
+            self.refuse_binary()
+
+    @staticmethod
+    def refuse_binary() -> None:
+        raise ConfigError(
+            "flow models are densities over dequantized grey levels, but the data are "
+            "binarized; use --binarize none"
+        )
 
     def check_values(self, x: Tensor) -> None:
         """Refuse values outside the support of the density: the logit preprocessing's cube
