@@ -49,6 +49,8 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> Dict
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as err:  # unreadable, not corrupt
+        raise CheckpointError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
     except Exception as err:
         raise CheckpointError(
             f"{path} is corrupt or not a pyro-vae checkpoint ({type(err).__name__})"

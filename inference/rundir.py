@@ -195,7 +195,9 @@ def fingerprint(path: str) -> str:
 def record_dataset(data: DataConfig, run_dir: str) -> DataConfig:
     """``data`` of a new run with a dataset *file* recorded so that the run can be moved:
     its absolute path, its path relative to the run directory and its fingerprint."""
-    if not os.path.isfile(data.name):
+    from pyro_vae.datasets import DATASETS
+
+    if data.name in DATASETS or not os.path.isfile(data.name):  # a name, even beside a file of that name
         return data
     path = os.path.abspath(data.name)
     return dataclasses.replace(data, name=path, fingerprint=fingerprint(path),
