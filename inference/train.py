@@ -181,7 +181,8 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
                 bar.update(1)
                 bar.set_postfix(train=f"{-m['train_loss']:.1f}", test_elbo=f"{m['test_elbo']:.1f}",
                                 kl=f"{m['test_kl']:.1f}")
-    except KeyboardInterrupt as err:  # SIGINT or SIGTERM: the message says where the run stands
+    except (KeyboardInterrupt, RuntimeError, MemoryError) as err:
+        # SIGINT or SIGTERM, no memory, a peer gone: the message says where the run stands
         err.checkpoint_epoch = checkpointed  # type: ignore[attr-defined]
         raise
     except FloatingPointError as err:  # a resume would repeat the very same steps

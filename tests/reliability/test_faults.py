@@ -167,6 +167,23 @@ def test_a_nan_before_the_first_checkpoint_leaves_a_run_that_starts_again(tmp_pa
     assert_same_training(checkpoint(run), straight)
 
 
+# ---------------------------------------------------------------------- memory
+def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch):
+    train_epoch = Trainer.train_epoch
+
+    def greedy(self):
+        if self.epoch == 1:  # torch's words for it on a CPU
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 1024000000000 bytes. Error code 12")
+        return train_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", greedy)
+    run = str(tmp_path / "run")
+    refused(capsys, ["train", "--epochs", EPOCHS, "--out", run, *TINY], "out of memory (an allocation of 953.7 GiB "
+            "failed)", "--batch-size", "the last checkpoint (epoch 1)", f"pyro-vae train --resume --out {run}",
+            code=1)
+
+
 # ---------------------------------------------------------------------- full disk
 def test_a_file_size_limit_before_the_first_checkpoint(tmp_path, capsys, straight):
     """RLIMIT_FSIZE: config.json fits, the checkpoint does not (EFBIG, as a full disk's ENOSPC)."""
