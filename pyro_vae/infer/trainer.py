@@ -81,7 +81,7 @@ class Trainer:
         self.config = config
         vae.check_data(data.binary)
         self.dequantize = vae.dequantize
-        self.num_data = len(data.train)
+        self.num_data = len(data)
         params = list(vae.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
