@@ -25,7 +25,7 @@ from pyro_vae.errors import CheckpointError, ConfigError
 from .config import RunConfig
 from .io import atomic_write_text
 from .plots import pyplot, save_figure
-from .rundir import check_not_run_file, load_run, paths, read_config, read_metrics
+from .rundir import check_output, load_run, paths, read_config, read_metrics
 
 #: (key, Markdown header, format) of the table's columns, in order.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
@@ -234,10 +234,7 @@ def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional
     the curves to ``figure`` if given; return the Markdown table."""
     for path in (out, figure):
         if path is not None:
-            check_not_run_file(path)
-            parent = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(parent):
-                raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+            check_output(path)
     fmt = os.path.splitext(out)[1].lower() if out else None
     if out is not None and fmt not in FORMATS:
         raise ConfigError(f"--out {out}: unknown table format; valid endings: {', '.join(FORMATS)}")

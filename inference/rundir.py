@@ -5,7 +5,7 @@ A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
 epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
 ``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds
 ``posterior/``. Every command works from the directory alone, and no command writes a
-file of its own over one of the run's (:func:`check_not_run_file`).
+file of its own over one of the run's (:func:`check_output`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ def is_run(run_dir: str) -> bool:
     return os.path.exists(p["config"]) or os.path.exists(p["checkpoint"])
 
 
-def check_not_run_file(path: str, allow: Tuple[str, ...] = ()) -> None:
-    """Refuse to write ``path`` if it is one of a run directory's own files (or inside its
-    ``tb/``), unless its name is in ``allow`` (``sample`` rewrites ``samples.png``)."""
+def check_output(path: str, allow: Tuple[str, ...] = ()) -> None:
+    """Refuse to write ``path`` where its directory does not exist, or if it is one of a
+    run directory's own files (or inside its ``tb/``), unless its name is in ``allow``
+    (``sample`` rewrites ``samples.png``)."""
     parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
     if os.path.basename(parent) == "tb" and is_run(os.path.dirname(parent)):
         raise ConfigError(f"{path} is inside the TensorBoard folder of a run; choose another file")
     if name in RUN_FILES and name not in allow and is_run(parent):

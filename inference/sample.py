@@ -14,14 +14,7 @@ from pyro_vae.infer.usage import posterior_means
 from pyro_vae.priors import StandardNormalPrior
 
 from .plots import save_grid
-from .rundir import check_not_run_file, load_data, load_run
-
-
-def _check_out(out: str, allow=()) -> None:
-    check_not_run_file(out, allow)
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"cannot write {out}: directory {parent} does not exist")
+from .rundir import check_output, load_data, load_run
 
 
 def sample_run(
@@ -42,7 +35,7 @@ def sample_run(
     if temperature is not None and model.has_latent:
         raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
     out = out or os.path.join(run_dir, "samples.png")
-    _check_out(out, allow=("samples.png",))
+    check_output(out, allow=("samples.png",))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         images = model.generate(n, temperature)
@@ -93,7 +86,7 @@ def interpolate_run(
         raise ConfigError(f"--steps must be at least 2, got {steps}")
     model, guide, config, _ = load_run(run_dir, device=device)
     out = out or os.path.join(run_dir, f"interpolation_{i}_{j}.png")
-    _check_out(out)
+    check_output(out)
     data = load_data(config.data)
     n = data.num_examples("test")
     for index in (i, j):
