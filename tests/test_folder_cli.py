@@ -101,3 +101,14 @@ def test_bad_folders_through_the_command_line(photo_folder, tmp_path, capsys):
     for argv, fragments in cases:
         expect_error(capsys, ["train", "--out", str(run), *argv], *fragments)
         assert not run.exists()
+
+
+def test_run_configs_written_before_the_folder_options_still_load():
+    from inference.config import DataConfig
+
+    old = {"name": "mnist5k", "binarize": "dynamic", "data_dir": "/data", "seed": 0, "train_size": None,
+           "test_size": 100}
+    data = DataConfig.from_dict(old)
+    assert (data.image_size, data.channels, data.test_fraction, data.fingerprint) == (None,) * 4
+    assert data.load_kwargs() == {**old, "image_size": None, "channels": None, "test_fraction": None}
+    assert DataConfig.from_dict(DataConfig(name="/x", image_size="24x32").to_dict()).image_size == (24, 32)
