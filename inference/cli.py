@@ -217,9 +217,9 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
     print(compare(args.run_dirs, out=args.out, figure=args.figure), end="")
-    for path in (args.out, args.figure):
+    for path in (args.out, args.figure):  # on stderr: `compare runs/* > table.md` is the table alone
         if path is not None:
-            print(f"wrote {path}")
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

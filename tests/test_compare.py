@@ -70,7 +70,8 @@ def test_other_estimators_and_runs_without_evaluation_are_flagged(runs, tmp_path
 def test_the_table_as_a_file(runs, tmp_path, capsys, ending):
     out = str(tmp_path / f"table{ending}")
     assert main(["compare", runs["gauss"], runs["folder"], "--out", out, "--figure", str(tmp_path / "f.png")]) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"wrote {out}" in printed.err and "wrote" not in printed.out  # stdout: the table alone
     text = open(out).read()
     if ending == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
