@@ -169,6 +169,9 @@ class ImageDataset:
             "train": _as_images(train, f"{name} train data"),
             "test": decode(test) if isinstance(test, Dataset) else test,
         }
+        train_levels = self._levels["train"]
+        self._x_shape: Tuple[int, int, int] = tuple(  # type: ignore[assignment]
+            train_levels.shape[1:] if isinstance(train_levels, Tensor) else train_levels[0].shape)
         if self.x_shape != tuple(self._levels["test"].shape[1:]):
             raise DataError(
                 f"{name}: train images {self.x_shape} and test images "
@@ -194,10 +197,7 @@ class ImageDataset:
     @property
     def x_shape(self) -> Tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image."""
-        levels = self._levels["train"]
-        if isinstance(levels, Tensor):
-            return tuple(levels.shape[1:])  # type: ignore[return-value]
-        return tuple(levels[0].shape)  # type: ignore[return-value]
+        return self._x_shape
 
     @property
     def binary(self) -> bool:
