@@ -205,26 +205,25 @@ def table_text(rows: List[Dict[str, Any]], legend: List[str], warnings: List[str
 
 
 def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
-    """The test-ELBO curves of the runs over epochs, one line each (a line style per data
-    label, so that curves of different data are told apart)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = sorted({r["data"] for r in rows})
-    styles = ["-", "--", ":", "-."]
-    for row in rows:
-        if row["curve"]:
-            epochs, elbo = zip(*row["curve"])
-            label = row["run"] if len(labels) == 1 else f"{row['run']} [{row['data']}]"
-            ax.plot(epochs, elbo, styles[labels.index(row["data"]) % len(styles)], label=label)
+    """The test-ELBO curves of the runs over epochs, one line each (with a marker, so that a
+    one-epoch run shows), and one panel per data label: curves of different data are never
+    drawn on one axis."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test ELBO (nats per example)")
-    if len(labels) > 1:
-        ax.set_title("different data: compare within a data label only", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    labels = sorted({r["data"] for r in rows}, key=lambda d: int(d[1:]))
+    fig, axes = pyplot().subplots(1, len(labels), figsize=(6.5 * len(labels), 4.5), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        for row in rows:
+            if row["data"] == label and row["curve"]:
+                epochs, elbo = zip(*row["curve"])
+                ax.plot(epochs, elbo, marker="o", markersize=3, label=row["run"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test ELBO (nats per example)")
+        if len(labels) > 1:
+            ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 
