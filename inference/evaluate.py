@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
 from torch import nn
 
 from pyro_vae.contract import Model
-from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.data import ImageDataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer import distributed
 from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
 from .io import atomic_write_json
-from .rundir import load_run, paths
+from .rundir import load_data, load_run, paths
 
 
 def evaluate_model(
@@ -96,11 +97,14 @@ def evaluate_run(
     if iwae_samples is None:
         iwae_samples = type(model).defaults.eval_iwae_samples
     data_cfg = config.data
-    if dataset is not None:
-        data_cfg = dataclasses.replace(data_cfg, name=dataset, train_size=None, test_size=None)
+    if dataset is not None:  # other data: the folder options that fix the image shape stay
+        folder = os.path.isdir(dataset)
+        data_cfg = dataclasses.replace(
+            data_cfg, name=dataset, train_size=None, test_size=None, fingerprint=None, test_fraction=None,
+            image_size=data_cfg.image_size if folder else None, channels=data_cfg.channels if folder else None)
     if data_dir is not None:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    data = load_dataset(**data_cfg.load_kwargs(), download=download)
+    data = load_data(data_cfg, download=download)
     result = evaluate_model(model, guide, data, split, iwae_samples, seed=seed, progress=progress)
     result["epochs"] = int(payload.get("trainer", {}).get("epoch", 0))
     atomic_write_json(paths(run_dir)["eval"], result)

@@ -21,7 +21,9 @@ def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
 
 
 def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
-    """Interleave rows of originals and reconstructions: row 2i originals, row 2i+1 recons."""
+    """Interleave rows of originals and reconstructions: row 2i originals, row 2i+1 recons
+    (rows of ``min(nrow, len(x))`` images: a test split may hold fewer than ``nrow``)."""
+    nrow = min(nrow, len(x))
     n = (len(x) // nrow) * nrow
     x, recon = x[:n], recon[:n]
     rows = []

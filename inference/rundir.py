@@ -2,9 +2,10 @@
 
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
 ``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
-epoch), ``samples.png``, ``reconstructions.png``, ``loss.png`` and ``eval.json`` (and, for a
-density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
-works from the directory alone.
+epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
+``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds
+``posterior/``. Every command works from the directory alone, and no command writes a
+file of its own over one of the run's (:func:`check_output`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ import os
 from typing import Any, Dict, List, Tuple
 
 from pyro_vae.contract import Model
-from pyro_vae.errors import CheckpointError
+from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.errors import CheckpointError, ConfigError, DataError
 from torch import nn
 
 from .checkpoint import build_from_checkpoint, load_checkpoint
-from .config import RunConfig
+from .config import DataConfig, RunConfig
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
+#: Files a run's commands write; nothing else may be written over them.
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL, "samples.png", "reconstructions.png", "loss.png",
+             "samples_temperature.png")
 
 
 def paths(run_dir: str) -> Dict[str, str]:
@@ -35,6 +40,31 @@ def paths(run_dir: str) -> Dict[str, str]:
 def is_run(run_dir: str) -> bool:
     p = paths(run_dir)
     return os.path.exists(p["config"]) or os.path.exists(p["checkpoint"])
+
+
+def check_output(path: str, allow: Tuple[str, ...] = ()) -> None:
+    """Refuse to write ``path`` where its directory does not exist, or if it is one of a
+    run directory's own files (or inside its ``tb/``), unless its name is in ``allow``
+    (``sample`` rewrites ``samples.png``)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+    if os.path.basename(parent) == "tb" and is_run(os.path.dirname(parent)):
+        raise ConfigError(f"{path} is inside the TensorBoard folder of a run; choose another file")
+    if name in RUN_FILES and name not in allow and is_run(parent):
+        raise ConfigError(f"{path} is the run's own {name}; choose another file")
+
+
+def load_data(data: DataConfig, download: bool = False) -> ImageDataset:
+    """The data of a run as its config says; data that changed since the run recorded
+    them (an image folder whose files differ) are refused, naming the way around it."""
+    dataset = load_dataset(**data.load_kwargs(), download=download)
+    now = dataset.source.get("fingerprint")
+    if data.fingerprint is not None and now != data.fingerprint:
+        raise DataError(f"the files of {data.name} changed since the run was trained (fingerprint "
+                        f"{data.fingerprint}, now {now}); to use them as they are, evaluate with "
+                        f"--dataset {data.name}")
+    return dataset
 
 
 def read_config(run_dir: str) -> RunConfig:

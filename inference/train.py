@@ -2,7 +2,8 @@
 
 The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
 measures — and this module keeps the run directory: the config first, then after every
-epoch a metrics line and an atomic checkpoint, at the end the figures and ``eval.json``.
+epoch a metrics line, TensorBoard's events (:mod:`inference.tensorboard`) and an atomic
+checkpoint, at the end the figures and ``eval.json``.
 
 In a ``torch.distributed`` process group every rank runs these functions (the trainer and
 the evaluation are collective); rank 0 alone writes the run directory and prints.
@@ -20,17 +21,18 @@ from torch import nn
 
 from pyro_vae.build import build_model_and_guide
 from pyro_vae.contract import Model
-from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.data import ImageDataset
 from pyro_vae.errors import CheckpointError
 from pyro_vae.infer import distributed
 from pyro_vae.infer.trainer import Trainer, set_seed
 
 from .checkpoint import save_checkpoint
 from .config import RunConfig
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, summarize
 from .io import atomic_write_json, atomic_write_text
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .rundir import is_run, load_run, paths, read_metrics
+from .rundir import is_run, load_data, load_run, paths, read_metrics
+from .tensorboard import Board
 
 #: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
 FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
@@ -43,11 +45,13 @@ def train_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str = "cpu",
+    tensorboard: bool = True,
 ) -> Dict[str, Any]:
     """Train a new run in ``run_dir`` (created) as ``config`` says, and evaluate it.
 
     ``config``'s specs may leave options out: the run records the full specs of what was
-    built (every default filled in, and the image shape of the data).
+    built (every default filled in, and the image shape of the data) and the data's
+    fingerprint. ``tensorboard=False`` writes no TensorBoard events.
 
     Returns:
         the final evaluation (the content of ``eval.json``).
@@ -59,13 +63,15 @@ def train_run(
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise CheckpointError(f"{run_dir} exists and is not a directory")
     # Everything that can fail on bad input happens before the directory is created.
-    dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    dataset = load_data(config.data, download=download)
     set_seed(config.train.seed)
     model, guide = build_model_and_guide(config.model, config.guide, config.prior, x_shape=dataset.x_shape)
     model.to(device)
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
+    config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, fingerprint=dataset.source.get("fingerprint")))
     if distributed.is_main():
         os.makedirs(run_dir, exist_ok=True)
         atomic_write_json(paths(run_dir)["config"], config.to_dict())
@@ -74,7 +80,7 @@ def train_run(
         ranks = distributed.world()[1]
         log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
         log(f"run directory: {run_dir}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress)
+    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress, tensorboard)
 
 
 def resume_run(
@@ -84,6 +90,7 @@ def resume_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str = "cpu",
+    tensorboard: bool = True,
 ) -> Dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint, to ``epochs`` in all (its
     own number when ``None``), exactly as if it had not stopped; then evaluate it."""
@@ -93,7 +100,7 @@ def resume_run(
         raise CheckpointError(f"{paths(run_dir)['checkpoint']} holds no trainer state to resume from")
     if epochs is not None and epochs != config.train.epochs:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    dataset = load_data(config.data, download=download)
     trainer = Trainer(model, guide, dataset, config.train)
     trainer.load_state_dict(payload["trainer"])
     metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= trainer.epoch]
@@ -101,7 +108,7 @@ def resume_run(
         atomic_write_json(paths(run_dir)["config"], config.to_dict())
         atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
         log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress)
+    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress, tensorboard)
 
 
 def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig:
@@ -112,14 +119,36 @@ def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig
 
 
 def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
-         config: RunConfig, metrics: List[Dict[str, Any]], progress: bool) -> Dict[str, Any]:
-    """The epochs still to run, each ending in a metrics line and a checkpoint; then the
-    figures and the final evaluation."""
+         config: RunConfig, metrics: List[Dict[str, Any]], progress: bool,
+         tensorboard: bool = True) -> Dict[str, Any]:
+    """The epochs still to run, each ending in a metrics line, TensorBoard events and a
+    checkpoint; then the figures and the final evaluation."""
+    main = distributed.is_main()
+    board = Board(run_dir, trainer.epoch, config.train.epochs, enabled=tensorboard and main)
+    try:
+        _epochs(run_dir, model, guide, dataset, trainer, config, metrics, progress and main, board)
+        if main:
+            run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
+        result = evaluate_model(model, guide, dataset, "test", config.iwae_samples,
+                                progress=progress and main, sharded=True)
+        result["epochs"] = trainer.epoch
+        result["train_seconds"] = sum(m["seconds"] for m in metrics)
+        if main:
+            atomic_write_json(paths(run_dir)["eval"], result)
+            board.log_final(result, summarize(result))
+    finally:
+        board.close()
+    return result
+
+
+def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
+            config: RunConfig, metrics: List[Dict[str, Any]], progress: bool, board: Board) -> None:
+    """Train the epochs still to run; append each one's metrics to ``metrics``."""
     p = paths(run_dir)
     main = distributed.is_main()
     epochs = range(trainer.epoch, config.train.epochs)
     bar = None
-    if progress and main and len(epochs):
+    if progress and len(epochs):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
@@ -130,9 +159,10 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
             state = {"trainer": trainer.state_dict()}  # collective: every rank
             if main:
                 # metrics first, then the checkpoint: a crash in between leaves a metrics
-                # line beyond the checkpoint, which resume drops.
+                # line beyond the checkpoint, which resume drops (and TensorBoard purges).
                 with open(p["metrics"], "a") as f:
                     f.write(json.dumps(m) + "\n")
+                board.log_epoch(m, model, guide, dataset, seed=config.train.seed)
                 save_checkpoint(p["checkpoint"], model, guide, state)
             if bar is not None:
                 bar.update(1)
@@ -146,16 +176,6 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         if main and not os.path.exists(p["checkpoint"]):
             save_checkpoint(p["checkpoint"], model, guide, state)
 
-    if main:
-        run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
-    result = evaluate_model(model, guide, dataset, "test", config.iwae_samples, progress=progress and main,
-                            sharded=True)
-    result["epochs"] = trainer.epoch
-    result["train_seconds"] = sum(m["seconds"] for m in metrics)
-    if main:
-        atomic_write_json(p["eval"], result)
-    return result
-
 
 def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset,
                 metrics: List[Dict], seed: int) -> None:
@@ -167,7 +187,8 @@ def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset
         x = data.eval_data("test", dequantize=model.dequantize)[:32]
         x = x.to(next(model.parameters()).device)
         recon = model.reconstruct(x, guide)
-        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"))
+        save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"),
+                  nrow=min(8, len(x)))
         if not model.has_latent:  # one row of 8 samples per temperature
             grid = torch.cat([model.generate(8, t) for t in FLOW_TEMPERATURES])
             save_grid(grid, os.path.join(run_dir, "samples_temperature.png"))

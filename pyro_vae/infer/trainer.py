@@ -112,7 +112,7 @@ class Trainer:
         self.autocast = _autocast(config.precision, self.device, vae)
         data.to(self.device)
         self.dequantize = vae.dequantize
-        self.num_data = len(data.train)
+        self.num_data = len(data)
         self.rank, self.world = distributed.world()
         params = list(vae.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
