@@ -14,18 +14,35 @@ transforms with an exact inverse.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence, Union
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import AffineCoupling, Permute
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import ConfigError
 from .nets.coupling import DenseCouplingNet
 from .registry import Registry
 
 PRIORS: Registry[type] = Registry("prior")
+
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class StandardNormal(dist.Normal):
+    """``Normal(0, 1)`` whose ``log_prob`` skips the location and scale: −z²/2 − log √(2π),
+    the same numbers as ``Normal.log_prob`` at loc 0 and scale 1 (the subtraction of 0 and the
+    division by 1 are exact) in three operations instead of eight, on every training step.
+    Build it only with zeros and ones (as :class:`StandardNormalPrior` does); it is a
+    ``Normal`` for everything else (sampling, KL divergences, expanding)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return -(value**2) / 2 - _LOG_SQRT_2PI
 
 
 @PRIORS.register("normal")
@@ -38,7 +55,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(z_dim))
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return StandardNormal(self.loc, self.scale).to_event(1)
 
 
 @PRIORS.register("realnvp", aliases={"hidden": "hidden_dims"})
