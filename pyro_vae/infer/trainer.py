@@ -1,9 +1,10 @@
 """Stochastic variational inference: the training loop.
 
-One epoch is a pass over shuffled mini-batches; each step is ``SVI.step`` with
-``Trace_ELBO(num_particles=L, vectorize_particles=True)`` — the L-sample, M-sized
-mini-batch SGVB estimator of Kingma & Welling (arXiv:1312.6114) — on the model's full-data
-ELBO (the ``"data"`` plate scales by N / M). KL warm-up multiplies the latent site by
+One epoch is a pass over shuffled mini-batches; each step is ``SVI.step`` with the ELBO
+:func:`~pyro_vae.infer.elbo.make_elbo` builds from the config —
+``Trace_ELBO(num_particles=L, vectorize_particles=True)``, the L-sample, M-sized mini-batch
+SGVB estimator of Kingma & Welling (arXiv:1312.6114), or the IWAE bound with K = L — on the
+model's full-data objective (the ``"data"`` plate scales by N / M). KL warm-up multiplies the latent site by
 β_e = min(1, (e + 1) / (W + 1)) during the first W epochs, through ``poutine.scale`` in the
 model and guide (``kl_scale``), so the first W epochs optimise a β-weighted bound and every
 later epoch the true ELBO.
@@ -19,13 +20,13 @@ from typing import Any, Dict
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
+from pyro.infer import SVI
 from torch import nn
 
 from ..contract import Model
 from ..data import ImageDataset
 from .config import TrainConfig
-from .elbo import FreeBitsTrace_ELBO
+from .elbo import make_elbo
 from .evaluate import evaluate
 from .optim import FusedClippedAdam
 
@@ -89,18 +90,7 @@ class Trainer:
         self.optim = FusedClippedAdam(
             {"lr": config.lr, "clip_norm": config.clip_norm * self.num_data}, params=params
         )
-        elbo_cls = JitTrace_ELBO if config.jit else Trace_ELBO
-        elbo_kwargs = dict(
-            num_particles=config.particles,
-            vectorize_particles=config.particles > 1,
-            max_plate_nesting=1,
-        )
-        if config.jit:
-            elbo_kwargs["ignore_jit_warnings"] = True
-        if config.free_bits > 0:
-            elbo_cls = FreeBitsTrace_ELBO
-            elbo_kwargs["free_bits"] = config.free_bits
-        self.svi = SVI(vae.model, guide, self.optim, elbo_cls(**elbo_kwargs))
+        self.svi = SVI(vae.model, guide, self.optim, make_elbo(config))
         self.epoch = 0  # number of completed epochs
         self.device = next(vae.parameters()).device
         self._eval_x = data.eval_data("test", dequantize=self.dequantize).to(self.device)
@@ -145,6 +135,7 @@ class Trainer:
             "test_rec": test["rec"],
             "test_kl": test["kl"],
             "kl_scale": beta,
+            "objective": f"{cfg.objective}-{cfg.particles}",
             "lr": self.optim.lr,
             "seconds": seconds,
             "steps": steps,
