@@ -133,4 +133,10 @@ def build_guide(name: str, vae: nn.Module, **options: Any) -> Guide:
         >>> build_guide("gaussian", vae).spec
         {'name': 'gaussian'}
     """
+    layered = getattr(vae, "flow_guide", None)  # a VAE of several latent sites: its own guide
+    if name == "gaussian" and layered is not None:
+        GUIDES.options(name, options)  # the same checks: the Gaussian guide has no options
+        guide = layered(None)
+        guide.spec = {"name": "gaussian"}
+        return guide
     return GUIDES.build(name, vae, **options)

@@ -274,7 +274,10 @@ class HierarchicalVAE(VAE):
                    **options: Any) -> "HierarchicalGuide":
         """The guide a flow-guide row of :data:`~pyro_vae.guides.flows.STEPS` builds for this
         model: each layer's Gaussian pushed through its own K steps, conditioned on the
-        layer's inference features [s_l, h_l]."""
+        layer's inference features [s_l, h_l] (``steps=None``: Gaussian layers, what
+        ``build_guide("gaussian", vae)`` returns)."""
+        if steps is None:
+            return HierarchicalGuide(self)
         flows = [steps.steps(d, self.encoder.h_dim, num_flows, hidden_dims, **options)
                  for d in self.sizes.values()]
         return HierarchicalGuide(self, flows)
