@@ -25,7 +25,7 @@ and is registered under its name in :data:`~pyro_vae.guides.base.GUIDES`; each t
 ``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, plus its factory's own options.
 A VAE with several latent sites (``--model hvae``) says how to build its flow guide
 (``vae.flow_guide``): there every layer gets its own flow of the same kind (an IAF per layer
-for ``iaf``, as in Kingma et al. 2016), made by :meth:`FlowSteps.steps`.
+for ``iaf``, as in Kingma et al. 2016), made by :meth:`FlowSteps.steps`. The rows:
 
 =============== ============================================================================
 ``planar``      planar steps (arXiv:1505.05770); Pyro's, reparametrised to start at identity
