@@ -27,14 +27,15 @@ import sys
 #: name → the ``pyro-vae train`` flags of that row (all at the models' default 200 epochs)
 RUNS = {
     "resnet": ["--model", "resnet"],
-    "hvae192": ["--model", "hvae", "--set", "hidden=192"],
-    "hvae": ["--model", "hvae"],
+    "hvae192": ["--model", "hvae", "--set", "hidden=192"],   # = the default `--model hvae`
     "hvae192-iaf": ["--model", "hvae", "--set", "hidden=192", "--guide", "iaf", "--flows", "2",
                     "--guide-set", "hidden_dims=[64]"],
     "hvae192-L3": ["--model", "hvae", "--set", "hidden=192", "--set", "levels=3"],
+    "hvae192-iwae5": ["--model", "hvae", "--set", "hidden=192", "--objective", "iwae", "--particles", "5"],
     "dense-elbo": ["--model", "dense"],
     "dense-iwae5": ["--model", "dense", "--objective", "iwae", "--particles", "5"],
     "dense-vamp": ["--model", "dense", "--prior", "vamp"],
+    "dense-vamp50": ["--model", "dense", "--prior", "vamp", "--prior-set", "components=50"],
 }
 
 
@@ -47,10 +48,10 @@ def row(name: str, runs: str) -> str:
     run = os.path.join(runs, name)
     result = json.load(open(os.path.join(run, "eval.json")))
     config = json.load(open(os.path.join(run, "config.json")))
-    import torch
+    from inference.rundir import load_run
 
-    state = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)["model_state"]
-    params = sum(v.numel() for k, v in state.items() if v.is_floating_point())
+    model, guide, _, _ = load_run(run)
+    params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in guide.parameters())
     layers = result.get("latent_sites", {})
     usage = ", ".join(f"{k}: {v['active_units']}/{v['dims']} (KL {v['kl']:.1f})" if v["kl"] is not None
                       else f"{k}: {v['active_units']}/{v['dims']}" for k, v in layers.items())

@@ -193,7 +193,9 @@ class HierarchicalVAE(VAE):
         group_sizes: d_1, …, d_L (bottom first), overriding ``z_dim``.
         channels: widths of the ResNet stages (encoder; the decoder mirrors them).
         blocks: residual blocks per stage.
-        hidden: width H of the trunk's features, of the bottom-up and of the top-down states.
+        hidden: width H of the trunk's features, of the bottom-up and of the top-down states
+            (192: with two layers of 32 latents the model has 837,057 parameters, the
+            ResNet VAE's default 885,377).
         mid: width inside each dense residual block and top-down step.
         activation: ``elu``, ``relu``, ``softplus`` or ``tanh``.
 
@@ -212,7 +214,7 @@ class HierarchicalVAE(VAE):
         group_sizes: Optional[Sequence[int]] = None,
         channels: Sequence[int] = (16, 32),
         blocks: int = 1,
-        hidden: int = 256,
+        hidden: int = 192,
         mid: int = 128,
         activation: str = "elu",
     ) -> None:
