@@ -30,7 +30,8 @@ def evaluate_model(
     sharded: bool = False,
 ) -> Dict[str, Any]:
     """ELBO / IWAE of ``split`` with the keys of ``eval.json``: for a model with a latent
-    also the KL per dimension and the active units; for grey levels bits/dim.
+    also the KL per dimension and the active units (in total and per latent site, i.e. per
+    layer of a hierarchical VAE); for grey levels bits/dim.
 
     With ``sharded=True`` inside a process group, every rank (each must call this)
     evaluates its share of the images; rank 0 adds the latent usage (one cheap pass)."""
@@ -55,6 +56,11 @@ def evaluate_model(
         usage = latent_usage(model, guide, x, seed=seed)
         result["active_units"] = usage["active_units"]
         result["kl_per_dim"] = usage["kl_per_dim"]
+        # per latent site (per layer of a hierarchical VAE: "z_2", "z_1"): KL (exact given the
+        # layers above, averaged over their draws) and active units
+        result["latent_sites"] = {name: {"dims": site["dims"], "kl": site["kl_total"],
+                                         "active_units": site["active_units"]}
+                                  for name, site in usage["sites"].items()}
     return result
 
 
@@ -75,6 +81,11 @@ def summarize(result: Dict[str, Any]) -> str:
         line += f"; {result['bits_per_dim']:.3f} bits/dim"
     if "active_units" in result:
         line += f"; KL {result['kl']:.2f} nats, {result['active_units']} active units"
+    layers = result.get("latent_sites") or {}
+    if len(layers) > 1:
+        line += " (" + ", ".join(
+            f"{name}: KL {'?' if site['kl'] is None else format(site['kl'], '.2f')}, "
+            f"{site['active_units']}/{site['dims']} active" for name, site in layers.items()) + ")"
     return line
 
 
