@@ -24,9 +24,12 @@ setup(
         "numpy",
         "tqdm",
         "matplotlib",
+        "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7", "scipy"],
+        # TensorBoard event files in RUN_DIR/tb (skipped without it); the tests read them back
+        "tensorboard": ["tensorboard>=2.10"],
+        "test": ["pytest>=7", "scipy", "tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["pyro-vae=inference.cli:main"]},
     classifiers=[

@@ -1,6 +1,6 @@
 """``pyro-vae``: the command line. It parses, builds a :class:`~inference.config.RunConfig`
 and calls the commands (:mod:`inference.train`, :mod:`.evaluate`, :mod:`.sample`,
-:mod:`.posterior`).
+:mod:`.posterior`, :mod:`.compare`).
 
 Bad input (unknown names, wrong types, wrong shapes, NaN, data outside a likelihood's
 support, a missing or foreign run directory, a corrupt checkpoint, a dataset missing
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<time>-<model>-<guide>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard events to RUN_DIR/tb (written when tensorboard is installed)")
 
     e = sub.add_parser("evaluate", help="ELBO and IWAE log-likelihood of a trained run; writes eval.json")
     e.add_argument("run_dir", metavar="RUN_DIR")
@@ -73,14 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("sample", help="write a grid of images decoded from the prior")
+    s = sub.add_parser("sample", help="write a grid of images decoded from the prior, or the path "
+                                      "between two test images (--interpolate)")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", default=None, metavar="FILE.png", help="default RUN_DIR/samples.png")
+    s.add_argument("--n", type=int, default=None, help="number of samples (default 64)")
+    s.add_argument("--out", default=None, metavar="FILE.png",
+                   help="default RUN_DIR/samples.png (RUN_DIR/interpolation_I_J.png)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=None, metavar="T",
                    help="flow models: sample z ~ N(0, T² I) (default 1)")
+    s.add_argument("--interpolate", type=int, nargs=2, default=None, metavar=("I", "J"),
+                   help="decode the path between the posterior means of test images I and J "
+                        "(spherical for a Normal prior)")
+    s.add_argument("--steps", type=int, default=None, help="points on the --interpolate path (default 10)")
     s.add_argument("--device", default="cpu")
+
+    c = sub.add_parser("compare", help="runs side by side: a Markdown table on stdout and their "
+                                       "test-ELBO curves")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", default=None, metavar="FILE", help="also write the table as FILE.md, .csv or .json")
+    c.add_argument("--figure", default="compare.png", metavar="FILE.png",
+                   help="the test-ELBO curves (default compare.png)")
 
     po = sub.add_parser("posterior", help="NUTS vs the guide for a few images: ArviZ data, figures, "
                                           "inference gaps, latent usage (writes RUN_DIR/posterior)")
@@ -156,7 +171,8 @@ def _train(args: argparse.Namespace) -> int:
             from .train import resume_run
 
             result = resume_run(args.out, epochs=resume_epochs, download=args.download,
-                                progress=progress, device=device, log=log)
+                                progress=progress, device=device, log=log,
+                                tensorboard=not args.no_tensorboard)
             log(summarize(result))
             return 0
         from pyro_vae.infer.distributed import broadcast
@@ -166,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.out is None:  # under torchrun: rank 0 names the run for all
             args.out = broadcast(_default_out(config))
         result = train_run(args.out, config, download=args.download, progress=progress, device=device,
-                           log=log, restart=restart)
+                           log=log, restart=restart, tensorboard=not args.no_tensorboard)
         log(summarize(result))
         log(f"run directory: {args.out}")
     return 0
@@ -216,6 +232,8 @@ def _train_config(args: argparse.Namespace):
     # model: 20 epochs and free bits against posterior collapse); what the user gives wins
     defaults = cls.defaults
     data_given = given_flags(args, DataConfig)
+    if "name" in data_given:  # a path is stored absolute, so the run works from anywhere
+        data_given["name"] = _dataset_path(data_given["name"])
     data = DataConfig(**{"binarize": defaults.binarize, **data_given,
                          "data_dir": os.path.abspath(data_given.get("data_dir", "data"))})
     train = TrainConfig(**{**defaults.train, **given_flags(args, TrainConfig)})
@@ -223,6 +241,13 @@ def _train_config(args: argparse.Namespace):
     check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
     iwae_samples = given_flags(args, RunConfig).get("iwae_samples", defaults.final_iwae_samples)
     return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow"), None
+
+
+def _dataset_path(name: str) -> str:
+    """``name`` as given if it is a registered dataset or no existing path, else absolute."""
+    from pyro_vae.datasets import DATASETS
+
+    return os.path.abspath(name) if name not in DATASETS and os.path.exists(name) else name
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -238,8 +263,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
     from .evaluate import evaluate_run, summarize
 
+    dataset = None if args.dataset is None else _dataset_path(args.dataset)
     result = evaluate_run(args.run_dir, iwae_samples=args.iwae_samples, split=args.split,
-                          dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+                          dataset=dataset, data_dir=args.data_dir, download=args.download,
                           seed=args.seed, progress=not args.no_progress, device=args.device)
     print(summarize(result))
     print(f"wrote {os.path.join(args.run_dir, 'eval.json')}")
@@ -249,20 +275,44 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from .rundir import check_run_output, check_trained
 
-    check_int(args.n, "--n", 1, MAX_SAMPLES)
     _check_seed(args.seed)
-    if args.temperature is not None:
-        check_positive(args.temperature, "--temperature")
+    if args.interpolate is not None:
+        for flag, value in (("--n", args.n), ("--temperature", args.temperature)):
+            if value is not None:
+                raise ConfigError(f"{flag} does not apply to --interpolate (use --steps)")
+        i, j = args.interpolate
+        steps = 10 if args.steps is None else check_int(args.steps, "--steps", 2, MAX_SAMPLES)
+        out = args.out or os.path.join(args.run_dir, f"interpolation_{i}_{j}.png")
+    else:
+        if args.steps is not None:
+            raise ConfigError("--steps goes with --interpolate I J")
+        n = 64 if args.n is None else check_int(args.n, "--n", 1, MAX_SAMPLES)
+        if args.temperature is not None:
+            check_positive(args.temperature, "--temperature")
+        out = args.out or os.path.join(args.run_dir, "samples.png")
     config = check_trained(args.run_dir)
     if args.temperature is not None and config.kind != "flow":
         raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
-    check_run_output(args.out or os.path.join(args.run_dir, "samples.png"), args.run_dir)
+    check_run_output(out, args.run_dir)
     _check_device(args.device)
-    from .sample import sample_run
+    from .sample import interpolate_run, sample_run
 
-    path = sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, device=args.device,
-                      temperature=args.temperature)
+    if args.interpolate is not None:
+        path = interpolate_run(args.run_dir, i, j, steps=steps, out=out, seed=args.seed, device=args.device)
+    else:
+        path = sample_run(args.run_dir, n=n, out=out, seed=args.seed, device=args.device,
+                          temperature=args.temperature)
     print(f"wrote {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    print(compare(args.run_dirs, out=args.out, figure=args.figure), end="")
+    for path in (args.out, args.figure):  # on stderr: `compare runs/* > table.md` is the table alone
+        if path is not None:
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -357,7 +407,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.print_help()
         return 2
     handler = {"train": _train, "evaluate": _evaluate, "sample": _sample, "posterior": _posterior,
-               "list": _list}[args.command]
+               "compare": _compare, "list": _list}[args.command]
     # under torchrun every rank runs this; rank 0 speaks for all, and under `--nproc` the
     # launcher speaks for the workers when the run is interrupted or a peer fails
     speak = os.environ.get("RANK", "0") == "0"

@@ -42,19 +42,30 @@ MAX_SAMPLES = 10_000
 class DataConfig:
     """Which data a run uses (recorded in ``config.json``)."""
 
-    name: str = option("mnist5k", "dataset: a name (see `pyro-vae list`) or a .npz/.pt file with "
-                                  "arrays 'train' and 'test' (default mnist5k)", flag="--dataset")
+    name: str = option("mnist5k", "dataset: a name (see `pyro-vae list`), a .npz/.pt file with "
+                                  "arrays 'train' and 'test', or a folder of PNG/JPEG images "
+                                  "(default mnist5k)", flag="--dataset")
     binarize: str = option("dynamic", "dynamic | static | none (default dynamic; none for density flows)")
     data_dir: str = option("data", "where torchvision datasets live (default ./data)", metavar="DIR")
     seed: int = option(0, "seed of the binarization and of the evaluation noise", cli=False)
     train_size: Optional[int] = option(None, "use only the first N training images", metavar="N")
     test_size: Optional[int] = option(None, "use only the first N test images", metavar="N")
-    #: a dataset file's ``sha256:…`` and its path relative to the run directory, recorded so
-    #: that the run can be moved with its data and the file checked (:mod:`inference.rundir`)
-    fingerprint: Optional[str] = option(None, "sha256 of the dataset file", cli=False)
-    path_from_run: Optional[str] = option(None, "the dataset file relative to the run directory", cli=False)
+    image_size: Optional[Tuple[int, int]] = option(None, "image folders: resize and centre-crop every "
+                                                         "image to H×W (H alone: square)", metavar="H[xW]")
+    channels: Optional[int] = option(None, "image folders: 1 (grey) or 3 (RGB) (default: 1 when every "
+                                           "image is grey)", metavar="1|3")
+    test_fraction: Optional[float] = option(None, "image folders without train/ and test/ sub-folders: "
+                                                  "share of the images in the test split (default 0.1)",
+                                            metavar="F")
+    #: What identifies the data — a dataset file's ``sha256:…``, an image folder's hash of
+    #: its files — and their path relative to the run directory, recorded so that the run can
+    #: be moved with its data and the data checked when loaded again (:mod:`inference.rundir`).
+    fingerprint: Optional[str] = option(None, "fingerprint of the data", cli=False)
+    path_from_run: Optional[str] = option(None, "the dataset relative to the run directory", cli=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_size, str):  # from the command line: "32" or "32x48"
+            self.image_size = parse_image_size(self.image_size)
         check_fields(self, "data setting")
         if self.binarize not in BINARIZATIONS:
             raise ConfigError(f"unknown binarization {self.binarize!r}; valid binarizations: "
@@ -63,6 +74,9 @@ class DataConfig:
             "train_size": self.train_size is None or self.train_size >= 1,
             "test_size": self.test_size is None or self.test_size >= 1,
             "seed": self.seed >= 0,
+            "image_size": self.image_size is None or min(self.image_size) >= 1,
+            "channels": self.channels in (None, 1, 3),
+            "test_fraction": self.test_fraction is None or 0 < self.test_fraction < 1,
         }, "data settings")
 
     @classmethod
@@ -73,10 +87,23 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     def load_kwargs(self) -> Dict[str, Any]:
-        """The arguments of :func:`pyro_vae.data.load_dataset`."""
-        d = self.to_dict()
-        del d["fingerprint"], d["path_from_run"]
-        return d
+        """The arguments of :func:`pyro_vae.data.load_dataset` (a source's options among
+        them; ``None`` ones are left to the source)."""
+        kwargs = self.to_dict()
+        del kwargs["fingerprint"], kwargs["path_from_run"]
+        return kwargs
+
+
+def parse_image_size(text: str) -> Tuple[int, int]:
+    """``"32"`` → ``(32, 32)``, ``"32x48"`` → ``(32, 48)`` (height × width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size, default=0) < 1:
+        raise ConfigError(f"--image-size must be H or HxW with positive integers, e.g. 32 or 32x48; got {text!r}")
+    return (size[0], size[-1])
 
 
 @dataclass

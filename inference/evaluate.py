@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
 from torch import nn
 
 from pyro_vae.contract import Model
-from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.data import ImageDataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer import distributed
 from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
 from .io import atomic_write_json, check_output_file
-from .rundir import check_trained, load_run, paths, run_dataset
+from .rundir import check_trained, load_data, load_run, paths
 
 
 def evaluate_model(
@@ -29,7 +30,8 @@ def evaluate_model(
     sharded: bool = False,
 ) -> Dict[str, Any]:
     """ELBO / IWAE of ``split`` with the keys of ``eval.json``: for a model with a latent
-    also the KL per dimension and the active units; for grey levels bits/dim.
+    also the KL per dimension and the active units (in total and per latent site, i.e. per
+    layer of a hierarchical VAE); for grey levels bits/dim.
 
     With ``sharded=True`` inside a process group, every rank (each must call this)
     evaluates its share of the images; rank 0 adds the latent usage (one cheap pass)."""
@@ -54,6 +56,11 @@ def evaluate_model(
         usage = latent_usage(model, guide, x, seed=seed)
         result["active_units"] = usage["active_units"]
         result["kl_per_dim"] = usage["kl_per_dim"]
+        # per latent site (per layer of a hierarchical VAE: "z_2", "z_1"): KL (exact given the
+        # layers above, averaged over their draws) and active units
+        result["latent_sites"] = {name: {"dims": site["dims"], "kl": site["kl_total"],
+                                         "active_units": site["active_units"]}
+                                  for name, site in usage["sites"].items()}
     return result
 
 
@@ -74,6 +81,11 @@ def summarize(result: Dict[str, Any]) -> str:
         line += f"; {result['bits_per_dim']:.3f} bits/dim"
     if "active_units" in result:
         line += f"; KL {result['kl']:.2f} nats, {result['active_units']} active units"
+    layers = result.get("latent_sites") or {}
+    if len(layers) > 1:
+        line += " (" + ", ".join(
+            f"{name}: KL {'?' if site['kl'] is None else format(site['kl'], '.2f')}, "
+            f"{site['active_units']}/{site['dims']} active" for name, site in layers.items()) + ")"
     return line
 
 
@@ -97,14 +109,16 @@ def evaluate_run(
     model, guide, config, payload = load_run(run_dir, device=device)
     if iwae_samples is None:
         iwae_samples = type(model).defaults.eval_iwae_samples
-    if dataset is not None:
-        data_cfg = dataclasses.replace(config.data, name=dataset, train_size=None, test_size=None,
-                                       fingerprint=None, path_from_run=None)
-    else:
-        data_cfg = run_dataset(run_dir, config.data)
+    data_cfg = config.data
+    if dataset is not None:  # other data: the folder options that fix the image shape stay
+        folder = os.path.isdir(dataset)
+        data_cfg = dataclasses.replace(
+            data_cfg, name=dataset, train_size=None, test_size=None, fingerprint=None, path_from_run=None,
+            test_fraction=None,
+            image_size=data_cfg.image_size if folder else None, channels=data_cfg.channels if folder else None)
     if data_dir is not None:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    data = load_dataset(**data_cfg.load_kwargs(), download=download)
+    data = load_data(run_dir, data_cfg, download=download)
     result = evaluate_model(model, guide, data, split, iwae_samples, seed=seed, progress=progress)
     result["epochs"] = int(payload.get("trainer", {}).get("epoch", 0))
     atomic_write_json(paths(run_dir)["eval"], result)

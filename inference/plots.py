@@ -22,7 +22,7 @@ def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
 
 def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
     """Interleave rows of originals and reconstructions: row 2i originals, row 2i+1 recons
-    (fewer than ``nrow`` images: one row of each)."""
+    (rows of ``min(nrow, len(x))`` images: a test split may hold fewer than ``nrow``)."""
     nrow = max(1, min(nrow, len(x)))
     n = (len(x) // nrow) * nrow
     x, recon = x[:n], recon[:n]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from pyro_vae.data import SPLITS, load_dataset
+from pyro_vae.data import SPLITS
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer.gaps import LocalFitConfig, inference_gaps
 from pyro_vae.infer.nuts import (NUTSConfig, compare_moments, guide_posterior, nuts_diagnostics,
@@ -28,7 +28,7 @@ from pyro_vae.options import check_fields, check_ranges
 
 from . import posterior_plots as plots
 from .io import atomic_netcdf, atomic_write_json, atomic_write_text, output_error
-from .rundir import POSTERIOR, check_analysis_output, load_run, run_dataset
+from .rundir import POSTERIOR, check_analysis_output, load_data, load_run
 
 
 @dataclass
@@ -95,7 +95,7 @@ def posterior_run(
     vae, guide, run_config, _ = load_run(run_dir, device=device)
     if not vae.has_latent:
         raise ConfigError(f"{run_dir} holds a density flow: it has no latent variable, so no posterior")
-    data = load_dataset(**run_dataset(run_dir, run_config.data).load_kwargs())
+    data = load_data(run_dir, run_config.data)
     x_all = data.eval_data(config.split, dequantize=vae.dequantize).to(device)
     bad = [i for i in config.indices if not 0 <= i < len(x_all)]
     if bad:

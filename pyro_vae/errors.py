@@ -22,8 +22,19 @@ class PyroVAEError(Exception):
 
     def __init__(self, *args: object) -> None:
         if args and isinstance(args[0], str) and "\n" in args[0]:
-            args = (args[0].split("\n", 1)[0], *args[1:])
+            args = (_first_line(args[0]), *args[1:])
         super().__init__(*args)
+
+
+def _first_line(message: str) -> str:
+    """The line of ``message`` that says what went wrong: its first, or — for an error that
+    torch's ``DataLoader`` re-raises from a worker, "Caught … in DataLoader worker …"
+    followed by the worker's traceback — the original message on the traceback's last line."""
+    first = message.split("\n", 1)[0]
+    if first.startswith("Caught ") and "DataLoader worker" in first:
+        last = message.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return first
 
 
 class ConfigError(PyroVAEError, ValueError):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .distributions import DiscretizedLogisticMixture, num_coeffs
+from .distributions import BernoulliImages, DiscretizedLogisticMixture, num_coeffs
 from .errors import ConfigError, DataError
 from .plates import check_range
 from .registry import Registry
@@ -107,7 +107,7 @@ class BernoulliLikelihood(Likelihood):
     binary = True
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=params).to_event(len(self.x_shape))
+        return BernoulliImages(params, len(self.x_shape))
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)

@@ -1,5 +1,6 @@
 import pyro
 import pytest
+from image_files import write_digit_pngs, write_photo_jpegs
 
 
 def pytest_configure(config):
@@ -28,3 +29,19 @@ def tiny_vae():
     from pyro_vae import build_vae
 
     return build_vae("dense", x_shape=(1, 28, 28), z_dim=4, hidden=(32,))
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory):
+    """A flat folder of 120 real MNIST digits as PNG files."""
+    folder = tmp_path_factory.mktemp("digits")
+    write_digit_pngs(str(folder), 120)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A folder of 80 colour JPEG photo patches of varying sizes, one sub-folder per class."""
+    folder = tmp_path_factory.mktemp("photos")
+    write_photo_jpegs(str(folder), 80)
+    return str(folder)

@@ -17,6 +17,7 @@ SMALL = {
     "linear": {},
     "conv": {"channels": (4, 8), "hidden": 32},
     "resnet": {"channels": (4, 8), "blocks": 1, "hidden": 32},
+    "hvae": {"channels": (4, 8), "blocks": 1, "hidden": 32, "mid": 16},
     "pixel": {"channels": (4, 8), "hidden": 32, "pixel_channels": 8, "pixel_layers": 2, "kernel": 3,
               "cond_channels": 4},
 }
@@ -37,10 +38,15 @@ def test_sites_and_shapes(name, x_shape):
     x = binary_batch(5, x_shape)
     guide_tr = poutine.trace(vae.guide).get_trace(x)
     model_tr = poutine.trace(poutine.replay(vae.model, guide_tr)).get_trace(x)
-    assert guide_tr.nodes["z"]["value"].shape == (5, 4)
+    assert sum(vae.latent_sites.values()) == vae.z_dim
+    for site, d in vae.latent_sites.items():  # "z" (4,), or "z_2" (4,), "z_1" (4,) for hvae
+        assert guide_tr.nodes[site]["value"].shape == (5, d) and d == 4
+        assert model_tr.nodes[site]["fn"].event_shape == (4,)
+    latent = [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+              and n != "data"]
+    assert latent == list(vae.latent_sites)  # in sampling order, nothing else
     assert model_tr.nodes["x"]["fn"].event_shape == x_shape
     assert model_tr.nodes["x"]["fn"].batch_shape == (5,)
-    assert model_tr.nodes["z"]["fn"].event_shape == (4,)
     assert vae.generate(3).shape == (3, *x_shape)
     assert vae.reconstruct(x).shape == x.shape
 
@@ -148,17 +154,17 @@ def test_every_likelihood_at_an_odd_image_size(name, likelihood):
     with pyro.validation_enabled(True):  # also checks x lies in the likelihood's support
         loss = elbo.loss(vae.model, vae.guide, x)
     assert torch.isfinite(torch.tensor(loss))
-    d = vae.decoder.distribution(torch.randn(2, 3, 4))
+    d = vae.decoder.distribution(vae.decoder_input(torch.randn(2, 3, vae.z_dim)))
     assert d.batch_shape == (2, 3) and d.event_shape == x_shape
     assert vae.generate(3).shape == (3, *x_shape)
-    assert vae.decoder.distribution(torch.randn(2, 4)).sample().shape == (2, *x_shape)
+    assert vae.decoder.distribution(vae.decoder_input(torch.randn(2, vae.z_dim))).sample().shape == (2, *x_shape)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_decoder_maps_each_leading_index_to_its_own_z(name):
     """Conv decoders fold (particles, batch) into one batch: the fold must keep the order."""
     vae = make(name)
-    z = torch.randn(3, 5, 4)
+    z = torch.randn(3, 5, vae.z_dim)
     out = vae.decoder(z)
     for i, j in [(0, 0), (1, 3), (2, 4)]:
         assert torch.allclose(out[i, j], vae.decoder(z[i, j : j + 1])[0], atol=1e-5)

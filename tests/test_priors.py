@@ -34,7 +34,7 @@ def test_realnvp_prior_with_every_model_and_guide(model, guide):
     with pyro.plate("particles", 3, dim=-2):
         guide_tr = poutine.trace(q).get_trace(x)
         model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
-    site = model_tr.nodes["z"]
+    site = model_tr.nodes[next(iter(vae.latent_sites))]  # the prior scores the (top) latent
     assert site["value"].shape == (3, 5, 4) and site["fn"].event_shape == (4,)
     assert site["fn"].log_prob(site["value"]).shape == (3, 5)
     elbo = Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1)

@@ -1,23 +1,37 @@
 """Where datasets come from: named datasets and sources read from a path.
 
 A *named* dataset (``mnist5k``, ``cifar10``, …) registers its loader in :data:`DATASETS`; a
-*path source* (a ``.npz`` file, …) registers a loader with a predicate saying which paths it
-reads. A loader is called as ``load(name_or_path, data_dir, download)`` and returns
-``(train, train_labels, test, test_labels)``: images as uint8 levels or floats in [0, 1],
-(N, C, H, W) or (N, H, W), labels or ``None``; :class:`~pyro_vae.data.ImageDataset` checks
-them.
+*path source* (a ``.npz`` file, a folder of images, …) registers a loader with a predicate
+saying which paths it reads. A loader is called as ``load(name_or_path, data_dir, download,
+**options)`` — its options are keyword parameters with annotations and defaults, checked
+by :func:`~pyro_vae.options.bind_options`, so a source that takes none refuses any — and
+returns ``(train, train_labels, test, test_labels)`` or an :class:`Arrays` that adds
+``source`` (what the source says of the data: a folder's path, fingerprint, skipped files).
+Images are uint8 levels or floats in [0, 1], (N, C, H, W) or (N, H, W), or a map-style
+``Dataset`` of uint8 images (C, H, W) read one by one; labels or ``None``;
+:class:`~pyro_vae.data.ImageDataset` checks them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ..errors import ConfigError
 from ..registry import Registry
 
-Arrays = Tuple[Any, Optional[Any], Any, Optional[Any]]
-Loader = Callable[[str, str, bool], Arrays]
+
+class Arrays(NamedTuple):
+    """What a loader returns (a plain 4-tuple is read as one with ``source=None``)."""
+
+    train: Any
+    train_labels: Optional[Any]
+    test: Any
+    test_labels: Optional[Any]
+    source: Optional[Dict[str, Any]] = None
+
+
+Loader = Callable[..., Arrays]
 
 DATASETS: Registry[Loader] = Registry("dataset")
 

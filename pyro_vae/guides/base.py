@@ -9,6 +9,10 @@ a distribution with batch shape (B,) and event shape (z_dim,) — and the one co
         with pyro.plate("data", N, subsample_size=B), poutine.scale(scale=kl_scale):
             return pyro.sample("z", self.distribution(x))
 
+A guide of a VAE with several latent sites (the hierarchical VAE's, where q(z_l | x, z_>l)
+depends on the layers sampled before it) overrides :meth:`Guide.sample` instead, the one
+step inside the plate; everything else stays.
+
 The VAE's own amortized Gaussian guide is an instance (``vae.guide``, a
 :class:`GaussianGuide`); flow guides (:mod:`.flows`) and the non-amortized local guides of
 the posterior analysis (:mod:`.local`) are subclasses.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import itertools
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pyro
 import torch
@@ -74,8 +78,22 @@ class Guide(nn.Module, abc.ABC):
         x = self.check_x(x)
         self.register()
         with data_plate(x, num_data), kl_scaled(kl_scale):
-            return pyro.sample("z", self.distribution(x))
+            return self.sample(x)
 
+    def sample(self, x: Tensor) -> Tensor:
+        """The latent sites, inside the caller's plate and scale: ``"z"`` ~ :meth:`distribution`
+        here; a guide of several sites samples each of them (and returns the joint z)."""
+        return pyro.sample("z", self.distribution(x))
+
+    def local_parameters(self) -> List[nn.Parameter]:
+        """What a per-image copy of this guide frees (:func:`~pyro_vae.infer.gaps.local_guide`):
+        the bias of the encoder's Gaussian head, which spans every (μ, σ) of the base, and the
+        guide's own parameters (e.g. flows)."""
+        params = list(self.parameters())
+        head = getattr(getattr(self.vae, "encoder", None), "head", None)
+        if getattr(head, "bias", None) is not None:
+            params.append(head.bias)
+        return params
     def location(self, x: Tensor) -> Tensor:
         """A deterministic summary z of q_φ(z | x), (B, z_dim): the encoder mean μ_φ(x) here;
         flow guides push it through their flows."""
@@ -115,4 +133,10 @@ def build_guide(name: str, vae: nn.Module, **options: Any) -> Guide:
         >>> build_guide("gaussian", vae).spec
         {'name': 'gaussian'}
     """
+    layered = getattr(vae, "flow_guide", None)  # a VAE of several latent sites: its own guide
+    if name == "gaussian" and layered is not None:
+        GUIDES.options(name, options)  # the same checks: the Gaussian guide has no options
+        guide = layered(None)
+        guide.spec = {"name": "gaussian"}
+        return guide
     return GUIDES.build(name, vae, **options)

@@ -22,7 +22,10 @@ never through a conditioned transform, which is rebuilt at every call so nothing
 Every flow guide is one row of :data:`STEPS` — a factory of one step at the identity,
 default hypernet widths, the smallest z_dim it works for, and how K steps are arranged —
 and is registered under its name in :data:`~pyro_vae.guides.base.GUIDES`; each takes
-``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, plus its factory's own options:
+``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, plus its factory's own options.
+A VAE with several latent sites (``--model hvae``) says how to build its flow guide
+(``vae.flow_guide``): there every layer gets its own flow of the same kind (an IAF per layer
+for ``iaf``, as in Kingma et al. 2016), made by :meth:`FlowSteps.steps`. The rows:
 
 =============== ============================================================================
 ``planar``      planar steps (arXiv:1505.05770); Pyro's, reparametrised to start at identity
@@ -170,8 +173,18 @@ class FlowSteps:
         ])
 
     def __call__(self, vae: nn.Module, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
-                 **options) -> FlowGuide:
-        d, context = int(vae.z_dim), int(vae.encoder.h_dim)
+                 **options) -> nn.Module:
+        # a VAE with several latent sites gets a flow per site (its own guide class)
+        flow_guide = getattr(vae, "flow_guide", None)
+        if flow_guide is not None:
+            return flow_guide(self, num_flows, hidden_dims, **options)
+        return FlowGuide(vae, self.steps(int(vae.z_dim), int(vae.encoder.h_dim), num_flows,
+                                         hidden_dims, **options))
+
+    def steps(self, d: int, context: int, num_flows: int = 4,
+              hidden_dims: Optional[Sequence[int]] = None, **options) -> List[ConditionalTransformModule]:
+        """The K steps of one flow of a ``d``-dimensional latent conditioned on ``context``
+        features, each at the identity, arranged as :attr:`layout` says."""
         if num_flows < 1:
             raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
         if d < self.min_z_dim:
@@ -182,7 +195,7 @@ class FlowSteps:
             raise ConfigError(f"hidden_dims of the {self.name} guide must be integers ≥ {least}, "
                               f"got {hidden}")
         if self.layout == "one":
-            return FlowGuide(vae, [self.make(d, context, hidden, num_flows, **options)])
+            return [self.make(d, context, hidden, num_flows, **options)]
         steps: List[ConditionalTransformModule] = []
         for k in range(num_flows):
             if k > 0 and self.layout == "couplings":
@@ -190,7 +203,7 @@ class FlowSteps:
             steps.append(self.make(d, context, hidden, k, **options))
         if self.layout == "couplings" and num_flows % 2 == 0:
             steps.append(_reverse(d))  # restore the order: the whole flow starts at the identity
-        return FlowGuide(vae, steps)
+        return steps
 
 
 def _reverse(dim: int) -> ConditionalPermute:

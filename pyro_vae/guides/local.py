@@ -3,13 +3,18 @@ posterior analysis, and a Student-t fitted to reference draws.
 
 Both are :class:`~pyro_vae.guides.base.Guide` s without a VAE: ``distribution(x)`` ignores
 ``x`` but for its length (one q_n per image), and the base class's ``forward`` samples
-site ``"z"`` in the ``"data"`` plate like every guide.
+site ``"z"`` in the ``"data"`` plate like every guide. For a model with several latent sites
+(``sites``, the model's ``latent_sites``) q is a distribution of the *joint* latent: it is
+sampled once as the auxiliary site ``"z_joint"`` and cut into the model's sites, each a
+``Delta`` (log-density 0), so that log q of a trace is log q(z_joint) — what importance
+weights and ``Trace_ELBO`` need.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
+import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
@@ -25,9 +30,18 @@ class _FixedBatch(Guide):
 
     what = "guide"
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, sites: Optional[Dict[str, int]] = None) -> None:
         super().__init__(None)
         self.batch = int(batch)
+        self.sites = dict(sites) if sites is not None and list(sites) != ["z"] else None
+
+    def sample(self, x: Tensor) -> Tensor:
+        if self.sites is None:
+            return super().sample(x)
+        z = pyro.sample("z_joint", self.distribution(x))
+        for name, part in zip(self.sites, z.split(list(self.sites.values()), dim=-1)):
+            pyro.sample(name, dist.Delta(part, event_dim=1))
+        return z
 
     def check_x(self, x: Tensor) -> Tensor:
         if len(x) != self.batch:
@@ -49,8 +63,8 @@ class LocalGaussianGuide(_FixedBatch):
 
     what = "local guide"
 
-    def __init__(self, loc: Tensor, scale: Tensor) -> None:
-        super().__init__(len(loc))
+    def __init__(self, loc: Tensor, scale: Tensor, sites: Optional[Dict[str, int]] = None) -> None:
+        super().__init__(len(loc), sites)
         self.loc = nn.Parameter(loc.detach().clone())
         self.log_scale = nn.Parameter(scale.detach().log().clone())
 
@@ -77,11 +91,12 @@ class LocalFlowGuide(LocalGaussianGuide):
         scale: initial standard deviation (1, z_dim).
         num_flows: IAF steps.
         hidden_dims: hidden widths of each step's MADE (each ≥ z_dim).
+        sites: the model's latent sites, for a model with several (see the module docstring).
     """
 
     def __init__(self, loc: Tensor, scale: Tensor, num_flows: int = 4,
-                 hidden_dims: Sequence[int] = (32, 32)) -> None:
-        super().__init__(loc, scale)
+                 hidden_dims: Sequence[int] = (32, 32), sites: Optional[Dict[str, int]] = None) -> None:
+        super().__init__(loc, scale, sites)
         d = loc.shape[-1]
         if num_flows and len(loc) != 1:
             raise ConfigError(f"a local flow is fitted to one image at a time, got {len(loc)}")
@@ -117,20 +132,22 @@ class FixedGuide(_FixedBatch):
 
     what = "proposal"
 
-    def __init__(self, loc: Tensor, scale_tril: Tensor, df: float = 5.0) -> None:
-        super().__init__(len(loc))
+    def __init__(self, loc: Tensor, scale_tril: Tensor, df: float = 5.0,
+                 sites: Optional[Dict[str, int]] = None) -> None:
+        super().__init__(len(loc), sites)
         self.register_buffer("loc", loc.detach().clone())
         self.register_buffer("scale_tril", scale_tril.detach().clone())
         self.df = float(df)
 
     @classmethod
-    def from_draws(cls, z: Tensor, df: float = 5.0, jitter: float = 1e-6) -> "FixedGuide":
-        """Location and scale from draws ``z`` of shape (S, B, z_dim)."""
+    def from_draws(cls, z: Tensor, df: float = 5.0, jitter: float = 1e-6,
+                   sites: Optional[Dict[str, int]] = None) -> "FixedGuide":
+        """Location and scale from draws ``z`` of shape (S, B, z_dim) of the joint latent."""
         loc = z.mean(0)
         centred = (z - loc).transpose(0, 1)  # (B, S, d)
         cov = centred.transpose(1, 2) @ centred / (z.shape[0] - 1)
         eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-        return cls(loc, torch.linalg.cholesky(cov + jitter * eye), df)
+        return cls(loc, torch.linalg.cholesky(cov + jitter * eye), df, sites)
 
     def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
         df = torch.tensor(self.df, dtype=self.loc.dtype, device=self.loc.device)

@@ -27,7 +27,11 @@ class TrainConfig:
         lr: Adam learning rate.
         lr_decay: multiplicative learning-rate decay per epoch (1 = constant).
         clip_norm: elementwise gradient clip of ClippedAdam, for the *per-example* loss.
-        particles: L, samples of z per data point in each step (vectorized).
+        particles: L, samples of z per data point in each step (vectorized); K of the
+            IWAE objective.
+        objective: ``elbo`` (Trace_ELBO, averaged over the L particles) or ``iwae`` (the
+            importance-weighted bound L_K of Burda et al. 2015, arXiv:1509.00519, with
+            K = ``particles``; :class:`~pyro_vae.infer.elbo.IWAE_ELBO`).
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
         free_bits: λ, nats per latent dimension below which the KL is not penalised
             (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
@@ -45,7 +49,10 @@ class TrainConfig:
     lr: float = option(1e-3, "Adam learning rate (default 0.001)")
     lr_decay: float = option(1.0, "learning-rate decay per epoch (default 1: constant)")
     clip_norm: float = option(10.0, "elementwise gradient clip per example", cli=False)
-    particles: int = option(1, "samples of z per point and step (default 1)", metavar="L")
+    particles: int = option(1, "samples of z per point and step (default 1); K of --objective iwae",
+                            metavar="L")
+    objective: str = option("elbo", "training objective: elbo | iwae (the importance-weighted bound "
+                                    "with K = --particles; default elbo)", latent=True)
     kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
@@ -71,6 +78,10 @@ class TrainConfig:
         }, "training settings")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+        if self.objective not in ("elbo", "iwae"):
+            raise ConfigError(f"unknown objective {self.objective!r}; valid objectives: elbo, iwae")
+        if self.objective == "iwae" and self.free_bits > 0:
+            raise ConfigError("--objective iwae cannot be combined with --free-bits")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":

@@ -1,5 +1,10 @@
-"""The ELBOs the training engine steps: Pyro's ``Trace_ELBO`` with its losses kept on the
-device (:class:`SyncFreeTrace_ELBO`), and free bits on top of it.
+"""The training objectives and :func:`make_elbo`, the one place where a
+:class:`~pyro_vae.infer.config.TrainConfig` becomes a Pyro ELBO object (for ``SVI`` or, as
+``elbo(model, guide)``, the ``ELBOModule`` the training engine steps): Pyro's ``Trace_ELBO``
+with its losses kept on the device (:class:`SyncFreeTrace_ELBO`), free bits on top of it,
+and the IWAE bound (:class:`IWAE_ELBO`).
+
+**Free bits**: a Trace_ELBO that stops pushing a latent's KL below a floor.
 
 **Free bits** — a Trace_ELBO that stops pushing a latent's KL below a floor. Kingma et al. 2016 (arXiv:1606.04934, appendix C): with a strong decoder the ELBO is easily
 maximised by ignoring z (posterior collapse, KL → 0). Free bits replaces each latent
@@ -12,17 +17,39 @@ Below λ nats a dimension's KL is no longer penalised (its gradient is zero), so
 can afford to put information into it. The KL terms are the Monte-Carlo ones of Trace_ELBO,
 log q(z_j | x) − log p(z_j), per dimension when guide and prior factorise over dimensions
 (the diagonal Gaussian guide with a Normal prior); otherwise the whole latent site is one
-group with floor λ·dim. Pyro has no such ELBO; this subclass changes only how a particle's
-loss is assembled from the traces Trace_ELBO already builds.
+group with floor λ·dim. Every latent site is treated so: in a hierarchical VAE each layer
+z_l gets its own floors — the paper's free bits *per layer* — with the KL of a layer below
+the top taken given the layers above (log q(z_l | x, z_>l) − log p(z_l | z_>l)). Pyro has no
+such ELBO; this subclass changes only how a particle's loss is assembled from the traces
+Trace_ELBO already builds.
+
+**IWAE** (Burda et al. 2015, arXiv:1509.00519): with K samples z_k ~ q(z | x) per image,
+
+    L_K(x) = E[log (1/K) Σ_k w_k],   w_k = p(x, z_k) / q(z_k | x),   ELBO = L_1 ≤ L_K ≤ log p(x).
+
+Pyro's ``RenyiELBO(alpha=0)`` is this bound, but (Pyro 1.9) it has no ``differentiable_loss``
+(so no ``ELBOModule``) and takes the log-mean-exp of log-densities *already scaled* by the
+subsampled plate, i.e. of (N/B) log w_k rather than log w_k, which is not the IWAE bound of
+a mini-batch. :class:`IWAE_ELBO` computes the bound per image from the unscaled log-densities,
+then scales by N / B.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any, Tuple
+
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import is_identically_zero, torch_item
+from pyro.util import warn_if_nan
 from torch.distributions import Independent
+
+from ..errors import ConfigError
+
+#: Training objectives of ``--objective``.
+OBJECTIVES = ("elbo", "iwae")
 
 
 class SyncFreeTrace_ELBO(Trace_ELBO):
@@ -139,11 +166,99 @@ class FreeBitsTrace_ELBO(SyncFreeTrace_ELBO):
         return loss, surrogate
 
 
-def make_elbo(config):
-    """The ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: the L-particle
-    ``Trace_ELBO`` (vectorized over particles), with free bits if ``config.free_bits > 0``."""
+class IWAE_ELBO(RenyiELBO):
+    """The importance-weighted bound L_K as a training objective: ``RenyiELBO(alpha=0)`` with
+    a ``differentiable_loss``, correct for a subsampled ``"data"`` plate.
+
+    For each image n and particle k the log weight is the sum over sites of the *unscaled*
+    log-densities, each weighted by its site's scale relative to the plate's N / B (so the
+    KL warm-up's β still multiplies the latent sites: log w = log p(x|z) + β(log p(z) −
+    log q(z|x))); the loss is −(N / B) Σ_n [logsumexp_k log w_nk − log K]. With K = 1 it is
+    Trace_ELBO's loss exactly. Gradients flow through the reparameterized samples (the
+    IWAE estimator of Burda et al.); a non-reparameterized latent site is refused, as in
+    Pyro's ``RenyiELBO``.
+
+    Args:
+        num_particles: K.
+        vectorize_particles: draw the K samples at once on a leading dimension.
+        max_plate_nesting: as for every Pyro ELBO (1 here: the ``"data"`` plate).
+
+    Example:
+        >>> import torch
+        >>> from pyro_vae import build_vae
+        >>> vae = build_vae("dense", (1, 28, 28), z_dim=4, hidden_dims=(16,))
+        >>> x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
+        >>> loss = IWAE_ELBO(num_particles=5, vectorize_particles=True).differentiable_loss(
+        ...     vae.model, vae.guide, x, num_data=80)
+        >>> loss.shape, loss.requires_grad
+        (torch.Size([]), True)
+    """
+
+    def __init__(self, num_particles: int = 2, vectorize_particles: bool = True,
+                 max_plate_nesting: int = 1, **kwargs: Any) -> None:
+        super().__init__(alpha=0, num_particles=num_particles, vectorize_particles=vectorize_particles,
+                         max_plate_nesting=max_plate_nesting, **kwargs)
+
+    def log_weights(self, model, guide, *args, **kwargs) -> Tuple[torch.Tensor, float]:
+        """Log importance weights (K, B) (β-weighted, unscaled by the plate) and the plate's
+        scale N / B."""
+        particles, plate_scale = [], None
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            log_w = 0.0
+            for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+                for site in trace.nodes.values():
+                    if site["type"] != "sample":
+                        continue
+                    if sign < 0 and not is_identically_zero(site["score_parts"].score_function):
+                        raise NotImplementedError("the IWAE objective needs reparameterized latent sites")
+                    subsample = 1.0
+                    for frame in site["cond_indep_stack"]:
+                        if frame.full_size is not None:
+                            subsample *= frame.full_size / frame.size
+                    if plate_scale is None:
+                        plate_scale = subsample
+                    elif not math.isclose(plate_scale, subsample):
+                        raise ValueError("the IWAE objective needs every site in the same data plate")
+                    log_w = log_w + sign * site["unscaled_log_prob"] * (site["scale"] / subsample)
+            particles.append(log_w)
+        vectorized = self.vectorize_particles and self.num_particles > 1
+        log_w = particles[0] if vectorized else torch.stack(particles)
+        return log_w.reshape(self.num_particles, -1), float(plate_scale or 1.0)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """−(N / B) Σ_n L_K(x_n): a differentiable estimate of −IWAE-K of the whole data set."""
+        log_w, scale = self.log_weights(model, guide, *args, **kwargs)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        loss = -scale * bound.sum()
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return torch_item(loss)
+
+
+def make_elbo(config: Any):
+    """The Pyro ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: ``Trace_ELBO``
+    (:class:`SyncFreeTrace_ELBO`; :class:`FreeBitsTrace_ELBO` with ``free_bits``) with L =
+    ``particles`` vectorized particles, or :class:`IWAE_ELBO` with K = ``particles`` for
+    ``objective="iwae"``. Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an
+    ``ELBOModule`` whose forward is the differentiable loss."""
+    objective = getattr(config, "objective", "elbo")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
     kwargs = dict(num_particles=config.particles, vectorize_particles=config.particles > 1,
                   max_plate_nesting=1)
+    if objective == "iwae":
+        if config.free_bits > 0:
+            raise ConfigError("--objective iwae cannot be combined with --free-bits")
+        return IWAE_ELBO(**kwargs)
     if config.free_bits > 0:
         return FreeBitsTrace_ELBO(free_bits=config.free_bits, **kwargs)
     return SyncFreeTrace_ELBO(**kwargs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, Optional
 
 import numpy as np
@@ -40,14 +40,19 @@ class LogWeights:
     Attributes:
         log_px_z: log p_θ(x | z) — the reconstruction term.
         log_pz: log p_θ(z) (summed over all latent sites of the model).
-        log_qz: log q_φ(z | x).
-        z: the guide's draws of site ``"z"``, (S, B, z_dim).
+        log_qz: log q_φ(z | x) (of all latent sites).
+        latents: the guide's draws of every latent site of the model, ``{site: (S, B, d)}``.
     """
 
     log_px_z: Tensor
     log_pz: Tensor
     log_qz: Tensor
-    z: Optional[Tensor] = None
+    latents: Dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def z(self) -> Optional[Tensor]:
+        """The draws of site ``"z"`` of a single-latent model (``None`` otherwise)."""
+        return self.latents.get("z")
 
     @property
     def log_w(self) -> Tensor:
@@ -80,8 +85,9 @@ def log_weights(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> Lo
             lp = lp.expand(shape) if lp.shape != shape else lp
             key = "guide" if role == "guide" else ("obs" if site["is_observed"] else "latent")
             terms[key] = terms[key] + lp
-    z = guide_trace.nodes["z"]["value"] if "z" in guide_trace.nodes else None
-    return LogWeights(terms["obs"], terms["latent"], terms["guide"], z)
+    latents = {name: site["value"] for name, site in model_trace.nodes.items()
+               if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+    return LogWeights(terms["obs"], terms["latent"], terms["guide"], latents)
 
 
 def log_weight_chunks(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,

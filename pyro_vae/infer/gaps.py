@@ -105,9 +105,11 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
 
     * ``gaussian``: :class:`LocalGaussianGuide` started at the encoder's (μ, σ) — needs a
       guide whose q(z|x) is a diagonal Normal (``vae.guide``, the ``gaussian`` guide).
-    * ``copy``: a deep copy of the guide whose per-image parameters are the bias of the
-      encoder's Gaussian head (h → μ, σ of the base distribution) and all of the guide's
-      own parameters (e.g. the flows conditioned on h); the encoder trunk and the head's
+    * ``copy``: a deep copy of the guide whose per-image parameters are its
+      :meth:`~pyro_vae.guides.base.Guide.local_parameters` — the bias of the encoder's
+      Gaussian head (h → μ, σ of the base distribution; for a hierarchical guide the bias of
+      every layer's posterior head) and all of the guide's own parameters (e.g. the flows
+      conditioned on h); the encoder trunk and the head's
       weights stay fixed, and so does h. The head's bias alone spans every (μ, σ) of the
       base, and the flows' weights span what their architecture can express, so the copy
       ranges over the guide's family at x. It works for any
@@ -117,7 +119,8 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
       reach the closed-form optimum). Freeing the head's weights or the trunk too adds
       thousands of redundant parameters, each moved by about the learning rate per Adam
       step: on the default MNIST run that fit stalled 0.1–0.6 nats short.
-    * ``auto``: ``gaussian`` when q(z|x) is a diagonal Normal, else ``copy``.
+    * ``auto``: ``gaussian`` when q(z|x) is a diagonal Normal over one latent site, else
+      ``copy`` (always for a VAE with several latent sites).
 
     Returns:
         ``(guide, method)`` with the method actually used.
@@ -126,13 +129,13 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
         raise ConfigError(f"unknown local-guide method {method!r}; "
                           f"valid methods: {', '.join(LOCAL_METHODS)}")
     normal = None
-    if method in ("auto", "gaussian"):
+    if method in ("auto", "gaussian") and len(vae.latent_sites) == 1:
         with torch.no_grad():
             normal = diagonal_normal(guide.distribution(x))
-        if normal is None and method == "gaussian":
-            raise ConfigError(
-                "the 'gaussian' local guide needs a guide whose q(z|x) is a diagonal Normal"
-            )
+    if normal is None and method == "gaussian":
+        raise ConfigError(
+            "the 'gaussian' local guide needs a guide whose q(z|x) is a diagonal Normal"
+        )
     if normal is not None:
         return LocalGaussianGuide(normal.loc, normal.scale), "gaussian"
     if len(x) != 1:
@@ -143,21 +146,14 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
     local = copy.deepcopy(guide)  # copies guide.vae (held outside the module tree) too
     local.eval()
     local.vae.eval()
-    for p in list(local.parameters()) + list(local.vae.encoder.parameters()):
-        p.requires_grad_(True)
-    head = getattr(local.vae.encoder, "head", None)
-    free_bias = getattr(head, "bias", None)
-    for p in local.vae.encoder.parameters():
-        if p is not free_bias:
-            p.requires_grad_(False)
+    free = {id(p) for p in local.local_parameters()}
+    for p in list(local.parameters()) + list(local.vae.parameters()):
+        p.requires_grad_(id(p) in free)
     return local, "copy"
 
 
 def _local_parameters(local: nn.Module) -> List[nn.Parameter]:
-    params = list(local.parameters())
-    vae = getattr(local, "vae", None)
-    if vae is not None:
-        params += list(vae.encoder.parameters())
+    params = local.local_parameters() if isinstance(local, Guide) else list(local.parameters())
     return [p for p in params if p.requires_grad]
 
 
@@ -241,11 +237,12 @@ def fit_guide(
 
 
 def reference_proposal(nuts_idata, example: int, dtype: torch.dtype = torch.float32,
-                       device: Any = "cpu") -> FixedGuide:
-    """:class:`FixedGuide` fitted to the NUTS draws of one image (all chains pooled)."""
+                       device: Any = "cpu", sites: Optional[Dict[str, int]] = None) -> FixedGuide:
+    """:class:`FixedGuide` fitted to the NUTS draws of the joint latent ``z`` of one image (all
+    chains pooled); ``sites`` (``vae.latent_sites``) when the model has several."""
     z = nuts_idata.posterior["z"].sel(example=example).stack(sample=("chain", "draw"))
     z = torch.as_tensor(z.transpose("sample", "z_dim").values, dtype=dtype, device=device)
-    return FixedGuide.from_draws(z[:, None, :])
+    return FixedGuide.from_draws(z[:, None, :], sites=sites)
 
 
 def inference_gaps(
@@ -295,7 +292,8 @@ def inference_gaps(
             optimal = bounds(vae, q_star, xi, iwae_samples)
         estimates = {"amortized": amortized, "local": optimal}
         if reference is not None:
-            proposal = reference_proposal(reference, index, dtype=xi.dtype, device=xi.device)
+            proposal = reference_proposal(reference, index, dtype=xi.dtype, device=xi.device,
+                                          sites=vae.latent_sites)
             with frozen(vae), isolated(xi, seed_from(seed, index, 4)):
                 estimates["reference"] = bounds(vae, proposal, xi, iwae_samples)
         # Above k̂ = 0.5 the weights have infinite variance: such an estimate mostly falls

@@ -8,7 +8,11 @@ ordinary inference problem: NUTS (Hoffman & Gelman 2014, arXiv:1111.4246) by
 ``pyro.module`` registers nothing and nothing is trained.
 
 ArviZ holds the draws (:class:`arviz.InferenceData` with dims ``example`` and ``z_dim``)
-and judges the reference: bulk / tail effective sample sizes and rank-normalized split
+and judges the reference. A model with several latent sites (a hierarchical VAE: ``"z_2"``,
+``"z_1"``) is sampled jointly over all of them — NUTS on ``model(x)`` sees every latent
+site — and each site is kept as its own variable (dims ``example``, ``z_2_dim``, …) beside
+the joint latent ``z`` (their concatenation in ``vae.latent_sites`` order), which the
+diagnostics, the summaries and the inference gaps read, as for a single-latent VAE: bulk / tail effective sample sizes and rank-normalized split
 R-hat (Vehtari et al. 2021, arXiv:1903.08008). The guide's importance weights get the
 Pareto k̂ of PSIS (Yao et al. 2018, arXiv:1802.02538): k̂ < 0.7 says q(z|x) is a usable
 importance proposal for p(z|x).
@@ -102,7 +106,7 @@ def nuts_posterior(
 
     Returns:
         ``arviz.InferenceData`` with groups ``posterior`` (``z``: chain, draw, example,
-        z_dim), ``sample_stats`` (``diverging``), ``log_likelihood`` (``x``: log p(x | z)
+        z_dim; and each latent site of a model with several), ``sample_stats`` (``diverging``), ``log_likelihood`` (``x``: log p(x | z)
         per draw) and ``observed_data`` (``x``).
     """
     import arviz as az
@@ -128,9 +132,10 @@ def nuts_posterior(
                             num_chains=1, disable_progbar=not progress)
                 mcmc.run(xi)
                 chains.append(az.from_pyro(mcmc, log_likelihood=True, coords=_coords(vae, [index]),
-                                           dims={"z": Z_DIMS, "x": X_DIMS}))
+                                           dims={**_site_dims(vae), "x": X_DIMS}))
             per_example.append(az.concat(*chains, dim="chain", reset_dim=True))
     idata = concat_examples(per_example)
+    add_joint_latent(idata.posterior, vae)
     idata.posterior.attrs["method"] = (
         f"NUTS, {config.chains} chains × {config.draws} draws after {config.warmup} warm-up"
     )
@@ -146,8 +151,26 @@ def example_indices(x: Tensor, examples: Optional[Sequence[int]]) -> List[int]:
 
 def _coords(vae: Model, examples: Sequence[int]) -> Dict[str, Any]:
     c, h, w = vae.x_shape
-    return {"example": list(examples), "z_dim": np.arange(vae.z_dim), "channel": np.arange(c),
-            "row": np.arange(h), "column": np.arange(w)}
+    sites = {f"{name}_dim": np.arange(d) for name, d in vae.latent_sites.items()}
+    return {"example": list(examples), "z_dim": np.arange(vae.z_dim), **sites,
+            "channel": np.arange(c), "row": np.arange(h), "column": np.arange(w)}
+
+
+def _site_dims(vae: Model) -> Dict[str, List[str]]:
+    """ArviZ dims of every latent site: ``{"z": ["example", "z_dim"]}`` for one site."""
+    return {name: ["example", f"{name}_dim"] for name in vae.latent_sites}
+
+
+def add_joint_latent(posterior, vae: Model) -> None:
+    """Add the joint latent ``z`` (example, z_dim) — the sites concatenated in
+    ``vae.latent_sites`` order — to a posterior group of a model with several sites."""
+    import xarray as xr
+
+    if list(vae.latent_sites) == ["z"]:
+        return
+    parts = [posterior[name].rename({f"{name}_dim": "z_dim"}).drop_vars("z_dim", errors="ignore")
+             for name in vae.latent_sites]
+    posterior["z"] = xr.concat(parts, dim="z_dim").assign_coords(z_dim=np.arange(vae.z_dim))
 
 
 def concat_examples(idatas: Sequence[Any]):
@@ -184,7 +207,8 @@ def guide_posterior(
     traces as the draws.
 
     Returns:
-        ``arviz.InferenceData`` with ``posterior`` (``z``: chain = 1, draw, example, z_dim),
+        ``arviz.InferenceData`` with ``posterior`` (``z``: chain = 1, draw, example, z_dim;
+        and each latent site of a model with several),
         ``sample_stats`` (``log_q`` = log q(z|x), ``lp`` = log p(x, z), and
         ``log_weight`` = lp − log_q per draw), ``log_likelihood`` (``x`` = log p(x | z))
         and ``observed_data`` (``x``).
@@ -202,13 +226,16 @@ def guide_posterior(
         return t.detach().cpu().double().numpy()[None]
 
     lp = lw.log_px_z + lw.log_pz
+    sites = {name: np1(value) for name, value in lw.latents.items()}
+    if list(sites) != ["z"]:
+        sites["z"] = np1(vae.join_latents(lw.latents))
     idata = az.from_dict(
-        posterior={"z": np1(lw.z)},
+        posterior=sites,
         sample_stats={"log_q": np1(lw.log_qz), "lp": np1(lp), "log_weight": np1(lp - lw.log_qz)},
         log_likelihood={"x": np1(lw.log_px_z)},
         observed_data={"x": x.detach().cpu().double().numpy()},
         coords=_coords(vae, examples),
-        dims={"z": Z_DIMS, "x": X_DIMS, "log_q": ["example"], "lp": ["example"],
+        dims={**_site_dims(vae), "z": Z_DIMS, "x": X_DIMS, "log_q": ["example"], "lp": ["example"],
               "log_weight": ["example"]},
     )
     idata.posterior.attrs["method"] = f"amortized guide, {num_draws} independent draws"

@@ -4,7 +4,8 @@ One step computes the loss as an ``nn.Module``: ``elbo(model, guide)`` is Pyro's
 ``ELBOModule``, whose ``forward(x, num_data, kl_scale)`` is the differentiable −ELBO of
 ``Trace_ELBO(num_particles=L, vectorize_particles=True)`` — the L-sample, M-sized mini-batch
 SGVB estimator of Kingma & Welling (arXiv:1312.6114) on the model's full-data ELBO (the
-``"data"`` plate scales by N / M) — or of the free-bits ELBO. ``backward`` and a plain torch
+``"data"`` plate scales by N / M) — of the free-bits ELBO, or of the IWAE bound with
+K = L (``--objective iwae``); :func:`~pyro_vae.infer.elbo.make_elbo` chooses. ``backward`` and a plain torch
 optimizer (Pyro's ClippedAdam algorithm, one optimizer over all parameters, gradients
 released with ``set_to_none``) finish the step. Parameters live in their modules
 (``pyro.settings`` ``module_local_params=True``), not in Pyro's global param store: this
@@ -113,7 +114,7 @@ class Trainer:
         self.autocast = _autocast(config.precision, self.device, vae)
         data.to(self.device)
         self.dequantize = vae.dequantize
-        self.num_data = len(data.train)
+        self.num_data = len(data)
         self.rank, self.world = distributed.world()
         params = list(vae.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
@@ -199,6 +200,7 @@ class Trainer:
             "test_rec": test["rec"],
             "test_kl": test["kl"],
             "kl_scale": beta,
+            "objective": f"{cfg.objective}-{cfg.particles}",
             "lr": self.lr,
             "seconds": seconds,
             "steps": steps,

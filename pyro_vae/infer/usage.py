@@ -29,11 +29,55 @@ def diagonal_normal(d: Optional[dist.Distribution]) -> Optional[dist.Normal]:
     return None
 
 
-def guide_draws(guide: nn.Module, x: Tensor, num_samples: int) -> Tensor:
-    """``num_samples`` draws of site ``"z"`` from the guide per image, (S, B, z_dim)."""
+def guide_draws(guide: nn.Module, x: Tensor, num_samples: int, site: str = "z") -> Tensor:
+    """``num_samples`` draws of latent ``site`` from the guide per image, (S, B, d)."""
     with pyro.plate("draws", num_samples, dim=-2):
         trace = poutine.trace(guide).get_trace(x)
-    return trace.nodes["z"]["value"]
+    return trace.nodes[site]["value"]
+
+
+def _site_traces(vae: Model, guide: nn.Module, x: Tensor, num_samples: int):
+    """Guide trace and, replayed against it, the trace of ``vae.latent_model`` (the priors
+    p(z_l | z_>l) of every latent site, no decoder), with ``num_samples`` draws at dim −2."""
+    with pyro.plate("draws", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        prior_trace = poutine.trace(poutine.replay(vae.latent_model, trace=guide_trace)).get_trace(x)
+    return guide_trace, prior_trace
+
+
+def _site_stats(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> Dict[str, Dict[str, Any]]:
+    """Per latent site and image: the posterior mean, its Monte-Carlo variance, the KL per
+    dimension (or only in total) and how it was computed (see :func:`latent_usage`)."""
+    sites = vae.latent_sites
+    guide_trace, prior_trace = _site_traces(vae, guide, x, 1)
+    if len(sites) > 1 or diagonal_normal(guide_trace.nodes["z"]["fn"]) is None:
+        guide_trace, prior_trace = _site_traces(vae, guide, x, num_samples)  # moments need draws
+    stats = {}
+    for name in sites:
+        q_site, p_site = guide_trace.nodes[name], prior_trace.nodes[name]
+        z, n = q_site["value"], q_site["value"].shape[0]
+        q, p = diagonal_normal(q_site["fn"]), diagonal_normal(p_site["fn"])
+        kl = total = None
+        if q is not None:  # exact given the layers above; E_q over them by the draws
+            m = q.loc.mean(0)
+            mc_var = q.loc.var(0) / n if n > 1 else torch.zeros_like(m)
+            method = "exact"
+            if p is not None:
+                kl = torch.distributions.kl_divergence(q, p).mean(0)
+        else:
+            m, v = z.mean(0), z.var(0)
+            mc_var = v / n
+            if p is not None and bool((p.loc == p.loc[:1]).all() and (p.scale == p.scale[:1]).all()):
+                method = "moment-matched"  # p(z_l) does not depend on other draws
+                kl = torch.distributions.kl_divergence(dist.Normal(m, v.sqrt()),
+                                                       dist.Normal(p.loc[0], p.scale[0]))
+            else:  # a flow guide below the top layer: KL only in total, by Monte Carlo
+                method = "monte-carlo"
+                total = (q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)).mean(0)
+        if kl is not None:
+            total = kl.sum(-1)
+        stats[name] = {"mean": m, "mc_var": mc_var, "kl": kl, "kl_total": total, "method": method}
+    return stats
 
 
 @torch.no_grad()
@@ -46,71 +90,86 @@ def latent_usage(
     batch_size: int = 250,
     seed: int = 0,
 ) -> Dict[str, Any]:
-    """KL per latent dimension and active units over the images ``x``.
+    """KL per latent dimension and active units over the images ``x``, per latent site.
 
-    * If q(z|x) is a diagonal Normal and p(z) a diagonal Normal, KL(q ‖ p) is a sum over
-      dimensions and each term is exact (``method = "exact"``); the posterior means are
-      exact too.
-    * Otherwise (flow guides) q's means and variances are estimated from ``num_samples``
+    Each site's q(z_l | x, z_>l) and p(z_l | z_>l) come from a trace of the guide and of
+    ``vae.latent_model`` replayed against it (the decoder is not run):
+
+    * if both are diagonal Normals, KL(q ‖ p) is a sum over dimensions and each term is exact
+      (``method = "exact"``); for a site below the top of a hierarchy it is exact given the
+      layers above and averaged over ``num_samples`` draws of them, so the sites' KLs add up
+      to the total KL E_q[log q(z|x) − log p(z)]; posterior means E_q[z_l] likewise;
+    * otherwise (flow guides) q's means and variances are estimated from ``num_samples``
       draws per image, and the per-dimension term is KL(N(m_j, v_j) ‖ p(z_j)) of the
       moment-matched Normal (``method = "moment-matched"``, an approximation: a
-      non-factorized q has no exact per-dimension split).
+      non-factorized q has no exact per-dimension split); where p itself depends on the
+      draws (a flow guide below the top layer) only the total is estimated, by Monte Carlo
+      (``method = "monte-carlo"``, ``kl_per_dim`` None).
 
     Active units (Burda et al. 2015, arXiv:1509.00519): A_j = Cov_x(E_q[z_j]) over the
     images; dimension j is active when A_j > ``threshold``. With sampled means, the
-    Monte-Carlo variance of each mean (v_j / S) is subtracted so A_j stays unbiased.
+    Monte-Carlo variance of each mean is subtracted so A_j stays unbiased.
 
     Returns:
         ``{"kl_per_dim", "activity", "active", "active_units", "kl_total", "threshold",
-        "method", "num_examples"}`` (lists over z_dim).
+        "method", "num_examples", "sites"}``: lists over the joint latent's z_dim (sites
+        concatenated in ``vae.latent_sites`` order), and ``sites`` = the same per latent site
+        (``{"z": …}`` for a single-latent VAE, ``{"z_2": …, "z_1": …}`` for a hierarchy).
     """
     x = vae.check_x(x, values=True)
-    prior = diagonal_normal(vae.prior())
-    means, kls, mc_var = [], [], []
-    method = "exact"
+    parts: Dict[str, Dict[str, List[Tensor]]] = {}
+    methods: Dict[str, str] = {}
     with frozen(vae, guide), isolated(x, seed):
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
-            q = diagonal_normal(guide.distribution(xb))
-            if q is not None and prior is not None:
-                m, v = q.loc, q.scale**2
-                kls.append(torch.distributions.kl_divergence(q, prior).sum(0))
-                mc_var.append(torch.zeros_like(m).sum(0))
-            else:
-                method = "moment-matched"
-                z = guide_draws(guide, xb, num_samples)  # (S, B, d)
-                m, v = z.mean(0), z.var(0)
-                if prior is not None:
-                    approx = dist.Normal(m, v.sqrt())
-                    kls.append(torch.distributions.kl_divergence(approx, prior).sum(0))
-                mc_var.append((v / num_samples).sum(0))
-            means.append(m)
-    means = torch.cat(means).double()
+            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples)
+            for name, st in stats.items():
+                acc = parts.setdefault(name, {"mean": [], "mc_var": [], "kl": [], "kl_total": []})
+                for key in acc:
+                    acc[key].append(st[key])
+                methods[name] = st["method"]
     n = len(x)
-    activity = means.var(0) - (torch.stack(mc_var).sum(0).double() / n if method != "exact" else 0.0)
-    kl = (torch.stack(kls).sum(0).double() / n) if kls else None
+    sites = {}
+    for name, acc in parts.items():
+        means = torch.cat(acc["mean"]).double()
+        activity = means.var(0) - torch.cat(acc["mc_var"]).double().mean(0)
+        kl = None if acc["kl"][0] is None else torch.cat(acc["kl"]).double().sum(0) / n
+        total = None if acc["kl_total"][0] is None else float(torch.cat(acc["kl_total"]).double().mean())
+        sites[name] = {
+            "dims": int(means.shape[-1]),
+            "kl_per_dim": None if kl is None else kl.tolist(),
+            "kl_total": total,
+            "activity": activity.tolist(),
+            "active": (activity > threshold).tolist(),
+            "active_units": int((activity > threshold).sum()),
+            "method": methods[name],
+        }
+    rows = list(sites.values())
+    per_dim = [r["kl_per_dim"] for r in rows]
+    totals = [r["kl_total"] for r in rows]
+    kinds = sorted(set(methods.values()))
     return {
-        "kl_per_dim": None if kl is None else kl.tolist(),
-        "kl_total": None if kl is None else float(kl.sum()),
-        "activity": activity.tolist(),
-        "active": (activity > threshold).tolist(),
-        "active_units": int((activity > threshold).sum()),
+        "kl_per_dim": None if any(k is None for k in per_dim) else sum(per_dim, []),
+        "kl_total": None if any(t is None for t in totals) else float(sum(totals)),
+        "activity": sum((r["activity"] for r in rows), []),
+        "active": sum((r["active"] for r in rows), []),
+        "active_units": sum(r["active_units"] for r in rows),
         "threshold": threshold,
-        "method": method,
+        "method": kinds[0] if len(kinds) == 1 else "mixed",
         "num_examples": n,
+        "sites": sites,
     }
 
 
 @torch.no_grad()
 def posterior_means(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 256,
                     batch_size: int = 250, seed: int = 0) -> Tensor:
-    """E_q[z | x] for each image, (B, z_dim): exact for a diagonal Normal, else sampled."""
+    """E_q[z | x] of the joint latent for each image, (B, z_dim): exact for a diagonal
+    Normal (given the layers above, averaged over their draws), else sampled."""
     out = []
     with frozen(vae, guide), isolated(x, seed):
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
-            q = diagonal_normal(guide.distribution(xb))
-            out.append(q.loc if q is not None else guide_draws(guide, xb, num_samples).mean(0))
+            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples)
+            out.append(vae.join_latents({name: st["mean"] for name, st in stats.items()}))
     return torch.cat(out)
 
 

@@ -14,6 +14,12 @@ The generative model is written once::
         z = pyro.sample("z", p(z))                           # latent, event (z_dim,)
         pyro.sample("x", p(x | z), obs=x)                   # image, event (C, H, W)
 
+The latent part of the program is :meth:`VAE.latents` (one site ``"z"`` here; a
+hierarchical VAE samples ``"z_L"``, …, ``"z_1"`` there), so a VAE with several latent sites
+overrides that one method and keeps ``model``. Every latent site has event shape (d,); the
+*joint* latent is their concatenation in sampling order (:attr:`VAE.latent_sites`,
+:meth:`VAE.split_latents`), the flat ``z`` that decoding, traversals and NUTS summaries use.
+
 With ``num_data=N`` the plate scales the log-densities by N / B, so ``Trace_ELBO`` returns an
 unbiased estimate of the *full-data* ELBO from a mini-batch (the M-sized mini-batch estimator
 of Kingma & Welling 2013, arXiv:1312.6114). Every tensor op broadcasts over leading
@@ -23,11 +29,12 @@ estimator) and the vectorized IWAE evaluation work unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -131,9 +138,41 @@ class VAE(Model):
         self.z_dim = int(z_dim)
         self.encoder = encoder
         self.decoder = decoder
-        self.prior = prior if prior is not None else StandardNormalPrior(z_dim)
+        self.set_prior(prior if prior is not None else StandardNormalPrior(z_dim))
         self.guide = GaussianGuide(self)
         self.guide.spec = {"name": "gaussian"}
+
+    def set_prior(self, prior: nn.Module) -> None:
+        """Use ``prior`` as p(z); a prior that needs the VAE (the VampPrior scores z under the
+        encoder) gets it through its ``attach(vae)``, so priors never import models."""
+        self.prior = prior
+        attach = getattr(prior, "attach", None)
+        if attach is not None:
+            attach(self)
+
+    @property
+    def prior_dim(self) -> int:
+        """Dimension of the latent site the prior module scores (``z_dim`` here; the top
+        layer of a hierarchical VAE)."""
+        return self.z_dim
+
+    # ------------------------------------------------------------------ latent sites
+    @property
+    def latent_sites(self) -> Dict[str, int]:
+        """Latent site names → event sizes, in the order the model samples them; the joint
+        latent z (``z_dim`` = their sum) is their concatenation in this order."""
+        return {"z": self.z_dim}
+
+    def split_latents(self, z: Tensor) -> Dict[str, Tensor]:
+        """The joint latent (..., z_dim) as ``{site: (..., d_site)}``."""
+        sizes = self.latent_sites
+        return dict(zip(sizes, z.split(list(sizes.values()), dim=-1)))
+
+    def join_latents(self, values: Mapping[str, Tensor]) -> Tensor:
+        """``{site: (..., d_site)}`` as the joint latent (..., z_dim), broadcasting leading dims."""
+        parts = [values[name] for name in self.latent_sites]
+        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return torch.cat([p.expand(*shape, p.shape[-1]) for p in parts], dim=-1)
 
     # ------------------------------------------------------------------ data contract
     @property
@@ -161,28 +200,52 @@ class VAE(Model):
             self._register("prior", self.prior)
 
     # ------------------------------------------------------------------ Pyro program
+    def latents(self) -> Tensor:
+        """The latent sites drawn from p_θ(z) inside the caller's ``"data"`` plate; returns
+        what the decoder network takes (here z itself, (..., z_dim))."""
+        z = pyro.sample("z", self.prior())
+        if z.shape[-1] != self.z_dim:  # replayed from a guide of another VAE
+            raise ConfigError(f"the guide drew z of dimension {z.shape[-1]}, but this VAE's z_dim is "
+                              f"{self.z_dim}: the guide was built for another model")
+        return z
+
+    def decoder_input(self, z: Tensor) -> Tensor:
+        """What the decoder network takes for a joint latent z (..., z_dim): z itself here;
+        a hierarchical VAE runs its top-down path."""
+        return z
+
+    def register_model(self) -> None:
+        """Register the generative networks (decoder, learned prior) with Pyro."""
+        self._register("decoder", self.decoder)
+        self.register_prior()
+
     def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
         """p_θ(z) p_θ(x | z) for a mini-batch ``x`` of shape (B, C, H, W).
 
         Args:
             x: observed images.
             num_data: size N of the dataset the batch was drawn from (scales by N / B).
-            kl_scale: weight β of the latent site (KL warm-up); 1 is the true ELBO.
+            kl_scale: weight β of the latent sites (KL warm-up); 1 is the true ELBO.
 
         Returns:
-            the latent sample ``z``.
+            the decoder's input (the latent sample ``z`` for a single-latent VAE).
         """
         x = self.check_x(x)
-        self._register("decoder", self.decoder)
-        self.register_prior()
+        self.register_model()
         with data_plate(x, num_data):
             with kl_scaled(kl_scale):
-                z = pyro.sample("z", self.prior())
-            if z.shape[-1] != self.z_dim:  # replayed from a guide of another VAE
-                raise ConfigError(f"the guide drew z of dimension {z.shape[-1]}, but this VAE's z_dim is "
-                                  f"{self.z_dim}: the guide was built for another model")
-            pyro.sample("x", self.decoder.distribution(z), obs=x)
-        return z
+                h = self.latents()
+            pyro.sample("x", self.decoder.distribution(h), obs=x)
+        return h
+
+    def latent_model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
+        """:meth:`model` without the observation: only p_θ(z) (every latent site), in the same
+        plate — replayed against a guide it gives each site's prior p(z_l | z_>l) without
+        running the decoder (:func:`~pyro_vae.infer.usage.latent_usage`)."""
+        x = self.check_x(x)
+        self.register_model()
+        with data_plate(x, num_data), kl_scaled(kl_scale):
+            return self.latents()
 
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> Guide:
         """A registered guide from ``{"name": ..., **options}`` (``None``: ``vae.guide``)."""
@@ -203,20 +266,22 @@ class VAE(Model):
         """:meth:`decode` of ``n`` draws z ~ p(z), in [0, 1]."""
         if temperature is not None:
             raise ConfigError("a temperature applies to density flows (nice, realnvp, glow) only")
-        return self.decode(self.prior().sample((n,)))
+        with pyro.plate("data", n):
+            trace = poutine.trace(self.latents).get_trace()
+        return self.decode(self.join_latents({k: trace.nodes[k]["value"] for k in self.latent_sites}))
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
         """An image of p(x | z) to look at, in [0, 1]: its mean for a factorised decoder.
 
         Args:
-            z: latent codes (..., z_dim).
+            z: joint latent codes (..., z_dim).
 
         Returns:
             images (..., C, H, W). Autoregressive decoders override this (their mean has no
             closed form) and draw a sample instead.
         """
-        return self.likelihood.mean(self.decoder(z))
+        return self.likelihood.mean(self.decoder(self.decoder_input(z)))
 
 
 def build_vae(
@@ -251,8 +316,7 @@ def build_vae(
     options = MODELS.options(name, {"z_dim": z_dim, "likelihood": likelihood, **options})
     if options["z_dim"] < 1:
         raise ConfigError(f"z_dim must be positive, got {options['z_dim']}")
-    prior_module = build_prior(prior, options["z_dim"])
     vae = MODELS.build(name, x_shape, **options)
-    vae.prior = prior_module
+    vae.set_prior(build_prior(prior, vae.prior_dim))
     vae.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in vae.spec.items() if k != "name"}}
     return vae

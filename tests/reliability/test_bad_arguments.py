@@ -72,6 +72,24 @@ CASES = [
                                                          "least 3×3 pixels, got 1×1"]),
     (["--dataset", "{tmp}/dot.npz", "--model", "resnet"], ["resnet model's 2 stride-2 stages"]),
     (["--dataset", "{tmp}/dot.npz", "--model", "pixel"], ["pixel model's 2 stride-2 stages"]),
+    # objectives, the hierarchical VAE and the VampPrior (issue 15)
+    (["--objective", "elbow"], ["unknown objective 'elbow'", "elbo, iwae"]),
+    (["--objective", "iwae", "--particles", "0"], ["particles=0"]),
+    (["--objective", "iwae", "--particles", "5", "--free-bits", "0.5"], ["cannot be combined with --free-bits"]),
+    (["--model", "hvae", "--set", "levels=0"], ["levels"]),
+    (["--model", "hvae", "--set", "group_sizes=[4]", "--set", "levels=2"], ["group_sizes"]),
+    (["--model", "hvae", "--set", "channels=0"], ["channels"]),
+    (["--prior", "vamp", "--prior-set", "components=0"], ["components"]),
+    (["--prior", "vamp", "--prior-set", "size=3"], ["unknown option size for prior 'vamp'"]),
+    (["--model", "hvae", "--prior", "vamp"], ["vamp"]),
+    # image folders (issue 16)
+    (["--image-size", "0"], ["--image-size must be H or HxW with positive integers"]),
+    (["--image-size", "32x"], ["--image-size must be H or HxW"]),
+    (["--channels", "2", "--dataset", "{tmp}/pngs"], ["channels"]),
+    (["--test-fraction", "1.5", "--dataset", "{tmp}/pngs"], ["test_fraction"]),
+    (["--image-size", "8", "--dataset", "mnist5k"], ["image_size"]),
+    (["--dataset", "{tmp}/nopngs/"], ["holds no PNG or JPEG images"]),
+    (["--dataset", "{tmp}/mixed"], ["--image-size"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
@@ -92,6 +110,14 @@ def files(tmp_path_factory):
     (tmp / "text.npz").write_text("train,test\n0.5,0.5\n")
     (tmp / "folder.npz").mkdir()
     (tmp / "broken.pt").write_bytes(b"\x80\x02not a torch file")
+    from PIL import Image  # image folders: one of real-looking PNGs, one empty, one of mixed sizes
+    for folder in ("pngs", "nopngs", "mixed"):
+        (tmp / folder).mkdir()
+    (tmp / "nopngs" / "notes.txt").write_text("no images here")
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp / "pngs" / f"{i}.png")
+        Image.fromarray(image if i % 2 else np.pad(image, 2)).save(tmp / "mixed" / f"{i}.png")
     return tmp
 
 

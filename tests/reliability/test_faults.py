@@ -120,7 +120,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_a_run_that_resumes(tmp_path, 
     line = one_line(err)
     assert "interrupted by SIGINT" in line and f"holds no checkpoint yet; start it again with: " \
                                                f"pyro-vae train --resume --out {run}" in line
-    assert os.listdir(run) == ["config.json"]
+    assert sorted(set(os.listdir(run)) - {"tb"}) == ["config.json"]  # tb/: the events of no epoch
     monkeypatch.undo()
     resume_equals_straight(capsys, run, straight)
 
@@ -159,7 +159,7 @@ def test_a_nan_before_the_first_checkpoint_leaves_a_run_that_starts_again(tmp_pa
     run = str(tmp_path / "run")
     refused(capsys, ["train", "--epochs", EPOCHS, "--out", run, *TINY], "holds no checkpoint",
             f"pyro-vae train --out {run} --lr", code=1)
-    assert sorted(os.listdir(run)) == ["config.json"]
+    assert sorted(set(os.listdir(run)) - {"tb"}) == ["config.json"]
     monkeypatch.undo()
     argv = ["--resume", "--out", run] if how == "resume" else ["--epochs", EPOCHS, "--out", run, *TINY]
     code, _, err = run_cli(capsys, "train", *argv)
@@ -188,13 +188,27 @@ def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch):
 def test_a_file_size_limit_before_the_first_checkpoint(tmp_path, capsys, straight):
     """RLIMIT_FSIZE: config.json fits, the checkpoint does not (EFBIG, as a full disk's ENOSPC)."""
     run = tmp_path / "run"
-    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY, env={"FAULT_FSIZE": "20000"})
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY, "--no-tensorboard",
+                          env={"FAULT_FSIZE": "20000"})
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 2
     line = one_line(err)
     assert f"cannot write {run / 'checkpoint.pt'}: the file is too large" in line
     assert f"start it again with: pyro-vae train --resume --out {run}" in line
     assert temp_files(run) == [] and not (run / "checkpoint.pt").exists()
+    resume_equals_straight(capsys, str(run), straight)
+
+
+def test_a_full_disk_under_tensorboard_events_is_one_line(tmp_path, capsys, straight):
+    """The event file (image grids) reaches the limit first: TensorBoard's writer thread
+    fails, and the training thread says so in one line — no thread traceback."""
+    run = tmp_path / "run"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *TINY, env={"FAULT_FSIZE": "20000"})
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2
+    line = one_line(err)
+    assert f"cannot write {run / 'tb'}: the file is too large" in line and "Thread" not in err
+    assert f"start it again with: pyro-vae train --resume --out {run}" in line
     resume_equals_straight(capsys, str(run), straight)
 
 

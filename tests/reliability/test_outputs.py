@@ -58,7 +58,7 @@ def test_train_refuses_an_existing_run(trained_run, capsys):
 @pytest.mark.parametrize("name", ["checkpoint.pt", "config.json", "metrics.jsonl", "eval.json"])
 def test_sample_never_writes_onto_a_runs_own_files(trained_run, capsys, name):
     before = snapshot(trained_run)
-    refused(capsys, ["sample", trained_run, "--out", os.path.join(trained_run, name)], "must name a .png file")
+    refused(capsys, ["sample", trained_run, "--out", os.path.join(trained_run, name)], f"the run's own {name}")
     assert snapshot(trained_run) == before
 
 

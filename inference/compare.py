@@ -1,0 +1,247 @@
+"""``pyro-vae compare RUN_DIR...``: runs side by side — one table and one figure.
+
+Each run contributes a row read from its directory alone: model, guide, prior, objective
+and epochs from ``config.json`` and ``metrics.jsonl``, the number of parameters from the
+checkpoint (model and guide, each parameter once), and from ``eval.json`` the test ELBO,
+the NLL with its estimator (IWAE with k, or exact) and standard error, bits/dim where
+defined, the KL and the active units; training seconds are the sum of the epochs'. A run
+without ``eval.json`` (still training) shows its last epoch's test ELBO and no NLL.
+
+Numbers of different data — another dataset, binarization, split, test-set size, image
+size or folder contents — or of different estimators are not comparable: such runs are
+flagged (a data label per row, a legend, and a warning line), never silently mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from pyro_vae.errors import CheckpointError, ConfigError
+
+from .config import RunConfig
+from .io import atomic_write_text
+from .plots import pyplot, save_figure
+from .rundir import check_output, load_run, paths, read_config, read_metrics
+
+#: (key, Markdown header, format) of the table's columns, in order.
+COLUMNS: Tuple[Tuple[str, str, str], ...] = (
+    ("run", "run", "{}"),
+    ("data", "data", "{}"),
+    ("model", "model", "{}"),
+    ("guide", "guide", "{}"),
+    ("prior", "prior", "{}"),
+    ("objective", "objective", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("parameters", "parameters", "{:,}"),
+    ("test_elbo", "test ELBO", "{:.2f}"),
+    ("nll", "NLL", "{:.2f}"),
+    ("k", "k", "{}"),
+    ("nll_sem", "± s.e.", "{:.2f}"),
+    ("bits_per_dim", "bits/dim", "{:.3f}"),
+    ("kl", "KL", "{:.2f}"),
+    ("active_units", "active units", "{}"),
+    ("train_seconds", "train s", "{:.1f}"),
+)
+#: Table formats of ``--out``, by file ending.
+FORMATS = (".md", ".csv", ".json")
+
+
+def objective(config: RunConfig) -> str:
+    """What the run maximised, in words: the ELBO (with L particles, KL warm-up, free bits)
+    or, for a density flow, the exact log-likelihood."""
+    if config.kind == "flow":
+        return "exact log-likelihood"
+    train = config.train
+    text = "ELBO" if train.particles == 1 else f"ELBO (L={train.particles})"
+    if train.free_bits > 0:
+        text += f", free bits {train.free_bits:g}"
+    if train.kl_warmup > 0:
+        text += f", KL warm-up {train.kl_warmup}"
+    return text
+
+
+def data_description(config: RunConfig, result: Optional[Dict[str, Any]]) -> str:
+    """The data a run's numbers are about, the same whether or not it has been evaluated
+    yet: dataset, binarization, split, the subset, and what else fixes the images (image
+    size, channels, test fraction, a folder's fingerprint)."""
+    data = config.data
+    name, split = (result.get("dataset", data.name), result.get("split", "test")) if result else (data.name, "test")
+    text = f"{name} ({data.binarize}, {split} split"
+    if name == data.name:  # the run's own data: its settings describe them
+        size = data.test_size if split == "test" else data.train_size
+        if size:
+            text += f", first {size} images"
+        if data.image_size:
+            text += f", {data.image_size[0]}×{data.image_size[1]}"
+        if data.channels:
+            text += f", {data.channels} channel{'s' if data.channels > 1 else ''}"
+        if data.test_fraction:
+            text += f", test fraction {data.test_fraction:g}"
+        if data.fingerprint:
+            text += f", files {data.fingerprint}"
+    return text + ")"
+
+
+def read_eval(run_dir: str) -> Optional[Dict[str, Any]]:
+    path = paths(run_dir)["eval"]
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is unreadable: {err}") from None
+    if not isinstance(result, dict):
+        raise CheckpointError(f"{path} is not a pyro-vae evaluation")
+    return result
+
+
+def count_parameters(run_dir: str) -> Optional[int]:
+    """Parameters of the run's model and guide, each counted once (``None`` before the
+    first checkpoint)."""
+    if not os.path.isfile(paths(run_dir)["checkpoint"]):
+        return None
+    model, guide, _, _ = load_run(run_dir)
+    unique = {id(p): p for module in (model, guide) for p in module.parameters()}
+    return sum(p.numel() for p in unique.values())
+
+
+def run_row(run_dir: str) -> Dict[str, Any]:
+    """One row of the table (``None`` where a value is not defined or not measured yet)."""
+    config = read_config(run_dir)
+    metrics = read_metrics(run_dir)
+    result = read_eval(run_dir)
+    row: Dict[str, Any] = {
+        "run": os.path.normpath(run_dir),
+        "model": config.model["name"],
+        "guide": config.guide["name"] if config.kind == "vae" else "—",
+        "prior": (config.prior or {}).get("name", "—"),
+        "objective": objective(config),
+        "epochs": metrics[-1]["epoch"] if metrics else 0,
+        "parameters": count_parameters(run_dir),
+        "dataset": data_description(config, result),
+        "estimator": None,
+        "curve": [(m["epoch"], m["test_elbo"]) for m in metrics],
+        "train_seconds": sum(m.get("seconds", 0.0) for m in metrics),
+    }
+    row["test_elbo"] = result["elbo"] if result else (metrics[-1]["test_elbo"] if metrics else None)
+    if result:
+        row.update(nll=result.get("nll"), nll_sem=result.get("nll_sem"), estimator=result.get("estimator"),
+                   k="exact" if result.get("estimator") == "exact" else result.get("iwae_samples"),
+                   bits_per_dim=result.get("bits_per_dim"),
+                   kl=result.get("kl") if config.kind == "vae" else None,
+                   active_units=result.get("active_units"))
+    return row
+
+
+def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
+    """Rows of ``run_dirs``, the legend of their data labels, and warnings.
+
+    Returns:
+        ``(rows, legend, warnings)``: each row's ``data`` is a label ``D1``, ``D2``, … of
+        its data, explained by ``legend``; ``warnings`` flags runs whose numbers cannot be
+        compared (different data, different estimators, no evaluation yet).
+    """
+    if not run_dirs:
+        raise ConfigError("compare needs at least one run directory")
+    rows = [run_row(d) for d in run_dirs]
+    datasets: List[str] = []
+    for row in rows:
+        if row["dataset"] not in datasets:
+            datasets.append(row["dataset"])
+        row["data"] = f"D{datasets.index(row['dataset']) + 1}"
+    legend = [f"D{i + 1} = {d}" for i, d in enumerate(datasets)]
+    warnings = []
+    if len(datasets) > 1:
+        labels = ", ".join(f"D{i + 1}" for i in range(len(datasets)))
+        warnings.append(f"the runs use {len(datasets)} different data sets ({labels}): their numbers "
+                        "are not comparable across data labels")
+    estimators: Dict[str, List[str]] = {}
+    for row in rows:
+        if row["estimator"]:
+            estimators.setdefault(row["estimator"], []).append(row["run"])
+    if len(estimators) > 1:
+        warnings.append("the NLLs come from different estimators (" + "; ".join(
+            f"{e}: {', '.join(runs)}" for e, runs in estimators.items())
+            + "): IWAE bounds tighten as k grows, an exact likelihood is no bound")
+    pending = [row["run"] for row in rows if row["estimator"] is None]
+    if pending:
+        warnings.append(f"no eval.json yet (test ELBO of the last epoch, no NLL): {', '.join(pending)}")
+    return rows, legend, warnings
+
+
+def _cell(row: Dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "—" if value is None else fmt.format(value)
+
+
+def markdown(rows: List[Dict[str, Any]], legend: List[str], warnings: List[str]) -> str:
+    """The table in Markdown, then the data legend and the warnings."""
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
+    lines += [""] + legend + [f"warning: {w}" for w in warnings]
+    return "\n".join(lines) + "\n"
+
+
+def table_text(rows: List[Dict[str, Any]], legend: List[str], warnings: List[str], fmt: str) -> str:
+    """The table as ``.md``, ``.csv`` (one column per field, the data in words) or ``.json``
+    (rows, legend and warnings)."""
+    if fmt == ".md":
+        return markdown(rows, legend, warnings)
+    keys = [k for k, _, _ in COLUMNS] + ["dataset", "estimator"]
+    if fmt == ".json":
+        plain = [{k: r.get(k) for k in keys} for r in rows]
+        return json.dumps({"runs": plain, "legend": legend, "warnings": warnings}, indent=2) + "\n"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
+    """The test-ELBO curves of the runs over epochs, one line each (with a marker, so that a
+    one-epoch run shows), and one panel per data label: curves of different data are never
+    drawn on one axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    labels = sorted({r["data"] for r in rows}, key=lambda d: int(d[1:]))
+    fig, axes = pyplot().subplots(1, len(labels), figsize=(6.5 * len(labels), 4.5), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        for row in rows:
+            if row["data"] == label and row["curve"]:
+                epochs, elbo = zip(*row["curve"])
+                ax.plot(epochs, elbo, marker="o", markersize=3, label=row["run"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test ELBO (nats per example)")
+        if len(labels) > 1:
+            ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional[str] = "compare.png") -> str:
+    """Compare runs: write the table to ``out`` (``.md``, ``.csv`` or ``.json``) if given and
+    the curves to ``figure`` if given; return the Markdown table."""
+    for path in (out, figure):
+        if path is not None:
+            check_output(path)
+    fmt = os.path.splitext(out)[1].lower() if out else None
+    if out is not None and fmt not in FORMATS:
+        raise ConfigError(f"--out {out}: unknown table format; valid endings: {', '.join(FORMATS)}")
+    if figure is not None and not figure.lower().endswith(".png"):
+        raise ConfigError(f"--figure {figure}: the figure is a PNG file (FILE.png)")
+    rows, legend, warnings = compare_runs(run_dirs)
+    if out is not None:
+        atomic_write_text(out, table_text(rows, legend, warnings, fmt))
+    if figure is not None:
+        curves_figure(rows, figure)
+    return markdown(rows, legend, warnings)
