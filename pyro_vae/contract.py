@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -82,6 +83,21 @@ class Model(nn.Module, abc.ABC):
         self.spec: Dict[str, Any] = {}
 
     @property
+    def param_dtype(self) -> Optional[torch.dtype]:
+        """The dtype of the parameters (``None`` without any), which images are converted to.
+        Cached — walking the module tree costs more than the rest of :meth:`check_x`, which
+        runs at every model and guide call — and forgotten by :meth:`_apply`, through which
+        every ``.to``/``.double()``/``.float()`` passes."""
+        if "_param_dtype" not in self.__dict__:
+            param = next(self.parameters(), None)
+            self.__dict__["_param_dtype"] = None if param is None else param.dtype
+        return self.__dict__["_param_dtype"]
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.__dict__.pop("_param_dtype", None)
+        return super()._apply(fn, recurse)
+
+    @property
     def num_dims(self) -> int:
         """Number of dimensions D of one image (C·H·W), the denominator of bits/dim."""
         return int(math.prod(self.x_shape))
@@ -97,8 +113,7 @@ class Model(nn.Module, abc.ABC):
                 Pyro's validation is on (it is off in the training engine, which checked its
                 data once when they were loaded); the public entry points pass ``True``.
         """
-        param = next(self.parameters(), None)
-        x = check_images(x, self.x_shape, None if param is None else param.dtype)
+        x = check_images(x, self.x_shape, self.param_dtype)
         if values or (values is None and validating()):
             self.check_values(check_finite(x))
         return x
