@@ -7,7 +7,7 @@ with open("README.md", encoding="utf-8") as f:
 
 setup(
     name="pyro-vae",
-    version="0.1.0",
+    version="0.2.0",
     description="Variational autoencoders and normalizing-flow guides written as Pyro programs",
     long_description=long_description,
     long_description_content_type="text/markdown",

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from test_cli import expect_error
 
 from inference.cli import main
 from inference.config import Choices, DataConfig, RunConfig, flag_fields
@@ -20,16 +21,6 @@ from pyro_vae.options import bind_options, check_value
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK = ["--train-size", "64", "--test-size", "16", "--z-dim", "2", "--set", "hidden_dims=[8]",
          "--iwae-samples", "4", "--no-progress", "--epochs", "1"]
-
-
-def expect_error(capsys, argv, *fragments):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 # ---------------------------------------------------------------------- typed options

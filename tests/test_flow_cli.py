@@ -7,18 +7,13 @@ import shutil
 
 import pytest
 import torch
+from test_cli import expect_error, run_cli
 
 from inference.cli import main
 
 QUICK = ["--train-size", "64", "--test-size", "16", "--batch-size", "32", "--no-progress"]
 TINY_REALNVP = ["--set", "hidden=4", "--set", "couplings=1", "--set", "num_scales=2"]
 TINY_GLOW = ["--set", "hidden=4", "--set", "steps=1"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +71,6 @@ def test_flow_resume_continues_exactly(tmp_path, capsys):
     assert any(k.endswith("initialized") for k in a["model_state"])
     for key in a["model_state"]:
         assert torch.equal(a["model_state"][key], b["model_state"][key]), key
-
-
-def expect_error(capsys, argv, *fragments):
-    code, out, err = run_cli(capsys, *argv)
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.parametrize("argv, fragments", [
