@@ -77,6 +77,35 @@ def test_two_processes_take_the_single_process_steps_on_the_same_global_batches(
     assert moved  # the steps did change the parameters
 
 
+def _actnorm_init(rank, world, x, port, out):
+    from pyro_vae.flows.transforms import ActNorm
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    t = ActNorm(3).double()
+    t(torch.tensor_split(x, world)[rank])  # the first training call initialises
+    torch.save({k: v.clone() for k, v in t.state_dict().items()}, f"{out}.{rank}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_actnorm_starts_every_rank_from_the_global_batch_statistics(tmp_path):
+    """A Glow/RealNVP run under DDP: each rank sees its shard (5 and 4 images here), but the
+    data-dependent initialisation must be the single process's on the whole batch — or the
+    ranks would train different models from the first step."""
+    x = torch.randn(9, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    _actnorm_init(0, 1, x, 0, tmp_path / "one")
+    port = 29500 + (os.getpid() + 7) % 1000
+    mp.spawn(_actnorm_init, args=(2, x, port, tmp_path / "two"), nprocs=2, join=True)
+    one = torch.load(f"{tmp_path / 'one'}.0")
+    for rank in (0, 1):
+        two = torch.load(f"{tmp_path / 'two'}.{rank}")
+        for name in ("bias", "log_scale"):  # float64: one-pass vs two-pass moments
+            torch.testing.assert_close(two[name], one[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
 def _initial_parameters():
     import pyro
 

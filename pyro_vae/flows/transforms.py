@@ -124,11 +124,23 @@ class ActNorm(TransformModule):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set b, s so that ``x`` maps to zero mean, unit variance per feature."""
+        """Set b, s so that ``x`` maps to zero mean, unit variance per feature. In a
+        data-parallel run (``torch.distributed`` initialised, several processes) ``x`` is
+        this rank's shard: the statistics are those of the global batch (one all-reduce of
+        the per-feature sums), so that every rank starts from the same parameters — DDP
+        broadcasts the parameters only when it wraps the model, before this first call."""
         fdim = x.dim() - self._event_dim
         flat = x.transpose(0, fdim).reshape(self.num_features, -1)
-        mean = flat.mean(1)
-        std = flat.std(1, unbiased=False)
+        dist_ = torch.distributed
+        if dist_.is_available() and dist_.is_initialized() and dist_.get_world_size() > 1:
+            moments = torch.stack([flat.sum(1), flat.pow(2).sum(1),
+                                   torch.full_like(flat[:, 0], flat.shape[1])])
+            dist_.all_reduce(moments)
+            mean = moments[0] / moments[2]
+            std = (moments[1] / moments[2] - mean.pow(2)).clamp_min(0.0).sqrt()
+        else:  # one process: the two-pass statistics (no cancellation)
+            mean = flat.mean(1)
+            std = flat.std(1, unbiased=False)
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
