@@ -35,5 +35,8 @@ def process_group(device: str) -> Iterator[Tuple[str, bool]]:
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=TIMEOUT)
     try:
         yield device, rank == 0
+        # every rank leaves together: a rank that tore its connections down while rank 0
+        # still wrote the run's last files was seen to abort (SIGABRT) at exit, now and then
+        dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -22,6 +22,7 @@ import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import pyro.distributions as dist
+from pyro.distributions import constraints
 import torch
 from pyro.distributions.transforms import AffineCoupling, Permute
 from torch import Tensor, nn
@@ -122,6 +123,16 @@ class RealNVPPrior(nn.Module):
         return dist.TransformedDistribution(base, parts)
 
 
+class GaussianMixture(dist.MixtureSameFamily):
+    """A mixture of diagonal Gaussians whose support says what it is — the real vectors —
+    rather than a mixture-of-supports constraint that ``biject_to`` cannot map (which NUTS
+    and every transform to unconstrained space need)."""
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self):
+        return constraints.real_vector
+
+
 @PRIORS.register("vamp")
 class VampPrior(nn.Module):
     r"""The VampPrior: p_λ(z) = (1/K) Σ_k q_φ(z | u_k), the VAE's own encoder Gaussian at K
@@ -172,7 +183,7 @@ class VampPrior(nn.Module):
         u = F.hardtanh(self.pseudo_inputs, 0.0, 1.0)
         loc, scale = encoder.loc_scale(encoder.features(u))  # (K, z_dim) each
         mixing = dist.Categorical(logits=torch.zeros_like(loc[:, 0]))
-        return dist.MixtureSameFamily(mixing, dist.Normal(loc, scale).to_event(1))
+        return GaussianMixture(mixing, dist.Normal(loc, scale).to_event(1))
 
 
 def build_prior(prior: Union[str, Mapping[str, Any]], z_dim: int) -> nn.Module:

@@ -88,3 +88,15 @@ def test_checkpoint_round_trip_and_refusals():
         make(k=0)
     with pytest.raises(ConfigError, match="needs a VAE"):
         VampPrior(4)()
+
+
+def test_nuts_runs_on_the_mixture_prior():
+    """NUTS maps every latent to unconstrained space (biject_to of its support): the
+    mixture's support must be the real vectors, not a mixture-of-supports constraint."""
+    from pyro_vae.infer.nuts import NUTSConfig, nuts_posterior
+
+    vae = make(k=3)
+    assert vae.prior().support.event_dim == 1
+    x = torch.bernoulli(torch.full((1, 1, 28, 28), 0.3))
+    data = nuts_posterior(vae, x, NUTSConfig(chains=2, draws=4, warmup=4))
+    assert torch.isfinite(torch.as_tensor(data.posterior["z"].values)).all()
