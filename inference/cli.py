@@ -282,18 +282,20 @@ def _sample(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{flag} does not apply to --interpolate (use --steps)")
         i, j = args.interpolate
         steps = 10 if args.steps is None else check_int(args.steps, "--steps", 2, MAX_SAMPLES)
-        out = args.out or os.path.join(args.run_dir, f"interpolation_{i}_{j}.png")
+        own = f"interpolation_{i}_{j}.png"
+        out = args.out or os.path.join(args.run_dir, own)
     else:
         if args.steps is not None:
             raise ConfigError("--steps goes with --interpolate I J")
         n = 64 if args.n is None else check_int(args.n, "--n", 1, MAX_SAMPLES)
         if args.temperature is not None:
             check_positive(args.temperature, "--temperature")
-        out = args.out or os.path.join(args.run_dir, "samples.png")
+        own = "samples.png"
+        out = args.out or os.path.join(args.run_dir, own)
     config = check_trained(args.run_dir)
     if args.temperature is not None and config.kind != "flow":
         raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
-    check_run_output(out, args.run_dir)
+    check_run_output(out, args.run_dir, own=(own,))
     _check_device(args.device)
     from .sample import interpolate_run, sample_run
 

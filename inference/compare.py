@@ -231,9 +231,9 @@ def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
 def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional[str] = "compare.png") -> str:
     """Compare runs: write the table to ``out`` (``.md``, ``.csv`` or ``.json``) if given and
     the curves to ``figure`` if given; return the Markdown table."""
-    for path in (out, figure):
+    for path, flag in ((out, "--out"), (figure, "--figure")):
         if path is not None:
-            check_output(path)
+            check_output(path, flag=flag)
     fmt = os.path.splitext(out)[1].lower() if out else None
     if out is not None and fmt not in FORMATS:
         raise ConfigError(f"--out {out}: unknown table format; valid endings: {', '.join(FORMATS)}")

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, OutputError
@@ -102,31 +103,37 @@ def check_new_run(run_dir: str) -> bool:
     return False
 
 
-def check_output(path: str, run_dir: Optional[str] = None) -> None:
-    """Refuse a file ``--out`` that is a file a run owns (but ``run_dir``'s own
-    ``samples.png``, which ``sample`` rewrites), that lies in a run's TensorBoard folder, or
-    that cannot be written."""
+#: The figures ``sample --interpolate I J`` writes into a run by default.
+INTERPOLATION = re.compile(r"interpolation_\d+_\d+\.png")
+
+
+def check_output(path: str, run_dir: Optional[str] = None, own: Tuple[str, ...] = (),
+                 flag: str = "--out") -> None:
+    """Refuse a file output (``flag``) that is a file a run owns — its own files, its
+    figures, its interpolations — other than the names in ``own`` of ``run_dir`` (what the
+    command itself writes there: ``sample`` its ``samples.png``), that lies in a run's
+    TensorBoard folder or posterior analysis, or that cannot be written."""
     owner, name = os.path.split(os.path.abspath(path))
-    if os.path.basename(owner) == TB and is_run(os.path.dirname(owner)):
-        raise OutputError(f"--out {path} is inside the TensorBoard folder of a run; choose another file")
-    if name in RUN_FILES and is_run(owner):
-        own_samples = run_dir is not None and name == "samples.png" and os.path.samefile(owner, run_dir)
-        if not own_samples:
-            raise OutputError(f"--out {path} is the {name} of the run in {owner} (the run's own {name}); "
+    parent = os.path.dirname(owner)
+    for folder, what in ((TB, "the TensorBoard folder"), (POSTERIOR, "the posterior analysis")):
+        if os.path.basename(owner) == folder and is_run(parent):
+            raise OutputError(f"{flag} {path} is inside {what} of the run in {parent}; choose another file")
+    if (name in RUN_FILES or INTERPOLATION.fullmatch(name)) and is_run(owner):
+        mine = run_dir is not None and name in own and os.path.samefile(owner, run_dir)
+        if not mine:
+            raise OutputError(f"{flag} {path} is the {name} of the run in {owner} (the run's own {name}); "
                               "choose another file")
     check_output_file(path)
 
 
-def check_run_output(path: str, run_dir: str) -> None:
+def check_run_output(path: str, run_dir: str, own: Tuple[str, ...] = ("samples.png",)) -> None:
     """Refuse an image ``--out`` that is not a writable ``.png`` path, or that is a file of a
-    run (another run's own files, or this run's other than its ``samples.png``)."""
+    run (another run's, or this run's other than ``own``: what the command writes there)."""
     if os.path.isdir(path):
         raise OutputError(f"--out {path} is a directory; give a file name such as "
-                          f"{os.path.join(path, 'samples.png')}")
-    if path.lower().endswith(".png"):
-        check_output(path, run_dir)
-    else:
-        check_output(path, run_dir)  # a run's own file is named as such
+                          f"{os.path.join(path, own[0] if own else 'samples.png')}")
+    check_output(path, run_dir, own)  # a run's own file is named as such, whatever its ending
+    if not path.lower().endswith(".png"):
         raise ConfigError(f"--out must name a .png file, got {path}")
 
 

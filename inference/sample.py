@@ -87,7 +87,7 @@ def interpolate_run(
     """
     check_int(steps, "--steps", 2, MAX_SAMPLES)
     out = out or os.path.join(run_dir, f"interpolation_{i}_{j}.png")
-    check_run_output(out, run_dir)
+    check_run_output(out, run_dir, own=(f"interpolation_{i}_{j}.png",))
     model, guide, config, _ = load_run(run_dir, device=device)
     data = load_data(run_dir, config.data)
     n = data.num_examples("test")

@@ -207,3 +207,36 @@ def test_a_really_read_only_run_directory(trained_run, capsys, cmd):
     finally:
         os.chmod(run, 0o755)
         shutil.rmtree(base)
+
+
+# ---------------------------------------------------------------------- a run's other figures
+@pytest.mark.parametrize("argv, target, fragment", [
+    (["sample", "RUN", "--interpolate", "2", "3"], "interpolation_0_5.png", "the run's own interpolation_0_5.png"),
+    (["sample", "RUN"], "interpolation_0_5.png", "the run's own interpolation_0_5.png"),
+    (["sample", "RUN"], "posterior/marginals_0.png", "inside the posterior analysis of the run"),
+    (["sample", "RUN", "--interpolate", "0", "1"], "posterior/marginals_0.png", "inside the posterior analysis"),
+    (["compare", "RUN", "--figure"], "posterior/marginals_0.png", "--figure"),
+    (["compare", "RUN", "--out"], "posterior/table.csv", "inside the posterior analysis of the run"),
+    (["compare", "RUN", "--figure"], "tb/curves.png", "inside the TensorBoard folder of the run"),
+])
+def test_no_command_writes_onto_another_runs_figures(trained_run, run_copy, capsys, argv, target, fragment):
+    """Interpolations and the posterior analysis belong to their run as much as its
+    checkpoint does: another command (or this one with other indices) may not replace them."""
+    os.makedirs(os.path.join(run_copy, "posterior"), exist_ok=True)
+    os.makedirs(os.path.join(run_copy, "tb"), exist_ok=True)
+    for name in ("interpolation_0_5.png", "posterior/marginals_0.png", "posterior/table.csv", "tb/curves.png"):
+        with open(os.path.join(run_copy, name), "wb") as f:
+            f.write(b"figure")
+    before = snapshot(run_copy)
+    argv = [trained_run if a == "RUN" else a for a in argv]
+    if argv[-1] not in ("--figure", "--out"):
+        argv.append("--out")
+    refused(capsys, [*argv, os.path.join(run_copy, target)], fragment)
+    assert snapshot(run_copy) == before
+
+
+def test_sample_rewrites_its_own_interpolation_only(run_copy, capsys):
+    refused(capsys, ["sample", run_copy, "--interpolate", "0", "1", "--out",
+                     os.path.join(run_copy, "interpolation_0_3.png")], "the run's own interpolation_0_3.png")
+    assert run_cli(capsys, "sample", run_copy, "--interpolate", "0", "1")[0] == 0
+    assert run_cli(capsys, "sample", run_copy, "--interpolate", "0", "1")[0] == 0  # its own: rewritten
