@@ -157,6 +157,7 @@ def _train(args: argparse.Namespace) -> int:
         args.argv = [*args.argv, "--out", args.out]
         restart = _check_train_out(args)
     if args.nproc is not None:
+        _check_device(args.device)  # here, not in every worker
         from .launch import launch
 
         return launch(args.nproc, args.argv, out=args.out)

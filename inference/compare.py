@@ -56,7 +56,10 @@ def objective(config: RunConfig) -> str:
     if config.kind == "flow":
         return "exact log-likelihood"
     train = config.train
-    text = "ELBO" if train.particles == 1 else f"ELBO (L={train.particles})"
+    if getattr(train, "objective", "elbo") == "iwae":
+        text = f"IWAE (K={train.particles})"
+    else:
+        text = "ELBO" if train.particles == 1 else f"ELBO (L={train.particles})"
     if train.free_bits > 0:
         text += f", free bits {train.free_bits:g}"
     if train.kl_warmup > 0:
@@ -86,6 +89,10 @@ def data_description(config: RunConfig, result: Optional[Dict[str, Any]]) -> str
     return text + ")"
 
 
+#: eval.json's numbers that the table formats.
+NUMBERS = ("elbo", "nll", "nll_sem", "bits_per_dim", "kl", "active_units", "train_seconds", "epochs")
+
+
 def read_eval(run_dir: str) -> Optional[Dict[str, Any]]:
     path = paths(run_dir)["eval"]
     if not os.path.isfile(path):
@@ -97,6 +104,10 @@ def read_eval(run_dir: str) -> Optional[Dict[str, Any]]:
         raise CheckpointError(f"{path} is unreadable: {err}") from None
     if not isinstance(result, dict):
         raise CheckpointError(f"{path} is not a pyro-vae evaluation")
+    for key in NUMBERS:  # a hand-edited file: one line, not a format error in the table
+        value = result.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CheckpointError(f"{path} is not a pyro-vae evaluation: {key} is {value!r}, not a number")
     return result
 
 
@@ -223,7 +234,8 @@ def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
         if len(labels) > 1:
             ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_lines():  # a panel of runs without a curve yet has nothing to label
+            ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 

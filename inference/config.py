@@ -71,12 +71,14 @@ class DataConfig:
             raise ConfigError(f"unknown binarization {self.binarize!r}; valid binarizations: "
                               f"{', '.join(BINARIZATIONS)}")
         check_ranges(self, {
-            "train_size": self.train_size is None or self.train_size >= 1,
-            "test_size": self.test_size is None or self.test_size >= 1,
-            "seed": self.seed >= 0,
-            "image_size": self.image_size is None or min(self.image_size) >= 1,
-            "channels": self.channels in (None, 1, 3),
-            "test_fraction": self.test_fraction is None or 0 < self.test_fraction < 1,
+            "train_size": (self.train_size is None or self.train_size >= 1, "≥ 1"),
+            # the standard errors of the evaluation need two test images
+            "test_size": (self.test_size is None or self.test_size >= 2, "≥ 2"),
+            "seed": (self.seed >= 0, "≥ 0"),
+            "image_size": (self.image_size is None or 1 <= min(self.image_size) <= max(self.image_size) <= 4096,
+                           "H and W from 1 to 4096"),
+            "channels": (self.channels in (None, 1, 3), "1 or 3"),
+            "test_fraction": (self.test_fraction is None or 0 < self.test_fraction < 1, "strictly between 0 and 1"),
         }, "data settings")
 
     @classmethod
@@ -103,6 +105,8 @@ def parse_image_size(text: str) -> Tuple[int, int]:
         size = ()
     if len(size) not in (1, 2) or min(size, default=0) < 1:
         raise ConfigError(f"--image-size must be H or HxW with positive integers, e.g. 32 or 32x48; got {text!r}")
+    if max(size) > 4096:
+        raise ConfigError(f"--image-size must be at most 4096 pixels a side, got {text!r}")
     return (size[0], size[-1])
 
 

@@ -243,10 +243,10 @@ def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
     found = next((c for c in candidates if os.path.exists(c)), None)
     if found is None:
         raise DatasetNotFoundError(f"the dataset of {run_dir} is not at {' nor at '.join(candidates)}; "
-                                   "pass --dataset PATH to name it")
+                                   "put it back there (`pyro-vae evaluate` can also name it with --dataset PATH)")
     if os.path.isfile(found) and data.fingerprint is not None and fingerprint(found) != data.fingerprint:
         raise DataError(f"{found} is not the dataset file {run_dir} was trained on (its sha256 differs); "
-                        "pass --dataset FILE to evaluate on another file")
+                        "`pyro-vae evaluate --dataset FILE` evaluates on another file")
     return dataclasses.replace(data, name=found)
 
 
@@ -260,8 +260,8 @@ def load_data(run_dir: str, data: DataConfig, download: bool = False) -> "ImageD
     now = dataset.source.get("fingerprint")
     if os.path.isdir(data.name) and data.fingerprint is not None and now != data.fingerprint:
         raise DataError(f"the files of {data.name} changed since the run was trained (fingerprint "
-                        f"{data.fingerprint}, now {now}); to use them as they are, evaluate with "
-                        f"--dataset {data.name}")
+                        f"{data.fingerprint}, now {now}); `pyro-vae evaluate --dataset {data.name}` "
+                        "evaluates on them as they are")
     return dataset
 
 

@@ -295,8 +295,13 @@ def check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_ranges(obj: Any, checks: Mapping[str, bool], what: str) -> None:
-    """One ConfigError naming every field of ``obj`` whose check failed."""
-    bad = [k for k, ok in checks.items() if not ok]
+def check_ranges(obj: Any, checks: Mapping[str, Any], what: str) -> None:
+    """One ConfigError naming every field of ``obj`` whose check failed: each check is a
+    bool, or ``(bool, "the valid range")`` — which the message then states."""
+    bad = []
+    for key, check in checks.items():
+        ok, valid = check if isinstance(check, tuple) else (check, None)
+        if not ok:
+            bad.append(f"{key}={getattr(obj, key)!r}" + (f" (must be {valid})" if valid else ""))
     if bad:
-        raise ConfigError(f"invalid {what}: " + ", ".join(f"{k}={getattr(obj, k)!r}" for k in bad))
+        raise ConfigError(f"invalid {what}: " + ", ".join(bad))

@@ -123,6 +123,10 @@ class RealNVPPrior(nn.Module):
         return dist.TransformedDistribution(base, parts)
 
 
+#: Largest number of VampPrior pseudo-inputs.
+MAX_COMPONENTS = 10_000
+
+
 class GaussianMixture(dist.MixtureSameFamily):
     """A mixture of diagonal Gaussians whose support says what it is — the real vectors —
     rather than a mixture-of-supports constraint that ``biject_to`` cannot map (which NUTS
@@ -162,8 +166,9 @@ class VampPrior(nn.Module):
 
     def __init__(self, z_dim: int, components: int = 500) -> None:
         super().__init__()
-        if components < 1:
-            raise ConfigError(f"the vamp prior needs components ≥ 1, got {components}")
+        if not 1 <= components <= MAX_COMPONENTS:  # K pseudo-images are parameters, and each
+            # step runs the encoder over all K
+            raise ConfigError(f"the vamp prior needs components from 1 to {MAX_COMPONENTS}, got {components}")
         self.z_dim = int(z_dim)
         self.components = int(components)
         self.pseudo_inputs: Optional[nn.Parameter] = None

@@ -52,8 +52,8 @@ def test_resize_covers_then_crops_the_centre(tmp_path):
 
     image = np.zeros((40, 80), np.uint8)
     image[:, 20:60] = 255  # a white centre band, half the width
-    Image.fromarray(image).save(tmp_path / "a.png")
-    Image.fromarray(image).save(tmp_path / "b.png")
+    for name in "abc":  # two test images at least, and one to train on
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
     data = load_dataset(str(tmp_path), binarize="none", image_size=(20, 20))
     x = data.test[0, 0]  # 40×80 → 20×40 → centre 20×20: all of it inside the band
     assert x.shape == (20, 20) and float(x.min()) > 0.8 and float(x.mean()) > 0.95  # antialiased rim
@@ -170,3 +170,9 @@ def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path, monkeypatch, w
     with pytest.raises(DataError, match=r"^cannot decode .*00005.png: .*truncated") as err:
         list(data.batches("train", 4))
     assert "\n" not in str(err.value)
+
+
+def test_a_test_split_has_at_least_two_images(digit_folder):
+    """The evaluation's standard errors need two: a tiny --test-fraction rounds up to 2."""
+    data = load_dataset(digit_folder, binarize="none", test_fraction=0.001)
+    assert data.num_examples("test") == 2 and data.num_examples("train") == 118

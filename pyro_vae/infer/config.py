@@ -9,6 +9,11 @@ from typing import Any, Dict
 from ..errors import ConfigError
 from ..options import check_fields, check_ranges, dataclass_from_dict, option
 
+#: Largest --particles (see TrainConfig's checks).
+MAX_PARTICLES = 1000
+#: Largest --free-bits, in nats per latent dimension.
+MAX_FREE_BITS = 100.0
+
 #: Seeds are 32-bit (numpy's limit).
 MAX_SEED = 2**32 - 1
 #: Most importance samples per image of an evaluation: it runs in chunks, so memory is
@@ -65,16 +70,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self, "training setting")
         check_ranges(self, {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "lr_decay": 0 < self.lr_decay <= 1,
-            "clip_norm": self.clip_norm > 0,
-            "particles": self.particles >= 1,
-            "kl_warmup": self.kl_warmup >= 0,
-            "free_bits": self.free_bits >= 0,
-            "seed": 0 <= self.seed <= MAX_SEED,
-            "eval_samples": self.eval_samples >= 1,
+            "epochs": (self.epochs >= 0, "≥ 0"),
+            "batch_size": (self.batch_size >= 1, "≥ 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "lr_decay": (0 < self.lr_decay <= 1, "in (0, 1]"),
+            "clip_norm": (self.clip_norm > 0, "> 0"),
+            # particles × batch × the decoder's output are held at once: 10⁵ particles of
+            # a 128-image batch is ~40 GB for 28×28 images; beyond K = 1000 the IWAE bound
+            # hardly moves (Burda et al. used up to 50)
+            "particles": (1 <= self.particles <= MAX_PARTICLES, f"from 1 to {MAX_PARTICLES}"),
+            "kl_warmup": (self.kl_warmup >= 0, "≥ 0"),
+            # λ is nats per latent dimension: beyond a few the KL is never penalised at all
+            "free_bits": (0 <= self.free_bits <= MAX_FREE_BITS, f"from 0 to {MAX_FREE_BITS:g}"),
+            "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
+            "eval_samples": (self.eval_samples >= 1, "≥ 1"),
         }, "training settings")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
@@ -82,6 +91,9 @@ class TrainConfig:
             raise ConfigError(f"unknown objective {self.objective!r}; valid objectives: elbo, iwae")
         if self.objective == "iwae" and self.free_bits > 0:
             raise ConfigError("--objective iwae cannot be combined with --free-bits")
+        if self.objective == "iwae" and self.particles < 2:
+            raise ConfigError("--objective iwae needs --particles K with K ≥ 2 (with K = 1 the IWAE bound "
+                              "is the ELBO: --objective elbo)")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":

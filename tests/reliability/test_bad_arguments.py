@@ -90,6 +90,12 @@ CASES = [
     (["--image-size", "8", "--dataset", "mnist5k"], ["image_size"]),
     (["--dataset", "{tmp}/nopngs/"], ["holds no PNG or JPEG images"]),
     (["--dataset", "{tmp}/mixed"], ["--image-size"]),
+    (["--objective", "iwae"], ["--objective iwae needs --particles K with K ≥ 2"]),
+    (["--objective", "iwae", "--particles", "100000"], ["particles=100000 (must be from 1 to 1000)"]),
+    (["--free-bits", "1e300"], ["free_bits=1e+300 (must be from 0 to 100)"]),
+    (["--prior", "vamp", "--prior-set", "components=1000000000"], ["components from 1 to 10000"]),
+    (["--image-size", "100000", "--dataset", "{tmp}/pngs"], ["at most 4096 pixels a side"]),
+    (["--test-size", "1"], ["test_size=1 (must be ≥ 2)"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
