@@ -28,6 +28,7 @@ import pyro
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..plates import data_plate, kl_scaled, register
 from ..registry import Registry
 
@@ -133,6 +134,9 @@ def build_guide(name: str, vae: nn.Module, **options: Any) -> Guide:
         >>> build_guide("gaussian", vae).spec
         {'name': 'gaussian'}
     """
+    if not (isinstance(vae, nn.Module) and getattr(vae, "has_latent", False) and hasattr(vae, "encoder")):
+        raise ConfigError(f"a guide is built for a VAE (e.g. build_vae(...)), got {type(vae).__name__}"
+                          + (": a density flow has no latent variable" if isinstance(vae, nn.Module) else ""))
     layered = getattr(vae, "flow_guide", None)  # a VAE of several latent sites: its own guide
     if name == "gaussian" and layered is not None:
         GUIDES.options(name, options)  # the same checks: the Gaussian guide has no options
