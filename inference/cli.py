@@ -131,12 +131,9 @@ def _check_device(device: str) -> None:
         raise ConfigError("--device cuda was asked for, but CUDA is not available")
 
 
-def _check_seed(seed: int) -> None:
+def _check_seed(seed: int, split: Optional[str] = None) -> None:
     check_int(seed, "--seed", 0, MAX_SEED)
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
@@ -257,8 +254,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.iwae_samples is not None:
         check_int(args.iwae_samples, "--iwae-samples", 1, MAX_IWAE_SAMPLES)
-    _check_seed(args.seed)
-    _check_split(args.split)
+    _check_seed(args.seed, args.split)
     check_trained(args.run_dir)
     check_output_file(paths(args.run_dir)["eval"])
     _check_device(args.device)
@@ -284,7 +280,6 @@ def _sample(args: argparse.Namespace) -> int:
         i, j = args.interpolate
         steps = 10 if args.steps is None else check_int(args.steps, "--steps", 2, MAX_SAMPLES)
         own = f"interpolation_{i}_{j}.png"
-        out = args.out or os.path.join(args.run_dir, own)
     else:
         if args.steps is not None:
             raise ConfigError("--steps goes with --interpolate I J")
@@ -292,7 +287,7 @@ def _sample(args: argparse.Namespace) -> int:
         if args.temperature is not None:
             check_positive(args.temperature, "--temperature")
         own = "samples.png"
-        out = args.out or os.path.join(args.run_dir, own)
+    out = args.out or os.path.join(args.run_dir, own)
     config = check_trained(args.run_dir)
     if args.temperature is not None and config.kind != "flow":
         raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
@@ -322,8 +317,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _posterior(args: argparse.Namespace) -> int:
     from .rundir import POSTERIOR, check_analysis_output, check_trained
 
-    _check_seed(args.seed)
-    _check_split(args.split)
+    _check_seed(args.seed, args.split)
     if check_trained(args.run_dir).kind == "flow":
         raise ConfigError(f"{args.run_dir} holds a density flow: it has no latent variable, so no posterior")
     check_analysis_output(args.out or os.path.join(args.run_dir, POSTERIOR), args.run_dir)
