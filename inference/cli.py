@@ -131,9 +131,12 @@ def _check_device(device: str) -> None:
         raise ConfigError("--device cuda was asked for, but CUDA is not available")
 
 
-def _check_seed(seed: int, split: Optional[str] = None) -> None:
+def _check_seed(seed: int) -> None:
     check_int(seed, "--seed", 0, MAX_SEED)
-    if split is not None and split not in SPLITS:
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
@@ -254,7 +257,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.iwae_samples is not None:
         check_int(args.iwae_samples, "--iwae-samples", 1, MAX_IWAE_SAMPLES)
-    _check_seed(args.seed, args.split)
+    _check_seed(args.seed)
+    _check_split(args.split)
     check_trained(args.run_dir)
     check_output_file(paths(args.run_dir)["eval"])
     _check_device(args.device)
@@ -317,7 +321,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _posterior(args: argparse.Namespace) -> int:
     from .rundir import POSTERIOR, check_analysis_output, check_trained
 
-    _check_seed(args.seed, args.split)
+    _check_seed(args.seed)
+    _check_split(args.split)
     if check_trained(args.run_dir).kind == "flow":
         raise ConfigError(f"{args.run_dir} holds a density flow: it has no latent variable, so no posterior")
     check_analysis_output(args.out or os.path.join(args.run_dir, POSTERIOR), args.run_dir)
@@ -415,14 +420,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             # a NaN loss is reported once, as the error line, not also as Pyro's warning
             warnings.filterwarnings("ignore", message="Encountered NaN")
             return handler(args)
-    except PyroVAEError as err:
+    except (PyroVAEError, FloatingPointError) as err:  # bad input (2), or a NaN loss (1)
         if speak:
             print(f"{prefix}: error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        if speak:
-            print(f"{prefix}: error: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, PyroVAEError) else 1
     except (RuntimeError, MemoryError) as err:
         memory = _out_of_memory(err)
         if memory is not None:
