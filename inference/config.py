@@ -36,6 +36,9 @@ VERSION = 2
 BINARIZATIONS = ("dynamic", "static", "none")
 #: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
 MAX_SAMPLES = 10_000
+#: Largest side of an image folder's ``--image-size``: the folder source's own bound
+#: (``pyro_vae.datasets.folder.MAX_IMAGE_SIZE``), checked here before torch is imported.
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -75,8 +78,9 @@ class DataConfig:
             # the standard errors of the evaluation need two test images
             "test_size": (self.test_size is None or self.test_size >= 2, "≥ 2"),
             "seed": (self.seed >= 0, "≥ 0"),
-            "image_size": (self.image_size is None or 1 <= min(self.image_size) <= max(self.image_size) <= 4096,
-                           "H and W from 1 to 4096"),
+            "image_size": (self.image_size is None
+                           or 1 <= min(self.image_size) <= max(self.image_size) <= MAX_IMAGE_SIZE,
+                           f"H and W from 1 to {MAX_IMAGE_SIZE}"),
             "channels": (self.channels in (None, 1, 3), "1 or 3"),
             "test_fraction": (self.test_fraction is None or 0 < self.test_fraction < 1, "strictly between 0 and 1"),
         }, "data settings")
@@ -105,8 +109,8 @@ def parse_image_size(text: str) -> Tuple[int, int]:
         size = ()
     if len(size) not in (1, 2) or min(size, default=0) < 1:
         raise ConfigError(f"--image-size must be H or HxW with positive integers, e.g. 32 or 32x48; got {text!r}")
-    if max(size) > 4096:
-        raise ConfigError(f"--image-size must be at most 4096 pixels a side, got {text!r}")
+    if max(size) > MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE} pixels a side, got {text!r}")
     return (size[0], size[-1])
 
 

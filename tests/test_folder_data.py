@@ -176,3 +176,10 @@ def test_a_test_split_has_at_least_two_images(digit_folder):
     """The evaluation's standard errors need two: a tiny --test-fraction rounds up to 2."""
     data = load_dataset(digit_folder, binarize="none", test_fraction=0.001)
     assert data.num_examples("test") == 2 and data.num_examples("train") == 118
+
+
+def test_the_command_line_checks_the_folder_sources_own_image_size_bound():
+    from inference.config import MAX_IMAGE_SIZE
+    from pyro_vae.datasets import folder
+
+    assert MAX_IMAGE_SIZE == folder.MAX_IMAGE_SIZE
