@@ -106,25 +106,7 @@ def expect_error(capsys, argv, *fragments):
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    "argv, fragments",
-    [
-        (["--model", "densee"], ["unknown model 'densee'", "valid models: conv, dense"]),
-        (["--guide", "iaff"], ["unknown guide 'iaff'", "gaussian"]),
-        (["--dataset", "mnist7k"], ["unknown dataset 'mnist7k'", "mnist5k"]),
-        (["--likelihood", "poisson"], ["unknown likelihood 'poisson'", "bernoulli"]),
-        (["--binarize", "sometimes"], ["unknown binarization", "dynamic"]),
-        (["--set", "hiden=[3]"], ["unknown option hiden", "valid options"]),
-        (["--binarize", "none", "--likelihood", "bernoulli"], ["bernoulli likelihood needs binary data"]),
-        (["--likelihood", "gaussian"], ["binarized", "--binarize none"]),
-        (["--epochs", "-1"], ["invalid training settings", "epochs=-1"]),
-        (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
-    ],
-)
-def test_bad_train_options(tmp_path, capsys, argv, fragments):
-    run = tmp_path / "run"
-    expect_error(capsys, ["train", "--out", str(run), *QUICK, *argv], *fragments)
-    assert not run.exists()  # nothing created on bad input
+# bad train command lines: tests/reliability/test_bad_arguments.py
 
 
 def test_dataset_missing_offline_names_directory_and_flag(tmp_path, capsys):
