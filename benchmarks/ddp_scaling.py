@@ -21,13 +21,13 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from pyro_vae.guides.base import Guide
+from pyro_vae.guides.base import JointGuide
 
 
-class DeltaGuide(Guide):
+class DeltaGuide(JointGuide):
     """q(z | x) = δ(μ_φ(x)) (no noise)."""
 
-    def distribution(self, x):
+    def _distribution(self, x):
         import pyro.distributions as dist
 
         return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)

@@ -13,8 +13,11 @@ A :class:`Model` is an ``nn.Module`` and a Pyro program:
   its likelihood is exact and "IWAE" with k = 1 is log p(x));
 * ``generate(n)``, ``reconstruct(x, guide)`` — images in [0, 1] to look at;
 * the data contract: ``dequantize`` (a continuous density over dequantized grey levels),
-  ``check_data(binary)``, ``bits_per_dim(nll)``;
-* ``defaults`` — what ``pyro-vae`` uses for this model unless told otherwise, declared once.
+  ``check_data(binary)``, ``bits_per_dim(nll)``.
+
+What the command line uses for a model unless told otherwise (epochs, binarization, the k
+of its IWAE estimates) is the application's policy, not part of the contract
+(:func:`inference.config.defaults_for`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import abc
 import itertools
 import math
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -34,21 +36,18 @@ from .plates import check_finite, check_images, check_range, validating
 _instance_counter = itertools.count()
 
 
-@dataclass(frozen=True)
-class ModelDefaults:
-    """Defaults of ``pyro-vae`` for one model class (flags given by the user win).
-
-    Attributes:
-        train: training settings (fields of ``TrainConfig``), e.g. ``{"epochs": 20}``.
-        binarize: how the data are presented by default.
-        final_iwae_samples: k of the IWAE estimate at the end of ``train``.
-        eval_iwae_samples: k of ``pyro-vae evaluate``.
-    """
-
-    train: Mapping[str, Any] = field(default_factory=dict)
-    binarize: str = "dynamic"
-    final_iwae_samples: int = 1000
-    eval_iwae_samples: int = 5000
+def _first_parameter(module: nn.Module) -> Optional[nn.Parameter]:
+    """``next(module.parameters(), None)`` without the prefixed names and the set of seen
+    tensors that make that generator cost ~7 µs to its first item (this runs at every model
+    and guide call: ~1 µs), by reading the module tree's own dicts in the same order."""
+    for param in module._parameters.values():
+        if param is not None:
+            return param
+    for child in module._modules.values():
+        found = None if child is None else _first_parameter(child)
+        if found is not None:
+            return found
+    return None
 
 
 class Model(nn.Module, abc.ABC):
@@ -62,8 +61,6 @@ class Model(nn.Module, abc.ABC):
     registry_name: ClassVar[str] = ""
     #: Whether the model has latent sample sites (False for a density flow).
     has_latent: ClassVar[bool] = True
-    #: Defaults of the command line for this model.
-    defaults: ClassVar[ModelDefaults] = ModelDefaults()
     #: Whether ``--precision bf16`` is safe: the networks may run in bfloat16 because every
     #: log-density is computed from their outputs in float32 (not so for a density flow,
     #: whose log-determinants and inverses are the network, nor an autoregressive decoder).
@@ -84,18 +81,10 @@ class Model(nn.Module, abc.ABC):
 
     @property
     def param_dtype(self) -> Optional[torch.dtype]:
-        """The dtype of the parameters (``None`` without any), which images are converted to.
-        Cached — walking the module tree costs more than the rest of :meth:`check_x`, which
-        runs at every model and guide call — and forgotten by :meth:`_apply`, through which
-        every ``.to``/``.double()``/``.float()`` passes."""
-        if "_param_dtype" not in self.__dict__:
-            param = next(self.parameters(), None)
-            self.__dict__["_param_dtype"] = None if param is None else param.dtype
-        return self.__dict__["_param_dtype"]
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        self.__dict__.pop("_param_dtype", None)
-        return super()._apply(fn, recurse)
+        """The dtype of the parameters (the first one's; ``None`` without any), which
+        :meth:`check_x` converts images to."""
+        param = _first_parameter(self)
+        return None if param is None else param.dtype
 
     @property
     def num_dims(self) -> int:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pyro_vae.guides.base import Guide
+from pyro_vae.guides.base import JointGuide
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--train-size", "96", "--test-size", "24", "--z-dim", "2", "--iwae-samples", "4",
@@ -22,10 +22,10 @@ TINY = ["--train-size", "96", "--test-size", "24", "--z-dim", "2", "--iwae-sampl
 DENSE = ["--set", "hidden_dims=[16]"]
 
 
-class DeltaGuide(Guide):
+class DeltaGuide(JointGuide):
     """q(z | x) = δ(μ_φ(x)): no noise, so one process and two see the very same draws."""
 
-    def distribution(self, x):
+    def _distribution(self, x):
         import pyro.distributions as dist
 
         return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)

@@ -25,8 +25,9 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 from inference.cli import main
-from pyro_vae import build_guide, build_vae
+from pyro_vae import ConfigError, build_guide, build_vae
 from pyro_vae.guides.base import Guide
+from pyro_vae.guides.local import LocalGaussianGuide
 from pyro_vae.infer.elbo import FreeBitsTrace_ELBO, IWAE_ELBO
 from pyro_vae.infer.evaluate import evaluate, log_weights
 from pyro_vae.infer.gaps import local_guide
@@ -46,9 +47,6 @@ class TwoLayerGuide(Guide):
         self.m1, self.c1 = nn.Parameter(torch.zeros(Z, D)), nn.Parameter(torch.zeros(Z))
         self.cz = nn.Parameter(torch.zeros(Z, Z))
         self.log_s2, self.log_s1 = nn.Parameter(torch.zeros(Z)), nn.Parameter(torch.zeros(Z))
-
-    def distribution(self, x):
-        raise NotImplementedError
 
     def q2(self, x):
         return dist.Normal(x.flatten(1) @ self.m2.T + self.c2, self.log_s2.exp()).to_event(1)
@@ -297,6 +295,14 @@ def test_latent_usage_and_local_guides_per_layer():
     assert method == "copy"  # several sites: a per-image copy of the hierarchical guide
     free = [p for p in local.local_parameters() if p.requires_grad]
     assert len(free) == 2 and all(p.shape == (6,) for p in free)  # one head bias per layer
+    with pytest.raises(ConfigError, match="diagonal Normal"):  # a distribution per layer
+        local_guide(vae, vae.guide, x[:1], "gaussian")
+    # a guide that is one diagonal Normal of the joint latent gives a local Gaussian, cut
+    # into the model's sites like it
+    joint = LocalGaussianGuide(torch.zeros(1, 6), torch.ones(1, 6), vae.latent_sites)
+    local, method = local_guide(vae, joint, x[:1])
+    assert method == "gaussian" and local.sites == vae.latent_sites
+    assert {"z_2", "z_1"} <= set(poutine.trace(local).get_trace(x[:1]).nodes)
 
 
 def test_every_flow_guide_is_a_flow_per_layer():

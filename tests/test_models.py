@@ -94,6 +94,18 @@ def test_wrong_shape_is_refused_clearly(tiny_vae):
         tiny_vae.guide(torch.zeros(3, 1, 32, 32))
 
 
+@pytest.mark.parametrize("name", MODELS.names())
+def test_images_follow_the_dtype_of_a_converted_model(name):
+    """``check_x`` reads the parameters' dtype at each call: nothing cached goes stale when
+    the model is converted."""
+    vae = make(name)
+    x = binary_batch(2)
+    for dtype in (torch.float64, torch.float32, torch.float64):
+        vae.to(dtype)
+        assert vae.param_dtype == dtype and vae.check_x(x).dtype == dtype
+        assert vae.guide(x).dtype == dtype and vae.model(x).dtype == dtype
+
+
 def test_unknown_names_and_options_are_refused():
     with pytest.raises(ConfigError, match="valid models: conv, dense"):
         build_vae("dens", x_shape=(1, 28, 28))

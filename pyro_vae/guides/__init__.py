@@ -2,8 +2,8 @@
 when imported, and the package imports all of them (a new guide is one new file)."""
 
 from ..registry import import_submodules
-from .base import GUIDES, GaussianGuide, Guide, build_guide
+from .base import GUIDES, GaussianGuide, Guide, JointGuide, build_guide
 
 import_submodules(__name__)
 
-__all__ = ["GUIDES", "GaussianGuide", "Guide", "build_guide"]
+__all__ = ["GUIDES", "GaussianGuide", "Guide", "JointGuide", "build_guide"]

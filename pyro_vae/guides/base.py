@@ -1,21 +1,35 @@
 """The guide contract: q_φ(z | x) as a Pyro program, swappable by name without touching the model.
 
-Every guide is a :class:`Guide`: a subclass says *what* q is — :meth:`Guide.distribution`,
-a distribution with batch shape (B,) and event shape (z_dim,) — and the one concrete
-:meth:`Guide.forward` samples it as site ``"z"`` inside the same ``"data"`` plate and
-``poutine.scale`` as the model::
+Every guide is a :class:`Guide`, whose one entry point Pyro calls, :meth:`Guide.forward`,
+checks ``x`` once and runs the guide's core, :meth:`Guide.sample` — the latent sites,
+sampled inside the same ``"data"`` plate and ``poutine.scale`` as the model::
 
     def forward(self, x, num_data=None, kl_scale=1.0):
+        x = self.check_x(x)
         with pyro.plate("data", N, subsample_size=B), poutine.scale(scale=kl_scale):
-            return pyro.sample("z", self.distribution(x))
+            return self.sample(x)      # the joint latent z, (B, z_dim)
 
-A guide of a VAE with several latent sites (the hierarchical VAE's, where q(z_l | x, z_>l)
-depends on the layers sampled before it) overrides :meth:`Guide.sample` instead, the one
-step inside the plate; everything else stays.
+``sample`` is the core rather than a distribution because not every q(z | x) is one
+distribution: the hierarchical VAE's q(z_l | x, z_>l) depends on the layers sampled above
+it, so its guide (:class:`~pyro_vae.models.hvae.HierarchicalGuide`) has a ``sample`` and
+no single ``distribution`` — and no method of the contract that it must refuse. A guide
+whose q of the joint latent *is* one distribution is a :class:`JointGuide`: it says what q
+is, :meth:`JointGuide.distribution` (batch shape (B,), event shape (z_dim,)), and samples
+it as site ``"z"`` (the local guides of :mod:`.local` cut it into a model's several sites).
+Whoever needs that distribution (the posterior analysis) asks whether a guide is a
+:class:`JointGuide`.
 
-The VAE's own amortized Gaussian guide is an instance (``vae.guide``, a
-:class:`GaussianGuide`); flow guides (:mod:`.flows`) and the non-amortized local guides of
-the posterior analysis (:mod:`.local`) are subclasses.
+The public methods (``forward``, ``location``, ``reconstruct``, ``distribution``) check
+``x`` once and call the methods a subclass implements (``sample``, ``_location``,
+``_distribution``), which take the checked ``x``: the pattern of
+``torch.distributions.Transform``, whose ``__call__`` wraps the ``_call`` of a subclass.
+
+Which guide a name builds is the VAE's to say: the ``gaussian`` entry of :data:`GUIDES`
+returns ``vae.gaussian_guide()`` (``vae.guide`` itself) and the flow guides of
+:mod:`.flows` ``vae.flow_guide(...)``, so a VAE of several latent sites builds its own kind.
+:class:`GaussianGuide` (the single-site VAE's ``vae.guide``), flow guides (:mod:`.flows`)
+and the non-amortized local guides of the posterior analysis (:mod:`.local`) are
+:class:`JointGuide` s.
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ _instance_counter = itertools.count()
 
 
 class Guide(nn.Module, abc.ABC):
-    """Base class of guides: ``guide(x, num_data=None, kl_scale=1.0)`` samples site ``"z"``.
+    """Base class of guides: ``guide(x, num_data=None, kl_scale=1.0)`` samples the latent sites.
 
     An amortized guide *references* its VAE (it is not a submodule), so
     ``guide.state_dict()`` holds only the guide's own parameters (e.g. flows) while the
@@ -70,21 +84,18 @@ class Guide(nn.Module, abc.ABC):
         if any(True for _ in self.parameters()):
             register(self.pyro_prefix, self)
 
-    @abc.abstractmethod
-    def distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":
-        """q_φ(z | x) with batch shape (B,) and event shape (z_dim,)."""
-
     def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
-        """Sample site ``"z"`` ~ q_φ(z | x) for a mini-batch x (B, C, H, W) of ``num_data``."""
+        """Sample the latent sites ~ q_φ(z | x) for a mini-batch x (B, C, H, W) of ``num_data``;
+        returns the joint latent z (B, z_dim)."""
         x = self.check_x(x)
         self.register()
         with data_plate(x, num_data), kl_scaled(kl_scale):
             return self.sample(x)
 
+    @abc.abstractmethod
     def sample(self, x: Tensor) -> Tensor:
-        """The latent sites, inside the caller's plate and scale: ``"z"`` ~ :meth:`distribution`
-        here; a guide of several sites samples each of them (and returns the joint z)."""
-        return pyro.sample("z", self.distribution(x))
+        """The latent sites, sampled inside the caller's plate and scale for the checked
+        images ``x``; returns the joint latent z (B, z_dim) (see the module docstring)."""
 
     def local_parameters(self) -> List[nn.Parameter]:
         """What a per-image copy of this guide frees (:func:`~pyro_vae.infer.gaps.local_guide`):
@@ -95,11 +106,16 @@ class Guide(nn.Module, abc.ABC):
         if getattr(head, "bias", None) is not None:
             params.append(head.bias)
         return params
+
     def location(self, x: Tensor) -> Tensor:
-        """A deterministic summary z of q_φ(z | x), (B, z_dim): the encoder mean μ_φ(x) here;
-        flow guides push it through their flows."""
+        """A deterministic summary z of q_φ(z | x), (B, z_dim): see :meth:`_location`."""
+        return self._location(self.check_x(x))
+
+    def _location(self, x: Tensor) -> Tensor:
+        """:meth:`location` of checked images: the encoder mean μ_φ(x) here; flow guides push
+        it through their flows."""
         encoder = self.vae.encoder
-        loc, _ = encoder.loc_scale(encoder.features(self.check_x(x)))
+        loc, _ = encoder.loc_scale(encoder.features(x))
         return loc
 
     @torch.no_grad()
@@ -108,15 +124,40 @@ class Guide(nn.Module, abc.ABC):
         return self.vae.decode(self.location(x))
 
 
-@GUIDES.register("gaussian")
-class GaussianGuide(Guide):
-    """q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²): the VAE's encoder; ``vae.guide`` is one."""
+class JointGuide(Guide):
+    """A guide whose q_φ(z | x) of the joint latent is one distribution, sampled as site ``"z"``.
+
+    Subclasses implement :meth:`_distribution`; :meth:`distribution` is the public, checked
+    call of it.
+    """
+
+    def distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":
+        """q_φ(z | x) with batch shape (B,) and event shape (z_dim,)."""
+        return self._distribution(self.check_x(x))
+
+    @abc.abstractmethod
+    def _distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":
+        """:meth:`distribution` of checked images."""
+
+    def sample(self, x: Tensor) -> Tensor:
+        """Site ``"z"`` ~ q_φ(z | x)."""
+        return pyro.sample("z", self._distribution(x))
+
+
+class GaussianGuide(JointGuide):
+    """q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²): the VAE's encoder; a single-site ``vae.guide`` is one."""
 
     def __init__(self, vae: nn.Module) -> None:
         super().__init__(vae)
 
-    def distribution(self, x: Tensor):
-        return self.vae.encoder(self.check_x(x))
+    def _distribution(self, x: Tensor):
+        return self.vae.encoder(x)
+
+
+@GUIDES.register("gaussian")
+def gaussian(vae: nn.Module) -> Guide:
+    """The VAE's amortized Gaussian guide, ``vae.gaussian_guide()``: ``vae.guide`` itself."""
+    return vae.gaussian_guide()
 
 
 def build_guide(name: str, vae: nn.Module, **options: Any) -> Guide:
@@ -131,16 +172,10 @@ def build_guide(name: str, vae: nn.Module, **options: Any) -> Guide:
     Example:
         >>> from pyro_vae import build_vae
         >>> vae = build_vae("dense", x_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,))
-        >>> build_guide("gaussian", vae).spec
-        {'name': 'gaussian'}
+        >>> build_guide("gaussian", vae) is vae.guide, vae.guide.spec
+        (True, {'name': 'gaussian'})
     """
     if not (isinstance(vae, nn.Module) and getattr(vae, "has_latent", False) and hasattr(vae, "encoder")):
         raise ConfigError(f"a guide is built for a VAE (e.g. build_vae(...)), got {type(vae).__name__}"
                           + (": a density flow has no latent variable" if isinstance(vae, nn.Module) else ""))
-    layered = getattr(vae, "flow_guide", None)  # a VAE of several latent sites: its own guide
-    if name == "gaussian" and layered is not None:
-        GUIDES.options(name, options)  # the same checks: the Gaussian guide has no options
-        guide = layered(None)
-        guide.spec = {"name": "gaussian"}
-        return guide
     return GUIDES.build(name, vae, **options)

@@ -15,17 +15,21 @@ the identity.
 
 In Pyro terms the guide samples site ``"z"`` from
 ``dist.TransformedDistribution(base, [t.condition(h) for t in self.flows])`` through
-:meth:`Guide.forward <pyro_vae.guides.base.Guide.forward>`; ``self.flows`` holds Pyro
+:meth:`Guide.forward <pyro_vae.guides.base.Guide.forward>` (a
+:class:`~pyro_vae.guides.base.JointGuide`); ``self.flows`` holds Pyro
 ``ConditionalTransformModule`` s and is registered with ``pyro.module`` through the guide,
 never through a conditioned transform, which is rebuilt at every call so nothing goes stale.
 
 Every flow guide is one row of :data:`STEPS` — a factory of one step at the identity,
 default hypernet widths, the smallest z_dim it works for, and how K steps are arranged —
-and is registered under its name in :data:`~pyro_vae.guides.base.GUIDES`; each takes
-``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, plus its factory's own options.
-A VAE with several latent sites (``--model hvae``) says how to build its flow guide
-(``vae.flow_guide``): there every layer gets its own flow of the same kind (an IAF per layer
-for ``iaf``, as in Kingma et al. 2016), made by :meth:`FlowSteps.steps`. The rows:
+whose :meth:`FlowSteps.guide` is registered under its name in
+:data:`~pyro_vae.guides.base.GUIDES`. Its real, annotated signature is what the registry
+checks options against: ``num_flows`` (the CLI's ``--flows K``) and ``hidden_dims``, and for
+a row whose steps take options of their own (:class:`SylvesterSteps`, :class:`SplineSteps`)
+those too. The guide itself is the VAE's to build, ``vae.flow_guide(row, ...)``: a
+:class:`FlowGuide` for a VAE of one latent site; for one of several (``hvae``) every layer
+gets its own flow of the same kind (an IAF per layer for ``iaf``, as in Kingma et al. 2016),
+made by :meth:`FlowSteps.steps`. The rows:
 
 =============== ============================================================================
 ``planar``      planar steps (arXiv:1505.05770); Pyro's, reparametrised to start at identity
@@ -50,11 +54,9 @@ Sylvester) or is slow (IAF, spline: D sequential passes).
 
 from __future__ import annotations
 
-import inspect
 import math
-import typing
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -73,11 +75,10 @@ from torch.distributions import Transform
 from ..errors import ConfigError
 from ..nets.hypernet import start_at
 from ..transforms import conditional_additive_coupling, conditional_planar, conditional_sylvester
-from ..transforms.sylvester import VARIANTS
-from .base import GUIDES, Guide
+from .base import GUIDES, Guide, JointGuide
 
 
-class FlowGuide(Guide):
+class FlowGuide(JointGuide):
     """The encoder's Gaussian pushed through ``flows``, conditional steps f_1, …, f_K.
 
     Each step is a Pyro ``ConditionalTransformModule`` mapping the encoder features ``h``
@@ -97,16 +98,16 @@ class FlowGuide(Guide):
         """Fresh transforms f_1(·; h), ..., f_K(·; h) for features ``h`` (B, h_dim)."""
         return [t.condition(h) for t in self.flows]
 
-    def distribution(self, x: Tensor) -> dist.TransformedDistribution:
+    def _distribution(self, x: Tensor) -> dist.TransformedDistribution:
         """q_φ(z | x), batch shape (B,), event shape (z_dim,)."""
         encoder = self.vae.encoder
-        h = encoder.features(self.check_x(x))
+        h = encoder.features(x)
         return dist.TransformedDistribution(encoder.base(h), self.conditioned_flows(h))
 
-    def location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor) -> Tensor:
         """The encoder mean μ_φ(x) pushed through the flows (B, z_dim)."""
         encoder = self.vae.encoder
-        h = encoder.features(self.check_x(x))
+        h = encoder.features(x)
         z, _ = encoder.loc_scale(h)
         for t in self.conditioned_flows(h):
             z = t(z)
@@ -136,7 +137,9 @@ class ConditionalPermute(ConditionalTransformModule):
 # ---------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class FlowSteps:
-    """One kind of flow guide: how to make its steps, and its defaults.
+    """One kind of flow guide: how to make its steps, its defaults, and (:meth:`guide`, the
+    entry of :data:`~pyro_vae.guides.base.GUIDES`) the options its guide takes. A row whose
+    steps take options of their own declares them in its own :meth:`guide`, a subclass's.
 
     Attributes:
         name: the registered name.
@@ -157,43 +160,27 @@ class FlowSteps:
     min_width: int = 0
     layout: str = "chain"
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        """``(vae, num_flows=4, hidden_dims=None, **the factory's own options)``: what
-        :meth:`Registry.build <pyro_vae.registry.Registry.build>` checks the options against."""
-        P = inspect.Parameter
-        hints = typing.get_type_hints(self.make)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in list(inspect.signature(self.make).parameters.values())[4:]]
-        return inspect.Signature([
-            P("vae", P.POSITIONAL_OR_KEYWORD),
-            P("num_flows", P.POSITIONAL_OR_KEYWORD, default=4, annotation=int),
-            P("hidden_dims", P.POSITIONAL_OR_KEYWORD, default=None, annotation=Optional[Sequence[int]]),
-            *own,
-        ])
+    def guide(self, vae: nn.Module, num_flows: int = 4,
+              hidden_dims: Optional[Sequence[int]] = None) -> Guide:
+        """The registered factory of this row's guide, whose parameters after ``vae`` are the
+        options the registry checks: what ``vae.flow_guide`` builds from the row (a
+        :class:`FlowGuide`, or the VAE's own kind)."""
+        return vae.flow_guide(self, num_flows, hidden_dims)
 
-    def __call__(self, vae: nn.Module, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
-                 **options) -> nn.Module:
-        # a VAE with several latent sites gets a flow per site (its own guide class)
-        flow_guide = getattr(vae, "flow_guide", None)
-        if flow_guide is not None:
-            return flow_guide(self, num_flows, hidden_dims, **options)
-        return FlowGuide(vae, self.steps(int(vae.z_dim), int(vae.encoder.h_dim), num_flows,
-                                         hidden_dims, **options))
-
-    def steps(self, d: int, context: int, num_flows: int = 4,
-              hidden_dims: Optional[Sequence[int]] = None, **options) -> List[ConditionalTransformModule]:
-        """The K steps of one flow of a ``d``-dimensional latent conditioned on ``context``
-        features, each at the identity, arranged as :attr:`layout` says."""
+    def steps(self, d: int, context: int, num_flows: int, hidden_dims: Optional[Sequence[int]],
+              **options: Any) -> List[ConditionalTransformModule]:
+        """The K = ``num_flows`` steps of one flow of a ``d``-dimensional latent conditioned on
+        ``context`` features, each at the identity, arranged as :attr:`layout` says
+        (``hidden_dims=None``: :attr:`hidden` of ``d``; ``options``: the factory's own)."""
         if num_flows < 1:
-            raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
+            raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}", params=("num_flows",))
         if d < self.min_z_dim:
-            raise ConfigError(f"the {self.name} guide needs z_dim ≥ {self.min_z_dim}, got {d}")
+            raise ConfigError(f"the {self.name} guide needs z_dim ≥ {self.min_z_dim}, got {d}", params=("model.z_dim",))
         hidden = self.hidden(d) if hidden_dims is None else list(hidden_dims)
         least = max(1, self.min_width * d)
         if any(h < least for h in hidden):
             raise ConfigError(f"hidden_dims of the {self.name} guide must be integers ≥ {least}, "
-                              f"got {hidden}")
+                              f"got {hidden}", params=("hidden_dims",))
         if self.layout == "one":
             return [self.make(d, context, hidden, num_flows, **options)]
         steps: List[ConditionalTransformModule] = []
@@ -254,19 +241,31 @@ def _householder(d: int, context: int, hidden: List[int], step: int) -> Conditio
     return t
 
 
-def _sylvester(d: int, context: int, hidden: List[int], step: int, variant: str = "orthogonal",
-               num_ortho: Optional[int] = None, num_householder: int = 8) -> ConditionalTransformModule:
-    # the steps start at R = 0, the identity (see pyro_vae.transforms.sylvester); triangular
-    # steps alternate between the identity and the reversal as their Q
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown Sylvester variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
-    if num_ortho is not None and not 1 <= num_ortho <= d:
-        raise ConfigError(f"num_ortho must be an integer in [1, z_dim={d}], got {num_ortho!r}")
-    if num_householder < 1:
-        raise ConfigError(f"num_householder must be a positive integer, got {num_householder!r}")
+def _sylvester(d: int, context: int, hidden: List[int], step: int, variant: str,
+               num_ortho: Optional[int], num_householder: int) -> ConditionalTransformModule:
+    # the steps start at R = 0, the identity (see pyro_vae.transforms.sylvester), which also
+    # checks the options; triangular steps alternate between the identity and the reversal as their Q
     return conditional_sylvester(d, context, variant=variant, hidden_dims=hidden, num_ortho=num_ortho,
                                  num_householder=num_householder,
                                  reverse=(variant == "triangular" and step % 2 == 1))
+
+
+class SylvesterSteps(FlowSteps):
+    """The Sylvester row, whose :meth:`guide` also takes the options of every step:
+
+    * ``variant``: how Q stays orthogonal — ``orthogonal`` (M free columns made
+      orthonormal), ``householder`` (a product of reflections) or ``triangular`` (the
+      identity or the reversal, alternating);
+    * ``num_ortho``: M of the orthogonal variant (``None``: max(1, z_dim // 2), the paper's
+      ratio; M = z_dim costs ~3× more per step on a CPU at z_dim = 32);
+    * ``num_householder``: reflections per Q of the householder variant.
+    """
+
+    def guide(self, vae: nn.Module, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
+              variant: str = "orthogonal", num_ortho: Optional[int] = None,
+              num_householder: int = 8) -> Guide:
+        return vae.flow_guide(self, num_flows, hidden_dims, variant=variant, num_ortho=num_ortho,
+                              num_householder=num_householder)
 
 
 #: softplus⁻¹(1 − 2·10⁻³): Pyro adds 10⁻³ to inner knot derivatives and pins the two end
@@ -275,8 +274,8 @@ def _sylvester(d: int, context: int, hidden: List[int], step: int, variant: str 
 _SPLINE_D0 = math.log(math.expm1(1.0 - 2e-3))
 
 
-def _spline(d: int, context: int, hidden: List[int], step: int, count_bins: int = 8,
-            bound: float = 5.0) -> ConditionalTransformModule:
+def _spline(d: int, context: int, hidden: List[int], step: int, count_bins: int,
+            bound: float) -> ConditionalTransformModule:
     if count_bins < 2:
         raise ConfigError(f"count_bins must be an integer ≥ 2, got {count_bins!r}")
     if not bound > 0:
@@ -288,11 +287,19 @@ def _spline(d: int, context: int, hidden: List[int], step: int, count_bins: int 
     return t
 
 
-#: Every flow guide, in the order ``pyro-vae list`` shows them. Options of the factories
-#: (besides ``num_flows`` and ``hidden_dims``): sylvester ``variant``, ``num_ortho``
-#: (default z_dim // 2, the paper's ratio; M = z_dim costs ~3× more per step on a CPU at
-#: z_dim = 32), ``num_householder``; spline ``count_bins``, ``bound`` (half-width of the box
-#: where the splines act: choose it to cover the posterior means).
+class SplineSteps(FlowSteps):
+    """The spline row, whose :meth:`guide` also takes the options of every step:
+    ``count_bins``, the bins of each spline, and ``bound``, the half-width of the box where
+    the splines act (the identity outside it): choose it to cover the posterior means.
+    """
+
+    def guide(self, vae: nn.Module, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
+              count_bins: int = 8, bound: float = 5.0) -> Guide:
+        return vae.flow_guide(self, num_flows, hidden_dims, count_bins=count_bins, bound=bound)
+
+
+#: Every flow guide, in the order ``pyro-vae list`` shows them; the options of each are the
+#: parameters of its row's :meth:`~FlowSteps.guide` after ``vae``.
 STEPS = [
     FlowSteps("planar", _planar, lambda d: [10 * d, 10 * d]),
     FlowSteps("radial", _radial, lambda d: [10 * d, 10 * d]),
@@ -300,8 +307,8 @@ STEPS = [
     FlowSteps("realnvp", _realnvp, lambda d: [10 * d], min_z_dim=2, layout="couplings"),
     FlowSteps("nice", _nice, lambda d: [10 * d], min_z_dim=2, layout="couplings"),
     FlowSteps("householder", _householder, lambda d: [10 * d, 10 * d], min_z_dim=2, layout="one"),
-    FlowSteps("sylvester", _sylvester, lambda d: []),
-    FlowSteps("spline", _spline, lambda d: [10 * d, 10 * d], min_z_dim=2, min_width=1),
+    SylvesterSteps("sylvester", _sylvester, lambda d: []),
+    SplineSteps("spline", _spline, lambda d: [10 * d, 10 * d], min_z_dim=2, min_width=1),
 ]
 for _steps in STEPS:
-    GUIDES.register(_steps.name)(_steps)
+    GUIDES.register(_steps.name)(_steps.guide)

@@ -1,13 +1,13 @@
 """Non-amortized guides for a fixed batch of B images: the locally optimal Gaussian of the
 posterior analysis, and a Student-t fitted to reference draws.
 
-Both are :class:`~pyro_vae.guides.base.Guide` s without a VAE: ``distribution(x)`` ignores
-``x`` but for its length (one q_n per image), and the base class's ``forward`` samples
-site ``"z"`` in the ``"data"`` plate like every guide. For a model with several latent sites
-(``sites``, the model's ``latent_sites``) q is a distribution of the *joint* latent: it is
-sampled once as the auxiliary site ``"z_joint"`` and cut into the model's sites, each a
-``Delta`` (log-density 0), so that log q of a trace is log q(z_joint) — what importance
-weights and ``Trace_ELBO`` need.
+Both are :class:`~pyro_vae.guides.base.JointGuide` s without a VAE: ``distribution(x)``
+ignores ``x`` but for its length (one q_n per image), and the base class's ``forward``
+samples site ``"z"`` in the ``"data"`` plate like every guide. For a model with several
+latent sites (``sites``, the model's ``latent_sites``) q is a distribution of the *joint*
+latent: it is sampled once as the auxiliary site ``"z_joint"`` and cut into the model's
+sites, each a ``Delta`` (log-density 0), so that log q of a trace is log q(z_joint) — what
+importance weights and ``Trace_ELBO`` need.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nets.hypernet import start_at
-from .base import Guide
+from .base import JointGuide
 
 
-class _FixedBatch(Guide):
+class _FixedBatch(JointGuide):
     """A guide of B fixed images: refuses a batch of another size."""
 
     what = "guide"
@@ -38,7 +38,7 @@ class _FixedBatch(Guide):
     def sample(self, x: Tensor) -> Tensor:
         if self.sites is None:
             return super().sample(x)
-        z = pyro.sample("z_joint", self.distribution(x))
+        z = pyro.sample("z_joint", self._distribution(x))
         for name, part in zip(self.sites, z.split(list(self.sites.values()), dim=-1)):
             pyro.sample(name, dist.Delta(part, event_dim=1))
         return z
@@ -47,6 +47,11 @@ class _FixedBatch(Guide):
         if len(x) != self.batch:
             raise ConfigError(f"this {self.what} was fitted to {self.batch} images, got {len(x)}")
         return x
+
+    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
+        """q(z) with batch (B,) and event (z_dim,); ``x``, if given, is checked for its length
+        and otherwise ignored (the guide interface)."""
+        return self._distribution(None if x is None else self.check_x(x))
 
 
 class LocalGaussianGuide(_FixedBatch):
@@ -68,11 +73,10 @@ class LocalGaussianGuide(_FixedBatch):
         self.loc = nn.Parameter(loc.detach().clone())
         self.log_scale = nn.Parameter(scale.detach().log().clone())
 
-    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
-        """q(z) with batch (B,) and event (z_dim,); ``x`` is ignored (the guide interface)."""
+    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
 
-    def location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor) -> Tensor:
         return self.loc
 
 
@@ -110,7 +114,7 @@ class LocalFlowGuide(LocalGaussianGuide):
             self.steps.append(step)
         self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
 
-    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
+    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
         base = dist.Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
         parts = []
         for i, step in enumerate(self.steps):
@@ -149,9 +153,9 @@ class FixedGuide(_FixedBatch):
         eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
         return cls(loc, torch.linalg.cholesky(cov + jitter * eye), df, sites)
 
-    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
+    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
         df = torch.tensor(self.df, dtype=self.loc.dtype, device=self.loc.device)
         return dist.MultivariateStudentT(df, self.loc, self.scale_tril)
 
-    def location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor) -> Tensor:
         return self.loc

@@ -41,8 +41,9 @@ from torch.nn import functional as F
 from ..contract import Model
 from ..errors import ConfigError
 from ..guides.base import GaussianGuide, Guide, build_guide
+from ..guides.flows import FlowGuide, FlowSteps
 from ..likelihoods import Likelihood
-from ..plates import check_shape, data_plate, full_precision, kl_scaled, register
+from ..plates import check_shape, check_z_dim, data_plate, full_precision, kl_scaled, register
 from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
@@ -248,11 +249,28 @@ class VAE(Model):
             return self.latents()
 
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> Guide:
-        """A registered guide from ``{"name": ..., **options}`` (``None``: ``vae.guide``)."""
-        if spec is None or dict(spec) == {"name": "gaussian"}:
-            return self.guide
-        options = dict(spec)
-        return build_guide(options.pop("name"), self, **options)
+        """A registered guide from ``{"name": ..., **options}`` (``None``: ``{"name":
+        "gaussian"}``, which is ``vae.guide``)."""
+        options = dict(spec if spec is not None else {"name": "gaussian"})
+        return build_guide(options.pop("name", None), self, **options)
+
+    # ------------------------------------------------------------------ guides by kind
+    # A registered guide asks the VAE to build it (double dispatch), so that a VAE of several
+    # latent sites builds its own kind by overriding these (the hierarchical VAE: its own
+    # `vae.guide`, and `flow_guide`) and no guide asks which VAE it was given.
+    def gaussian_guide(self) -> Guide:
+        """The ``gaussian`` guide: ``vae.guide`` itself, the one instance — it has no
+        parameters of its own, and checkpoints and the trainer know the default guide by
+        identity."""
+        return self.guide
+
+    def flow_guide(self, steps: FlowSteps, num_flows: int, hidden_dims: Optional[Sequence[int]],
+                   **options: Any) -> Guide:
+        """The guide of the flow-guide row ``steps`` (:data:`~pyro_vae.guides.flows.STEPS`):
+        the encoder's Gaussian pushed through ``num_flows`` steps conditioned on its features
+        (``options``: the row's own, e.g. Sylvester's ``variant``)."""
+        return FlowGuide(self, steps.steps(self.z_dim, int(self.encoder.h_dim), num_flows, hidden_dims,
+                                           **options))
 
     # ------------------------------------------------------------------ images
     @torch.no_grad()
@@ -314,8 +332,7 @@ def build_vae(
     """
     x_shape = check_shape(x_shape)
     options = MODELS.options(name, {"z_dim": z_dim, "likelihood": likelihood, **options})
-    if options["z_dim"] < 1:
-        raise ConfigError(f"z_dim must be positive, got {options['z_dim']}")
+    check_z_dim(options["z_dim"])
     vae = MODELS.build(name, x_shape, **options)
     vae.set_prior(build_prior(prior, vae.prior_dim))
     vae.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in vae.spec.items() if k != "name"}}

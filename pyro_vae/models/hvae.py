@@ -40,7 +40,7 @@ they read as plain vectors in a trace and in ArviZ, and NUTS can sample them.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -49,7 +49,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from ..guides.base import GUIDES, Guide
+from ..guides.base import Guide
+from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
 from ..nets.mlp import activation
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
@@ -219,14 +220,16 @@ class HierarchicalVAE(VAE):
         activation: str = "elu",
     ) -> None:
         if int(levels) < 2:
-            raise ConfigError(f"levels must be at least 2 (use --model resnet for one), got {levels}")
+            raise ConfigError(f"levels must be at least 2 (use the resnet model for one), got {levels}",
+                              params=("levels",))
         sizes = [int(z_dim)] * int(levels) if group_sizes is None else [int(d) for d in group_sizes]
         if len(sizes) != int(levels) or min(sizes) < 1:
             raise ConfigError(f"group_sizes must be {levels} positive sizes (one per level, "
-                              f"z_1 first), got {list(group_sizes or [])}")
+                              f"z_1 first), got {list(group_sizes or [])}", params=("group_sizes",))
         widths = check_widths(channels, hidden)
         if int(blocks) < 0 or int(mid) < 1:
-            raise ConfigError(f"blocks must be ≥ 0 and mid positive, got {blocks} and {mid}")
+            raise ConfigError(f"blocks must be ≥ 0 and mid positive, got {blocks} and {mid}",
+                              params=("blocks", "mid"))
         width, top_first = int(hidden), sizes[::-1]
         lik = build_likelihood(likelihood, x_shape)
         trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), width, activation)
@@ -264,22 +267,12 @@ class HierarchicalVAE(VAE):
                 state = layer(self.top_down.start(z.shape[:-1]) if i == 0 else state, z)
         return self.join_latents(values)
 
-    def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> Guide:
-        """``vae.guide`` (Gaussian layers) or a flow per layer, e.g. ``{"name": "iaf",
-        "num_flows": 2}`` (every registered flow guide; IAF is the paper's)."""
-        if spec is None or dict(spec) == {"name": "gaussian"}:
-            return self.guide
-        options = dict(spec)
-        return GUIDES.build(options.pop("name"), self, **options)
-
-    def flow_guide(self, steps: Any, num_flows: int = 4, hidden_dims: Optional[Sequence[int]] = None,
+    def flow_guide(self, steps: FlowSteps, num_flows: int, hidden_dims: Optional[Sequence[int]],
                    **options: Any) -> "HierarchicalGuide":
-        """The guide a flow-guide row of :data:`~pyro_vae.guides.flows.STEPS` builds for this
-        model: each layer's Gaussian pushed through its own K steps, conditioned on the
-        layer's inference features [s_l, h_l] (``steps=None``: Gaussian layers, what
-        ``build_guide("gaussian", vae)`` returns)."""
-        if steps is None:
-            return HierarchicalGuide(self)
+        """The guide of a flow-guide row (every registered flow guide; IAF is the paper's):
+        each layer's Gaussian pushed through its own K steps, conditioned on the layer's
+        inference features [s_l, h_l]. (The ``gaussian`` guide is ``vae.guide``, Gaussian
+        layers.)"""
         flows = [steps.steps(d, self.encoder.h_dim, num_flows, hidden_dims, **options)
                  for d in self.sizes.values()]
         return HierarchicalGuide(self, flows)
@@ -287,6 +280,10 @@ class HierarchicalVAE(VAE):
 
 class HierarchicalGuide(Guide):
     """q(z | x) = Π_l q(z_l | x, z_>l), sampled top first through the model's top-down path.
+
+    Each layer's q depends on the layers drawn above it, so q(z | x) is no one distribution:
+    the guide is a :class:`~pyro_vae.guides.base.Guide` whose core is :meth:`sample` (one
+    site per layer), not a ``JointGuide``; its per-layer distributions are in a trace.
 
     Args:
         vae: the :class:`HierarchicalVAE`.
@@ -298,15 +295,12 @@ class HierarchicalGuide(Guide):
         super().__init__(vae)
         self.flows = nn.ModuleList(nn.ModuleList(f) for f in flows) if flows is not None else None
 
-    def distribution(self, x: Tensor):
-        raise ConfigError("the hierarchical guide has one q(z_l | x, z_>l) per layer, each "
-                          "depending on the layers above: trace it (pyro.poutine.trace) to read them")
-
     def _layers(self, x: Tensor, pick):
-        """Run the layers top first; ``pick(name, q)`` returns z_l (a sample or a summary)."""
+        """Run the layers top first for checked images ``x``; ``pick(name, base, transforms)``
+        returns z_l (a sample or a summary)."""
         vae: HierarchicalVAE = self.vae
         encoder = vae.encoder
-        hs = encoder.features(self.check_x(x))
+        hs = encoder.features(x)
         values: Dict[str, Tensor] = {}
         state = vae.top_down.start(x.shape[:1])
         for i, (name, layer, h) in enumerate(zip(vae.sizes, vae.top_down.layers, hs)):
@@ -327,7 +321,7 @@ class HierarchicalGuide(Guide):
 
         return self._layers(x, draw)
 
-    def location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor) -> Tensor:
         """Each layer's posterior mean (pushed through its flows), given the means above."""
         def mean(name, base, transforms):
             z = base.mean
