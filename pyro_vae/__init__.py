@@ -15,8 +15,12 @@ Example:
     >>> x = next(data.batches("train", batch_size=32))
     >>> loss = svi.step(x, num_data=len(data.train))   # -ELBO of the whole training set
 
-The names below are imported on first use (PEP 562), so that ``import pyro_vae.errors`` or
-the command line's argument checks do not pay for importing torch and Pyro.
+The names below are imported on first use (PEP 562, :func:`~pyro_vae.lazy.lazy_exports`),
+not when the package is: that is what keeps the library's torch-free modules —
+:mod:`pyro_vae.errors`, :mod:`pyro_vae.options`, :mod:`pyro_vae.data_settings` and
+:mod:`pyro_vae.infer.config` (whose package is lazy in the same way) — free of torch, so
+that the command line checks its arguments with them in a fraction of a second. Every
+other module imports what it needs at its top.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ _EXPORTS = {
     "OutputError": "errors",
     "PyroVAEError": "errors",
     "Model": "contract",
-    "ModelDefaults": "contract",
     "FLOW_MODELS": "flows",
     "FlowModel": "flows",
     "build_flow_model": "flows",

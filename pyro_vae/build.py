@@ -1,5 +1,5 @@
-"""Build what ``pyro-vae train --model`` names — a VAE or a density flow — and its guide,
-from the specs a run records (``{"name": ..., **options}``)."""
+"""Build a model by name — a VAE or a density flow — and its guide, from the specs a run
+records (``{"name": ..., **options}``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .flows import FLOW_MODELS, build_flow_model
 from .guides import GUIDES
 from .likelihoods import build_likelihood
 from .models import MODELS, build_vae
+from .plates import check_z_dim
 from .priors import PRIORS
 
 
@@ -33,7 +34,7 @@ def model_class(name: str) -> type:
         return FLOW_MODELS.get(name)
     raise ConfigError(
         f"unknown model {name!r}; valid models: {', '.join(MODELS.names())} (VAEs), "
-        f"{', '.join(FLOW_MODELS.names())} (density flows)"
+        f"{', '.join(FLOW_MODELS.names())} (density flows)", params=("model",)
     )
 
 
@@ -64,8 +65,7 @@ def check_specs(
             cls.refuse_binary()
         return
     bound = MODELS.options(name, options)
-    if bound["z_dim"] < 1:
-        raise ConfigError(f"z_dim must be positive, got {bound['z_dim']}")
+    check_z_dim(bound["z_dim"])
     if binary is not None:
         build_likelihood(bound["likelihood"], (1, 1, 1)).check_data(binary)
     if prior is not None:
@@ -94,11 +94,11 @@ def build_model(
     if x_shape is not None:
         options["x_shape"] = tuple(x_shape)
     if "x_shape" not in options:
-        raise ConfigError(f"the spec of model {name!r} gives no x_shape")
+        raise ConfigError(f"the spec of model {name!r} gives no x_shape", params=("x_shape",))
     shape = options.pop("x_shape")
     if not cls.has_latent:
         if prior is not None:
-            raise ConfigError(f"the density flow {name!r} has no latent variable, so no prior")
+            raise ConfigError(f"the density flow {name!r} has no latent variable, so no prior", params=("prior",))
         return build_flow_model(name, shape, **options)
     return build_vae(name, shape, prior=prior or "normal", **options)
 

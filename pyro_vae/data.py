@@ -43,13 +43,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .data_settings import SPLITS, check_binarize, check_split
 from .datasets import find_loader
 from .datasets.base import Arrays
 from .errors import ConfigError, DataError
-from .options import bind_options
+from .options import bind_options, check_int
+from .plates import check_finite, check_range
 
-BINARIZATIONS = ("dynamic", "static", "none")
-SPLITS = ("train", "test")
 #: Number of grey levels of 8-bit images; dequantization bins have width 1 / LEVELS.
 LEVELS = 256
 #: Bytes of decoded uint8 training images held in memory before the split is streamed
@@ -85,13 +85,8 @@ def _as_images(x: Any, what: str) -> Levels:
         raise DataError(f"{what} is empty")
     if x.dtype == torch.uint8:
         return x.contiguous()
-    x = x.float().contiguous()
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise DataError(f"{what} contains {bad} NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise DataError(f"{what} must lie in [0, 1] (grey levels), got values in [{lo:g}, {hi:g}]")
+    x = check_finite(x.float().contiguous(), what)
+    check_range(x, f"grey levels of {what}")
     return x
 
 
@@ -151,10 +146,7 @@ class ImageDataset:
         seed: int = 0,
         source: Optional[Dict[str, Any]] = None,
     ) -> None:
-        if binarize not in BINARIZATIONS:
-            raise ConfigError(
-                f"unknown binarization {binarize!r}; valid binarizations: " + ", ".join(BINARIZATIONS)
-            )
+        check_binarize(binarize)
         self.name, self.binarize, self.seed = name, binarize, seed
         self.source: Dict[str, Any] = dict(source or {})
         test = _as_images(test, f"{name} test data")
@@ -181,7 +173,8 @@ class ImageDataset:
         if binarize == "static":
             if self.streamed("train"):
                 raise ConfigError(f"{name}: static binarization needs the images in memory, but the "
-                                  "training images are streamed from disk; use --binarize dynamic")
+                                  "training images are streamed from disk; use binarize='dynamic'",
+                                  params=("binarize",))
             for i, split in enumerate(SPLITS):
                 g = torch.Generator().manual_seed(seed * 2 + i)
                 self._static[split] = torch.bernoulli(self.split(split), generator=g).bool()
@@ -212,9 +205,7 @@ class ImageDataset:
 
     def split_levels(self, split: str) -> Levels:
         """``split`` as held: uint8 levels, float32 grey levels, or a streamed dataset."""
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-        return self._levels[split]
+        return self._levels[check_split(split)]
 
     def split(self, split: str) -> Tensor:
         """Raw grey levels of ``split`` (``"train"`` or ``"test"``), float32 in [0, 1]: a
@@ -289,7 +280,7 @@ class ImageDataset:
         the fixed one; with ``"none"`` grey levels (dequantized if asked).
         """
         if batch_size < 1:
-            raise ConfigError(f"batch size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}", params=("batch_size",))
         source = self._static.get(split, self.split_levels(split))
         n = self.num_examples(split)
         device = generator.device if generator is not None else self.device
@@ -398,13 +389,10 @@ def load_dataset(
         >>> data.x_shape, len(data.train), len(data.test)
         ((1, 28, 28), 4000, 1000)
     """
-    if binarize not in BINARIZATIONS:
-        raise ConfigError(
-            f"unknown binarization {binarize!r}; valid binarizations: {', '.join(BINARIZATIONS)}"
-        )
-    for size, what in ((train_size, "train"), (test_size, "test")):
-        if size is not None and size < 1:
-            raise ConfigError(f"{what} size must be positive, got {size}")
+    check_binarize(binarize)  # before the data are read (ImageDataset checks it again, O(1))
+    for size, what in ((train_size, "train_size"), (test_size, "test_size")):
+        if size is not None:
+            check_int(size, what, 1)
     loader = find_loader(name)
     given = {k: v for k, v in options.items() if v is not None}
     kwargs = bind_options(loader, given, f"dataset {name!r}", skip=3) if given else {}
@@ -412,7 +400,8 @@ def load_dataset(
     for size, what, images in ((train_size, "train", xtr), (test_size, "test", xte)):
         if size is not None and size > len(images):
             # asking for more images than there are is a mistake, not a wish for all of them
-            raise ConfigError(f"{what}_size={size} is more than the {len(images)} {what} images of {name}")
+            raise ConfigError(f"{what}_size={size} is more than the {len(images)} {what} images of {name}",
+                              params=(f"{what}_size",))
     xtr, ytr, xte, yte = (_head(a, n) for a, n in
                           ((xtr, train_size), (ytr, train_size), (xte, test_size), (yte, test_size)))
     if isinstance(xtr, Dataset) and len(xtr) and _nbytes(xtr) <= memory_limit:  # type: ignore[arg-type]

@@ -6,9 +6,16 @@ that cannot be written) derives from :class:`PyroVAEError`. The command-line int
 prints its message as one line and exits with status 2; library users can catch the
 specific subclasses, which also derive from the matching builtin (``ValueError``,
 ``FileNotFoundError``, ``OSError``).
+
+Messages speak the library's own language: they name parameters (``num_samples must be
+…``, ``pass download=True``), never command-line flags, and :attr:`PyroVAEError.params`
+lists the parameters a message is about, so that a caller that knows its own spelling of
+them (the command line knows its flags) can say which one it was.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 
 class PyroVAEError(Exception):
@@ -18,12 +25,27 @@ class PyroVAEError(Exception):
     ``poutine.trace`` re-raises a ``ValueError`` or ``RuntimeError`` from inside a model or
     guide as a new one of the same class with the trace's shapes appended (the original
     stays chained as ``__cause__``).
+
+    Args:
+        *args: the message (and whatever the builtin base takes).
+        params: the names of the parameters the message is about (``("objective",
+            "free_bits")``); empty when it is about no parameter in particular.
+
+    Example:
+        >>> import pickle
+        >>> err = ConfigError("num_samples must be an integer ≥ 1, got 0", params=("num_samples",))
+        >>> again = pickle.loads(pickle.dumps(err))  # e.g. from another process
+        >>> str(again), again.params
+        ('num_samples must be an integer ≥ 1, got 0', ('num_samples',))
     """
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, params: Sequence[str] = ()) -> None:
         if args and isinstance(args[0], str) and "\n" in args[0]:
             args = (_first_line(args[0]), *args[1:])
         super().__init__(*args)
+        # an instance attribute, so that pickling (BaseException keeps ``__dict__`` beside
+        # ``args``) carries it across processes
+        self.params = tuple(params)
 
 
 def _first_line(message: str) -> str:

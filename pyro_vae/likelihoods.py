@@ -10,7 +10,7 @@ dequantized, and how to turn a negative log-likelihood in nats into bits per dim
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -55,8 +55,10 @@ class Likelihood(nn.Module):
     def num_dims(self) -> int:
         return int(math.prod(self.x_shape))
 
-    def forward(self, params: Tensor) -> dist.TorchDistribution:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, params: Tensor, validate_args: Optional[bool] = None) -> dist.TorchDistribution:
+        """p(x | params), over images ``x_shape`` (``validate_args`` as torch's
+        distributions take it: ``None`` follows Pyro's validation setting)."""
+        raise NotImplementedError  # pragma: no cover
 
     def check_data(self, binary: bool) -> None:
         """Refuse data this likelihood is not defined on (``binary``: data are {0, 1})."""
@@ -64,13 +66,13 @@ class Likelihood(nn.Module):
         if self.binary and not binary:
             grey = ", ".join(n for n in LIKELIHOODS.names() if not LIKELIHOODS.get(n).binary)
             raise ConfigError(
-                f"the {name} likelihood needs binary data; use --binarize dynamic or static, "
-                f"or a likelihood for grey levels ({grey})"
+                f"the {name} likelihood needs binary data; use binarize='dynamic' or 'static', "
+                f"or a likelihood for grey levels ({grey})", params=("likelihood", "binarize")
             )
         if not self.binary and binary:
             raise ConfigError(
                 f"the {name} likelihood models grey levels, but the data are binarized; "
-                "use --binarize none or --likelihood bernoulli"
+                "use binarize='none' or likelihood='bernoulli'", params=("likelihood", "binarize")
             )
 
     def check_values(self, x: Tensor) -> None:
@@ -106,8 +108,8 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
     binary = True
 
-    def forward(self, params: Tensor) -> dist.TorchDistribution:
-        return BernoulliImages(params, len(self.x_shape))
+    def forward(self, params: Tensor, validate_args: Optional[bool] = None) -> dist.TorchDistribution:
+        return BernoulliImages(params, len(self.x_shape), validate_args=validate_args)
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
@@ -136,8 +138,8 @@ class GaussianLikelihood(Likelihood):
     def scale(self) -> Tensor:
         return F.softplus(self.raw_scale) + self.min_scale
 
-    def forward(self, params: Tensor) -> dist.TorchDistribution:
-        return dist.Normal(params, self.scale).to_event(len(self.x_shape))
+    def forward(self, params: Tensor, validate_args: Optional[bool] = None) -> dist.TorchDistribution:
+        return dist.Normal(params, self.scale, validate_args=validate_args).to_event(len(self.x_shape))
 
     def mean(self, params: Tensor) -> Tensor:
         return params.clamp(0.0, 1.0)
@@ -172,7 +174,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
     def __init__(self, x_shape: Sequence[int], num_mixtures: int = 5, min_log_scale: float = -7.0):
         super().__init__(x_shape)
         if int(num_mixtures) < 1:
-            raise ConfigError(f"num_mixtures must be positive, got {num_mixtures}")
+            raise ConfigError(f"num_mixtures must be positive, got {num_mixtures}", params=("num_mixtures",))
         self.num_mixtures = int(num_mixtures)
         self.min_log_scale = float(min_log_scale)
 
@@ -181,7 +183,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
         c, *rest = self.x_shape
         return (self.num_mixtures * (1 + 2 * c + num_coeffs(c)), *rest)
 
-    def forward(self, params: Tensor) -> DiscretizedLogisticMixture:
+    def forward(self, params: Tensor, validate_args: Optional[bool] = None) -> DiscretizedLogisticMixture:
         # spatial size from the parameters, so that a patch of an image (an autoregressive
         # sampler's single pixel) works as well as the whole image
         c = self.x_shape[0]
@@ -192,7 +194,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
         locs = locs.reshape(*lead, k, c, h, w)
         log_scales = log_scales.reshape(*lead, k, c, h, w).clamp(min=self.min_log_scale)
         coeffs = torch.tanh(coeffs.reshape(*lead, k, nc, h, w))
-        return DiscretizedLogisticMixture(logits, locs, log_scales, coeffs)
+        return DiscretizedLogisticMixture(logits, locs, log_scales, coeffs, validate_args=validate_args)
 
 
 def build_likelihood(name: str, x_shape: Sequence[int], **kwargs) -> Likelihood:

@@ -6,8 +6,11 @@ of an annotated dataclass. :func:`check_value` checks one value against its anno
 returns it in canonical form (lists become tuples where a sequence is expected, an ``int``
 is accepted for a ``float``); :func:`bind_options` does that for a whole call, so that a
 wrong key or type is one :class:`~pyro_vae.errors.ConfigError` that names the option, the
-expected type and the valid keys. Nothing here imports torch: the CLI validates its
-arguments with it before the heavy imports.
+expected type and the valid keys, and lists the options it is about in its ``params``.
+:func:`option` declares a dataclass field that is also a command-line option (its help
+text beside its default), :func:`check_int`, :func:`check_positive`, :func:`check_choice`
+and :func:`check_ranges` are the range checks every settings class uses. Nothing here
+imports torch: the CLI validates its arguments with it before the heavy imports.
 
 Example:
     >>> from typing import Optional, Sequence
@@ -22,10 +25,12 @@ Example:
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import inspect
+import json
 import math
 import typing
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -61,16 +66,27 @@ def describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _fail(value: Any, annotation: Any, name: str) -> ConfigError:
-    return ConfigError(f"{name} must be {describe(annotation)}, got {value!r} ({type(value).__name__})")
-
-
-def check_value(value: Any, annotation: Any, name: str) -> Any:
+def check_value(value: Any, annotation: Any, name: str, param: Optional[str] = None) -> Any:
     """``value`` checked against ``annotation`` and put in canonical form.
+
+    Args:
+        value: the value given.
+        annotation: what it must be.
+        name: how the message names it (``option hidden_dims of model 'dense'``).
+        param: the parameter's own name, for the error's ``params`` (default ``name``).
 
     Raises:
         ConfigError: naming ``name``, the expected type and the value given.
     """
+    params = (name if param is None else param,)
+
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"{name} must be {what}, got {value!r}", params=params)
+
+    def wrong_type() -> ConfigError:
+        return ConfigError(f"{name} must be {describe(annotation)}, got {value!r} ({type(value).__name__})",
+                           params=params)
+
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any or annotation is inspect.Parameter.empty:
         return value
@@ -81,48 +97,48 @@ def check_value(value: Any, annotation: Any, name: str) -> Any:
             if arg is _NONE:
                 continue
             try:
-                return check_value(value, arg, name)
+                return check_value(value, arg, name, param)
             except ConfigError:
                 pass
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     if origin is typing.Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
-        raise ConfigError(f"{name} must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        raise fail("one of " + ", ".join(repr(a) for a in args))
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+                raise fail("a finite number")
             return float(value)
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
-            raise _fail(value, annotation, name)
+            raise wrong_type()
         inner = args[0] if args else Any
         try:
-            return tuple(check_value(v, inner, name) for v in value)
+            return tuple(check_value(v, inner, name, param) for v in value)
         except ConfigError:
-            raise _fail(value, annotation, name) from None
+            raise wrong_type() from None
     if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
-            raise _fail(value, annotation, name)
+            raise wrong_type()
         return dict(value)
     if isinstance(annotation, type):
         if isinstance(value, annotation):
             return value
-        raise _fail(value, annotation, name)
+        raise wrong_type()
     return value
 
 
@@ -165,24 +181,25 @@ def bind_options(
     for key, value in options.items():
         key = (aliases or {}).get(key, key)
         if key in given:
-            raise ConfigError(f"option {key} of {what} is given twice (once by an old spelling)")
+            raise ConfigError(f"option {key} of {what} is given twice (once by an old spelling)",
+                              params=(key,))
         given[key] = value
     unknown = sorted(set(given) - set(names))
     if unknown:
         valid = ", ".join(names) if names else "none (it takes no options)"
         raise ConfigError(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {what}; "
-            f"valid options: {valid}"
+            f"valid options: {valid}", params=unknown
         )
     out: Dict[str, Any] = {}
     for p in params:
         if p.name in given:
             try:
-                out[p.name] = check_value(given[p.name], p.annotation, f"option {p.name} of {what}")
+                out[p.name] = check_value(given[p.name], p.annotation, f"option {p.name} of {what}", p.name)
             except ConfigError as err:
-                raise ConfigError(f"{err}; valid options: {', '.join(names)}") from None
+                raise ConfigError(f"{err}; valid options: {', '.join(names)}", params=err.params) from None
         elif p.default is inspect.Parameter.empty:
-            raise ConfigError(f"{what} needs the option {p.name} ({describe(p.annotation)})")
+            raise ConfigError(f"{what} needs the option {p.name} ({describe(p.annotation)})", params=(p.name,))
         else:
             out[p.name] = p.default
     return out
@@ -200,9 +217,8 @@ def jsonable(value: Any) -> Any:
 def parse_pairs(pairs: Optional[List[str]], flag: str) -> Dict[str, Any]:
     """``["KEY=VALUE", ...]`` from the command line as a dict; values are JSON where they
     parse as JSON (``[64,32]``, ``true``, ``0.5``) and strings otherwise; ``-`` in keys
-    becomes ``_``."""
-    import json
-
+    becomes ``_``. ``flag`` is how the messages name the list (the command line passes its
+    flag: the caller, not the library, knows it)."""
     out: Dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
@@ -221,8 +237,6 @@ def parse_pairs(pairs: Optional[List[str]], flag: str) -> Dict[str, Any]:
 
 def fields_of(cls: type) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """The dataclass fields of ``cls`` with their annotations resolved."""
-    import dataclasses
-
     hints = typing.get_type_hints(cls)
     return tuple(f for f in dataclasses.fields(cls) if not f.name.startswith("_")), hints
 
@@ -237,28 +251,29 @@ def dataclass_from_dict(cls: type, data: Any, what: str):
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in "
-                          f"{what}; valid keys: {', '.join(names)}")
-    kwargs = {k: check_value(v, hints.get(k, Any), f"{what}.{k}") for k, v in data.items()}
+                          f"{what}; valid keys: {', '.join(names)}", params=unknown)
+    kwargs = {k: check_value(v, hints.get(k, Any), f"{what}.{k}", k) for k, v in data.items()}
     return cls(**kwargs)
 
 
-def option(default: Any, help: str, flag: Optional[str] = None, metavar: Optional[str] = None,
-           latent: bool = False, on_resume: bool = False, cli: bool = True):
+def option(default: Any, help: str, flag: Optional[str] = None, metavar: Any = None,
+           latent: bool = False, on_resume: bool = False, cli: bool = True, nargs: Any = None):
     """A dataclass field that is also a command-line option.
 
     Args:
         default: the field's default.
         help: what ``--help`` says of it.
-        flag: the option's spelling (default ``--`` + the field name with ``-`` for ``_``).
-        metavar: how ``--help`` shows its value.
+        flag: the option's spelling (default ``--`` + the field name with ``-`` for ``_``; a
+            name without dashes is a positional argument).
+        metavar: how ``--help`` shows its value (a tuple for several values).
         latent: the option needs a latent variable (refused for a density flow).
         on_resume: the option may change when a run is resumed (only ``epochs``).
         cli: whether the command line exposes it at all.
+        nargs: how many values the flag takes (argparse's ``nargs``: ``2``, ``"+"``); a
+            sequence without it is a repeatable flag, one value each time.
     """
-    import dataclasses
-
     meta = {"help": help, "flag": flag, "metavar": metavar, "latent": latent,
-            "on_resume": on_resume, "cli": cli}
+            "on_resume": on_resume, "cli": cli, "nargs": nargs}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -267,41 +282,62 @@ def check_fields(obj: Any, what: str) -> None:
     place (``int`` → ``float`` where a float is expected); a wrong type is a ConfigError."""
     fields, hints = fields_of(type(obj))
     for f in fields:
-        value = check_value(getattr(obj, f.name), hints.get(f.name, Any), f"{what} {f.name}")
+        value = check_value(getattr(obj, f.name), hints.get(f.name, Any), f"{what} {f.name}", f.name)
         object.__setattr__(obj, f.name, value)
 
 
 def check_int(value: Any, name: str, low: int, high: Optional[int] = None) -> int:
-    """``value`` if it is an integer in ``[low, high]``; else one ConfigError naming ``name``.
+    """``value`` if it is an integer in ``[low, high]``; else one ConfigError about the
+    parameter ``name``.
 
     Example:
-        >>> check_int(-1, "--seed", 0, 2**32 - 1)
+        >>> check_int(-1, "seed", 0, 2**32 - 1)
         Traceback (most recent call last):
         ...
-        pyro_vae.errors.ConfigError: --seed must be an integer from 0 to 4294967295, got -1
+        pyro_vae.errors.ConfigError: seed must be an integer from 0 to 4294967295, got -1
     """
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
     if not ok:
         span = f"from {low} to {high}" if high is not None else f"≥ {low}"
-        raise ConfigError(f"{name} must be an integer {span}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer {span}, got {value!r}", params=(name,))
     return value
 
 
 def check_positive(value: Any, name: str) -> float:
-    """``value`` as a float if it is a finite positive number; else one ConfigError."""
+    """``value`` as a float if it is a finite positive number; else one ConfigError about
+    the parameter ``name``."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     if not ok:
-        raise ConfigError(f"{name} must be a finite positive number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite positive number, got {value!r}", params=(name,))
     return float(value)
 
 
+def check_choice(value: Any, choices: Sequence[Any], what: str, param: str, valid: Optional[str] = None) -> Any:
+    """``value`` if it is one of ``choices``; else one ConfigError about the parameter
+    ``param`` that lists them (``valid`` names them in the plural, default ``what`` + s).
+
+    Example:
+        >>> check_choice("sometimes", ("dynamic", "static", "none"), "binarization", "binarize")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: unknown binarization 'sometimes'; valid binarizations: dynamic, static, none
+    """
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; valid {valid or what + 's'}: "
+                          f"{', '.join(str(c) for c in choices)}", params=(param,))
+    return value
+
+
 def check_ranges(obj: Any, checks: Mapping[str, Any], what: str) -> None:
-    """One ConfigError naming every field of ``obj`` whose check failed: each check is a
-    bool, or ``(bool, "the valid range")`` — which the message then states."""
+    """One ConfigError naming every field of ``obj`` (a dataclass, or a mapping of values)
+    whose check failed, its ``params`` those fields: each check is a bool, or ``(bool,
+    "the valid range")`` — which the message then states."""
     bad = []
     for key, check in checks.items():
         ok, valid = check if isinstance(check, tuple) else (check, None)
         if not ok:
-            bad.append(f"{key}={getattr(obj, key)!r}" + (f" (must be {valid})" if valid else ""))
+            value = obj[key] if isinstance(obj, Mapping) else getattr(obj, key)
+            bad.append((key, f"{key}={value!r}" + (f" (must be {valid})" if valid else "")))
     if bad:
-        raise ConfigError(f"invalid {what}: " + ", ".join(bad))
+        raise ConfigError(f"invalid {what}: " + ", ".join(text for _, text in bad),
+                          params=[key for key, _ in bad])

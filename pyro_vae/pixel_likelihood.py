@@ -90,7 +90,8 @@ class PixelCNNDistribution(TorchDistribution):
         shape = torch.broadcast_shapes(value.shape[:-3], self.batch_shape)
         x = value.expand(shape + self.event_shape).reshape(-1, *self.event_shape)
         params = self.net(x, self._flat(shape))
-        return self.likelihood(params).log_prob(x).reshape(shape)
+        # the value is checked once, above, against the per-pixel likelihood's own support
+        return self.likelihood(params, validate_args=False).log_prob(x).reshape(shape)
 
     @torch.no_grad()
     def sample(self, sample_shape=torch.Size()) -> Tensor:

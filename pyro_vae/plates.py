@@ -1,5 +1,5 @@
 """What every Pyro program of pyro-vae shares: the ``"data"`` plate, the KL weight, the
-image-shape check.
+checks of image shapes, images and the latent dimension.
 
 The generative model and the guide both run inside ``data_plate(x, num_data)``: with
 ``num_data=N`` the plate scales the log-densities by N / B, so ``Trace_ELBO`` returns an
@@ -18,6 +18,7 @@ import pyro
 import pyro.nn  # noqa: F401  (registers the module_local_params setting)
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
 from torch import Size, Tensor
 
 from .errors import ConfigError, DataError
@@ -48,27 +49,30 @@ def check_images(x: Tensor, x_shape: Sequence[int], dtype: Optional[torch.dtype]
     return x
 
 
-def check_finite(x: Tensor) -> Tensor:
-    """``x`` if it holds no NaN or infinity; else a :class:`DataError` (one pass over x)."""
+def check_finite(x: Tensor, what: str = "the images") -> Tensor:
+    """``x`` if it holds no NaN or infinity; else a :class:`DataError` naming ``what`` (one
+    pass over x)."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise DataError(f"the images contain {bad} NaN or infinite values")
+        raise DataError(f"{bad} NaN or infinite values in {what}")
     return x
 
 
-def check_range(x: Tensor, what: str = "grey levels") -> None:
-    """Refuse values outside [0, 1] with a :class:`DataError` naming the range found."""
+def check_range(x: Tensor, what: str = "grey levels", support: Optional[Tuple[float, float]] = None) -> None:
+    """Refuse grey levels outside [0, 1] with a :class:`DataError` naming the range found —
+    or, with ``support`` ``(lo, hi)``, outside that interval (a density that lives on a
+    little more than [0, 1], which the message then names)."""
     lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise DataError(f"expected {what} in [0, 1], got values in [{lo:g}, {hi:g}]; 8-bit levels k are "
-                        "k / 255")
+    low, high = support or (0.0, 1.0)
+    if lo < low or hi > high:
+        wider = f" (the density lives on ({low:.3g}, {high:.3g}))" if support else ""
+        raise DataError(f"expected {what} in [0, 1]{wider}, got values in [{lo:g}, {hi:g}]; 8-bit levels k "
+                        "are k / 255")
 
 
 def validating() -> bool:
     """Whether Pyro's validation is on (the default outside the training engine): then the
     models also scan their input's values, as Pyro's distributions do."""
-    from pyro.infer.util import is_validation_enabled
-
     return is_validation_enabled()
 
 
@@ -80,7 +84,7 @@ def data_plate(x: Tensor, num_data: Optional[int]) -> pyro.plate:
     batch = x.shape[0]
     size = batch if num_data is None else int(num_data)
     if size < batch:
-        raise ConfigError(f"num_data={size} is smaller than the mini-batch ({batch})")
+        raise ConfigError(f"num_data={size} is smaller than the mini-batch ({batch})", params=("num_data",))
     # The batch is already a random draw from the data: give the plate its own indices
     # (Pyro would otherwise draw random ones, which cost a permutation of N per call and are
     # never used); only the scale N / B matters.
@@ -112,12 +116,20 @@ def check_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
     """``x_shape`` as a tuple (C, H, W) of positive integers, or a ConfigError."""
     shape = tuple(x_shape) if isinstance(x_shape, (list, tuple, Size)) else ()
     if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ConfigError(f"x_shape must be (C, H, W) with positive integer sizes, got {x_shape!r}")
+        raise ConfigError(f"x_shape must be (C, H, W) with positive integer sizes, got {x_shape!r}",
+                          params=("x_shape",))
     return shape  # type: ignore[return-value]
 
 
+def check_z_dim(z_dim: int) -> int:
+    """``z_dim`` if the latent has at least one dimension; else a ConfigError."""
+    if z_dim < 1:
+        raise ConfigError(f"z_dim must be positive, got {z_dim}", params=("z_dim",))
+    return z_dim
+
+
 def full_precision(t: Tensor) -> Tensor:
-    """``t`` in float32 if a network computed it in half precision (``--precision bf16``
+    """``t`` in float32 if a network computed it in half precision (``precision="bf16"``
     runs the networks under ``torch.autocast``): distributions, log-densities and the ELBO
     are always computed in full precision."""
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t

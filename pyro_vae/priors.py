@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .errors import ConfigError
 from .nets.coupling import DenseCouplingNet
+from .options import check_ranges
 from .registry import Registry
 
 PRIORS: Registry[type] = Registry("prior")
@@ -95,10 +96,11 @@ class RealNVPPrior(nn.Module):
     def __init__(self, z_dim: int, num_couplings: int = 4, hidden_dims: Sequence[int] = (64, 64)):
         super().__init__()
         if z_dim < 2:
-            raise ConfigError(f"the realnvp prior needs z_dim ≥ 2, got {z_dim}")
-        if num_couplings < 1 or not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(f"the realnvp prior needs num_couplings ≥ 1 and positive hidden_dims, "
-                              f"got {num_couplings} and {list(hidden_dims)}")
+            raise ConfigError(f"the realnvp prior needs z_dim ≥ 2, got {z_dim}", params=("z_dim",))
+        check_ranges({"num_couplings": num_couplings, "hidden_dims": list(hidden_dims)}, {
+            "num_couplings": (num_couplings >= 1, "≥ 1"),
+            "hidden_dims": (bool(hidden_dims) and min(hidden_dims) >= 1, "non-empty, each ≥ 1"),
+        }, "options of the realnvp prior")
         half = z_dim // 2
         self.couplings = nn.ModuleList(
             AffineCoupling(half, DenseCouplingNet(half, z_dim - half, [int(h) for h in hidden_dims]))
@@ -168,7 +170,8 @@ class VampPrior(nn.Module):
         super().__init__()
         if not 1 <= components <= MAX_COMPONENTS:  # K pseudo-images are parameters, and each
             # step runs the encoder over all K
-            raise ConfigError(f"the vamp prior needs components from 1 to {MAX_COMPONENTS}, got {components}")
+            raise ConfigError(f"the vamp prior needs components from 1 to {MAX_COMPONENTS}, got {components}",
+                              params=("components",))
         self.z_dim = int(z_dim)
         self.components = int(components)
         self.pseudo_inputs: Optional[nn.Parameter] = None
@@ -177,7 +180,8 @@ class VampPrior(nn.Module):
         """Take the VAE whose encoder q_φ(z | u) the mixture uses; create the pseudo-inputs."""
         if len(vae.latent_sites) != 1:
             raise ConfigError(f"the vamp prior is for single-latent VAEs; {vae.spec.get('name', 'this model')!r} "
-                              f"has {len(vae.latent_sites)} latent layers (use --prior normal or realnvp)")
+                              f"has {len(vae.latent_sites)} latent layers (use the normal or realnvp prior)",
+                              params=("prior",))
         self.__dict__["vae"] = vae  # not a submodule: the encoder belongs to the VAE
         self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(self.components, *vae.x_shape))
 

@@ -3,6 +3,7 @@ datasets), and the one place where a component is built from a name and typed op
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, TypeVar
@@ -77,14 +78,16 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}",
+                params=(self.kind,)
             ) from None
 
     def options(self, name: str, options: Mapping[str, Any], skip: int = 1) -> Dict[str, Any]:
         """``options`` of entry ``name`` checked and typed, defaults filled in (see
         :func:`~pyro_vae.options.bind_options`); ``skip`` leading parameters are not options."""
-        return bind_options(self.get(name), options, f"{self.kind} {name!r}", skip=skip,
-                            aliases=self._aliases[name])
+        entry = self.get(name)
+        with self.scoped():
+            return bind_options(entry, options, f"{self.kind} {name!r}", skip=skip, aliases=self._aliases[name])
 
     def build(self, name: str, *args: Any, **options: Any) -> Any:
         """Build entry ``name`` with positional ``args`` and typed keyword ``options``.
@@ -93,9 +96,21 @@ class Registry(Generic[T]):
         filled in (JSON-ready), so that it can be rebuilt from the spec alone.
         """
         bound = self.options(name, options, skip=len(args))
-        obj = self._entries[name](*args, **bound)
+        with self.scoped():
+            obj = self._entries[name](*args, **bound)
         obj.spec = {"name": name, **jsonable(bound)}
         return obj
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[None]:
+        """Name the parameters of a :class:`ConfigError` raised inside as this kind's options
+        (``hidden_dims`` → ``model.hidden_dims``), so that a caller can tell a model's
+        ``channels`` from a dataset's (:attr:`~pyro_vae.errors.PyroVAEError.params`)."""
+        try:
+            yield
+        except ConfigError as err:
+            err.params = tuple(p if "." in p else f"{self.kind}.{p}" for p in err.params)
+            raise
 
     def names(self) -> List[str]:
         """Registered names, in registration order."""

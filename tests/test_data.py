@@ -102,11 +102,12 @@ def test_unknown_names_list_valid_ones():
 def test_torchvision_dataset_missing_offline(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("mnist", data_dir=str(tmp_path))
-    assert str(tmp_path) in str(err.value) and "--download" in str(err.value)
+    assert str(tmp_path) in str(err.value) and "download=True" in str(err.value)
+    assert err.value.params == ("download", "data_dir")  # what the caller may change
 
 
 def test_cifar10_missing_offline_names_directory_and_flag(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("cifar10", data_dir=str(tmp_path), binarize="none")
-    assert str(tmp_path) in str(err.value) and "--download" in str(err.value)
+    assert str(tmp_path) in str(err.value) and "download=True" in str(err.value)
     assert "cifar10" in str(err.value)

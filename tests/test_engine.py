@@ -95,3 +95,17 @@ def test_an_epoch_reports_and_shares_the_data_order(data):
     assert not torch.equal(state, trainer.data_rng.get_state())
     again = torch.Generator(device=trainer.device).manual_seed(3)
     assert torch.equal(state, again.get_state())
+
+
+def test_the_trainer_takes_any_model_and_refuses_bf16_where_networks_compute_log_densities():
+    """``Trainer(model=…)``: a density flow is trained like a VAE; bfloat16 is refused for it,
+    in the library's words (the parameter, not a command-line flag)."""
+    from pyro_vae import ConfigError, build_flow_model
+
+    grey = load_dataset("mnist5k", train_size=64, test_size=8, binarize="none")
+    flow = build_flow_model("nice", grey.x_shape, couplings=1, hidden_dims=(8,))
+    trainer = Trainer(model=flow, guide=flow.guide, data=grey, config=TrainConfig(batch_size=32))
+    assert trainer.model is flow and trainer.train_epoch()["steps"] == 2
+    with pytest.raises(ConfigError, match=r"^precision='bf16' is refused for the nice model") as err:
+        Trainer(flow, flow.guide, grey, TrainConfig(precision="bf16"))
+    assert err.value.params == ("precision",)

@@ -3,6 +3,8 @@ streamed training split (read by DataLoader workers) against the in-memory one."
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -43,8 +45,9 @@ def test_class_subfolders_resize_and_channels(photo_folder):
     assert set(data.train_labels.tolist()) == {0, 1} and len(data.test_labels) == 8
     grey = load_dataset(photo_folder, binarize="none", image_size=(16, 16), channels=1)
     assert grey.x_shape == (1, 16, 16)
-    with pytest.raises(DataError, match=r"differ in size .*--image-size"):
+    with pytest.raises(DataError, match=r"differ in size .*image_size=\(H, W\)") as err:
         load_dataset(photo_folder, binarize="none")
+    assert err.value.params == ("image_size",)
 
 
 def test_resize_covers_then_crops_the_centre(tmp_path):
@@ -67,8 +70,9 @@ def test_train_and_test_subfolders_fix_the_split(tmp_path):
     assert (len(data), data.num_examples("test")) == (10, 3)
     assert data.source["classes"] == ["a", "b"] and data.test_labels.tolist() == [1, 1, 1]
     assert sorted(data.train_labels.tolist()) == [0] * 6 + [1] * 4
-    with pytest.raises(ConfigError, match="test-fraction"):
+    with pytest.raises(ConfigError, match="so test_fraction does not apply") as err:
         load_dataset(str(tmp_path), test_fraction=0.2)
+    assert err.value.params == ("test_fraction",)
     shutil.rmtree(tmp_path / "test")
     with pytest.raises(DataError, match="train/ or a test/ sub-folder but not both"):
         load_dataset(str(tmp_path))
@@ -121,10 +125,13 @@ def test_folder_options_are_checked(digit_folder, tmp_path):
         load_dataset(str(tmp_path / "nope") + "/")
     with pytest.raises(ConfigError, match="unknown option image_size for dataset 'mnist5k'"):
         load_dataset("mnist5k", image_size=(32, 32))
-    with pytest.raises(ConfigError, match="channels must be 1"):
+    with pytest.raises(ConfigError, match=r"channels=2 \(must be 1 \(grey\) or 3 \(RGB\)\)") as err:
         load_dataset(digit_folder, channels=2)
+    assert err.value.params == ("channels",)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         load_dataset(digit_folder, test_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"image_size=\(0, 8\) \(must be H and W from 1 to 4096\)"):
+        load_dataset(digit_folder, image_size=(0, 8))
     with pytest.raises(ConfigError, match="must be an integer"):
         load_dataset(digit_folder, channels="3")
 
@@ -178,8 +185,11 @@ def test_a_test_split_has_at_least_two_images(digit_folder):
     assert data.num_examples("test") == 2 and data.num_examples("train") == 118
 
 
-def test_the_command_line_checks_the_folder_sources_own_image_size_bound():
-    from inference.config import MAX_IMAGE_SIZE
-    from pyro_vae.datasets import folder
-
-    assert MAX_IMAGE_SIZE == folder.MAX_IMAGE_SIZE
+def test_the_folder_options_are_checked_without_torch():
+    """The command line checks them with the source's own rule (one definition, in a module
+    that imports no torch), before it imports torch."""
+    code = ("import sys\n"
+            "from pyro_vae.data_settings import MAX_IMAGE_SIZE, check_binarize, check_split, folder_checks\n"
+            "assert MAX_IMAGE_SIZE == 4096 and not folder_checks((1, 4097), 1, 0.5)['image_size'][0]\n"
+            "assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -299,3 +299,29 @@ def test_data_compatibility_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="num_mixtures"):
         build_likelihood("logistic", (1, 28, 28), num_mixtures=0)
     assert "logistic" in LIKELIHOODS
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "logistic"])
+def test_the_pixelcnn_likelihood_checks_its_input_once_per_call(name, monkeypatch):
+    """Under Pyro's validation the autoregressive likelihood checks the images against the
+    per-pixel likelihood's support once, not once more inside that likelihood."""
+    from pyro_vae.distributions import BernoulliImages
+    from pyro_vae.nets.pixelcnn import GatedPixelCNN
+    from pyro_vae.pixel_likelihood import PixelCNNDistribution
+
+    lik = build_likelihood(name, (1, 3, 3), **({"num_mixtures": 2} if name == "logistic" else {}))
+    net = GatedPixelCNN(1, lik.param_shape[0], cond_channels=2, channels=8, layers=2, kernel=3)
+    calls = []
+    for cls in (PixelCNNDistribution, BernoulliImages, DiscretizedLogisticMixture):
+        def counted(self, value, original=cls._validate_sample):
+            calls.append(type(self).__name__)
+            return original(self, value)
+
+        monkeypatch.setattr(cls, "_validate_sample", counted)
+    x = torch.bernoulli(torch.full((4, 1, 3, 3), 0.5))
+    with pyro.validation_enabled(True):
+        d = PixelCNNDistribution(net, torch.zeros(4, 2, 3, 3), lik)
+        assert d.log_prob(x).shape == (4,)
+        assert calls == ["PixelCNNDistribution"]
+        with pytest.raises(ValueError, match="support"):
+            d.log_prob(x + 0.3)  # neither binary nor 8-bit levels

@@ -11,9 +11,12 @@ it is correlated, and then everything the analysis estimates has a closed form:
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 
 import arviz as az
 import numpy as np
@@ -29,7 +32,8 @@ from pyro_vae.infer.context import frozen
 from pyro_vae.infer.gaps import LocalFitConfig, fit_local_guide, inference_gaps
 from pyro_vae.infer.nuts import NUTSConfig, guide_posterior, nuts_diagnostics, nuts_posterior, psis_khat
 from pyro_vae.infer.usage import latent_usage
-from pyro_vae import build_guide, build_vae
+from pyro_vae import ConfigError, build_guide, build_vae
+from pyro_vae.infer import config as settings
 
 D, Z, SIGMA = 6, 3, 0.5
 
@@ -341,6 +345,45 @@ def test_frozen_restores_flags_and_modes(tiny_vae):
     assert [p.requires_grad for p in tiny_vae.parameters()] == flags and tiny_vae.training
 
 
+# ---------------------------------------------------------------------- the settings
+def test_the_settings_are_one_torch_free_dataclass_each():
+    """NUTSConfig and LocalFitConfig live beside TrainConfig, importable without torch (the
+    command line derives the posterior flags from them) and, as before, from nuts.py and
+    gaps.py."""
+    assert NUTSConfig is settings.NUTSConfig and LocalFitConfig is settings.LocalFitConfig
+    code = ("import sys\n"
+            "from pyro_vae.infer.config import LocalFitConfig, NUTSConfig\n"
+            "assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_posterior_flags_and_their_defaults_are_declared_once():
+    cli = {f.metadata.get("flag") or "--" + f.name.replace("_", "-"): f.default
+           for cls in (NUTSConfig, LocalFitConfig) for f in dataclasses.fields(cls) if f.metadata["cli"]}
+    assert cli == {"--chains": 4, "--draws": 500, "--warmup": 500, "--max-tree-depth": 10, "--jit": False,
+                   "--local-method": "auto", "--local-steps": 3000, "--local-lr": 0.01}
+    assert not {f.name: f for f in dataclasses.fields(NUTSConfig)}["seed"].metadata["cli"]  # shared
+
+
+@pytest.mark.parametrize("build, params, fragment", [
+    (lambda: NUTSConfig(chains=1), ("chains",), "chains=1 (must be ≥ 2, for R-hat)"),
+    (lambda: NUTSConfig(draws=0, warmup=-1), ("draws", "warmup"), "draws=0"),
+    (lambda: LocalFitConfig(lr=-1.0), ("lr",), "lr=-1.0 (must be > 0)"),
+    (lambda: LocalFitConfig(method="newton"), ("method",), "unknown local-guide method 'newton'"),
+    (lambda: NUTSConfig(chains="4"), ("chains",), "must be an integer"),
+])
+def test_the_settings_check_their_ranges_and_name_the_parameters(build, params, fragment):
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert fragment in str(err.value) and err.value.params == params
+
+
+def test_iwae_samples_of_the_gaps_must_be_positive(tiny_vae):
+    with pytest.raises(ConfigError, match="iwae_samples must be an integer ≥ 1, got 0") as err:
+        inference_gaps(tiny_vae, tiny_vae.guide, torch.zeros(1, *tiny_vae.x_shape), iwae_samples=0)
+    assert err.value.params == ("iwae_samples",)
+
+
 # ---------------------------------------------------------------------- latent usage
 def test_latent_usage_exact_and_sampled_agree_on_active_units():
     """Dimension 2 has decoder scale 0.005: its posterior is the prior, so it is inactive."""
@@ -403,7 +446,7 @@ def test_posterior_command_writes_everything(z2_run, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--index", "40"], "index 40 is out of range"),
+    (["--index", "40"], "40 is out of range"),
     (["--index", "-1"], "out of range"),
     (["--index", "1", "1"], "distinct"),
     (["--chains", "1"], "chains"),

@@ -62,7 +62,7 @@ def register_path_source(description: str, matches: Callable[[str], bool]) -> Ca
 def find_loader(name: str) -> Loader:
     """The loader of a dataset name or path; unknown ones raise listing what is valid."""
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"a dataset is a name or a path, got {name!r}")
+        raise ConfigError(f"a dataset is a name or a path, got {name!r}", params=("name",))
     if name in DATASETS:
         return DATASETS.get(name)
     for source in PATH_SOURCES:
@@ -70,5 +70,5 @@ def find_loader(name: str) -> Loader:
             return source.load
     raise ConfigError(
         f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS.names())}, or "
-        + ", or ".join(s.description for s in PATH_SOURCES)
+        + ", or ".join(s.description for s in PATH_SOURCES), params=("name",)
     )

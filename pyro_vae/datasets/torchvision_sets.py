@@ -1,5 +1,5 @@
 """``mnist``, ``fashion-mnist``, ``cifar10``: torchvision's datasets, read from ``data_dir``
-and downloaded only when asked to (``--download``)."""
+and downloaded only when asked to (``download=True``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CI
 
 def load_torchvision(name: str, data_dir: str, download: bool):
     """Both splits of a torchvision dataset as uint8 tensors (N, C, H, W) and labels."""
+    # torchvision costs 1.5 s to import, and every load_dataset imports this module
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, TORCHVISION[name])
@@ -25,14 +26,14 @@ def load_torchvision(name: str, data_dir: str, download: bool):
     for train in (True, False):
         try:
             ds = cls(root=root, train=train, download=download)
-        except RuntimeError as err:
-            if not download:
+        # torchvision says RuntimeError for a dataset that is not there (or whose download
+        # failed), and an OSError (URLError and friends) when offline
+        except (RuntimeError, OSError) as err:
+            if isinstance(err, RuntimeError) and not download:
                 raise DatasetNotFoundError(
-                    f"{name} not found under {root}; pass --download (download=True) to "
-                    "fetch it, or --data-dir to point at a copy"
+                    f"{name} not found under {root}; pass download=True to fetch it, or a data_dir "
+                    "that holds a copy", params=("download", "data_dir")
                 ) from None
-            raise DatasetNotFoundError(f"could not download {name} into {root}: {err}") from None
-        except OSError as err:  # URLError and friends when offline
             raise DatasetNotFoundError(f"could not download {name} into {root}: {err}") from None
         data = torch.as_tensor(np.asarray(ds.data))
         if data.dim() == 4:  # CIFAR-style (N, H, W, C)

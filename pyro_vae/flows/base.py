@@ -24,7 +24,7 @@ same training loop, evaluation and run directories as the VAEs therefore apply u
 
 Flow models live in their own registry, :data:`FLOW_MODELS`, because they are not VAEs
 (no ``z``, no encoder, no guide to swap); model names are unique across both registries
-(:func:`model_kind`).
+(:func:`~pyro_vae.build.model_class` looks a name up in both).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..contract import Model, ModelDefaults
+from ..contract import Model
 from ..data import LEVELS
-from ..errors import ConfigError, DataError
-from ..plates import check_images, check_shape, data_plate, register
+from ..errors import ConfigError
+from ..options import check_choice
+from ..plates import check_images, check_range, check_shape, data_plate, register
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
@@ -66,8 +67,6 @@ class FlowModel(Model):
     """
 
     has_latent = False
-    #: ``pyro-vae`` defaults for density flows: grey levels, 10 epochs
-    defaults = ModelDefaults(train={"epochs": 10}, binarize="none")
 
     def __init__(
         self,
@@ -77,8 +76,7 @@ class FlowModel(Model):
         base: str = "normal",
     ) -> None:
         super().__init__(x_shape)
-        if base not in BASES:
-            raise ConfigError(f"unknown base distribution {base!r}; valid bases: {', '.join(BASES)}")
+        check_choice(base, BASES, "base distribution", "base", valid="bases")
         preprocessing(preprocess, alpha)  # validates
         self.preprocess = preprocess
         self.alpha = float(alpha)
@@ -99,7 +97,7 @@ class FlowModel(Model):
     def refuse_binary() -> None:
         raise ConfigError(
             "flow models are densities over dequantized grey levels, but the data are "
-            "binarized; use --binarize none"
+            "binarized; use binarize='none'", params=("binarize",)
         )
 
     def check_values(self, x: Tensor) -> None:
@@ -109,9 +107,7 @@ class FlowModel(Model):
         if self.preprocess != "logit":
             return
         lo, hi = -self.alpha / (1 - 2 * self.alpha), (1 - self.alpha) / (1 - 2 * self.alpha)
-        if float(x.min()) < lo or float(x.max()) > hi:
-            raise DataError(f"expected grey levels in [0, 1] (the flow's density lives on ({lo:.3g}, {hi:.3g})), "
-                            f"got values in [{float(x.min()):g}, {float(x.max()):g}]; 8-bit levels k are k / 255")
+        check_range(x, support=(lo, hi))
 
     def bits_per_dim(self, nll: float) -> float:
         """Bits/dim of the 8-bit images: ``nll + D log 256`` over ``D ln 2`` (the density of
@@ -151,7 +147,7 @@ class FlowModel(Model):
     def distribution(self, temperature: float = 1.0) -> dist.TransformedDistribution:
         """p_θ(y) over images ``(C, H, W)``: the base pushed through ``f⁻¹`` and P."""
         if temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}", params=("temperature",))
         parts = [self.transform().inv, *preprocessing(self.preprocess, self.alpha)]
         return dist.TransformedDistribution(self.base(temperature), parts)
 
@@ -171,7 +167,8 @@ class FlowModel(Model):
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> "EmptyGuide":
         """The empty guide; ``spec`` (e.g. from a checkpoint) must be ``{"name": "empty"}``."""
         if spec is not None and dict(spec) != {"name": "empty"}:
-            raise ConfigError(f"a flow model has no latent variable, so no guide; got guide {dict(spec)!r}")
+            raise ConfigError(f"a flow model has no latent variable, so no guide; got guide {dict(spec)!r}",
+                              params=("guide",))
         return self.guide
 
     # ------------------------------------------------------------------ conveniences

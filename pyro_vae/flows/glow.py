@@ -9,10 +9,10 @@ from pyro.distributions.transforms import AffineCoupling, GeneralizedChannelPerm
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..errors import ConfigError
 from ..nets.coupling import ChannelCouplingNet
+from ..options import check_ranges
 from .base import FLOW_MODELS, FlowModel
-from .transforms import ActNorm, FactorOut, Squeeze
+from .transforms import ActNorm, FactorOut, Squeeze, check_squeezable
 
 
 class InvertibleConv1x1(GeneralizedChannelPermute):
@@ -53,8 +53,7 @@ class GlowScale(nn.Module):
         self, channels: int, height: int, width: int, levels: int, steps: int, hidden: int, blocks: int
     ) -> None:
         super().__init__()
-        if height % 2 or width % 2:
-            raise ConfigError(f"Glow cannot squeeze a {height}×{width} image: use fewer num_scales")
+        check_squeezable(height, width, "Glow")
         c4, h2, w2 = 4 * channels, height // 2, width // 2
         self.split = c4 // 2
         self.steps = nn.ModuleList(
@@ -118,11 +117,10 @@ class Glow(FlowModel):
         alpha: float = 0.05,
     ) -> None:
         super().__init__(x_shape, preprocess=preprocess, alpha=alpha, base="normal")
-        if num_scales < 1 or steps < 1 or hidden_channels < 1 or blocks < 0:
-            raise ConfigError(
-                f"Glow needs num_scales ≥ 1, steps ≥ 1, hidden_channels ≥ 1, blocks ≥ 0; got "
-                f"{num_scales}, {steps}, {hidden_channels}, {blocks}"
-            )
+        check_ranges(dict(num_scales=num_scales, steps=steps, hidden_channels=hidden_channels, blocks=blocks), {
+            "num_scales": (num_scales >= 1, "≥ 1"), "steps": (steps >= 1, "≥ 1"),
+            "hidden_channels": (hidden_channels >= 1, "≥ 1"), "blocks": (blocks >= 0, "≥ 0"),
+        }, "options of the glow model")
         c, h, w = self.x_shape
         self.root = GlowScale(c, h, w, num_scales, steps, hidden_channels, blocks)
         self._init_base()

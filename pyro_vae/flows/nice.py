@@ -11,6 +11,7 @@ from torch.distributions import ComposeTransform, ReshapeTransform, Transform
 
 from ..errors import ConfigError
 from ..nets.coupling import AdditiveCouplingNet
+from ..options import check_ranges
 from .base import FLOW_MODELS, FlowModel
 from .transforms import ActNorm
 
@@ -59,10 +60,12 @@ class NICE(FlowModel):
         super().__init__(x_shape, preprocess=preprocess, alpha=alpha, base=base)
         d = self.num_dims
         if d < 2:
-            raise ConfigError(f"NICE needs at least 2 dimensions, got x_shape {self.x_shape}")
-        if couplings < 1 or not hidden_dims or any(int(h) < 1 for h in hidden_dims):
-            raise ConfigError(f"NICE needs couplings ≥ 1 and non-empty hidden widths, got "
-                              f"couplings={couplings}, hidden_dims={list(hidden_dims)}")
+            raise ConfigError(f"NICE needs at least 2 dimensions, got x_shape {self.x_shape}",
+                              params=("x_shape",))
+        check_ranges({"couplings": couplings, "hidden_dims": list(hidden_dims)}, {
+            "couplings": (couplings >= 1, "≥ 1"),
+            "hidden_dims": (bool(hidden_dims) and min(int(h) for h in hidden_dims) >= 1, "non-empty, each ≥ 1"),
+        }, "options of the nice model")
         half = d // 2
         self.layers = nn.ModuleList(
             AffineCoupling(half, AdditiveCouplingNet(half, d - half, [int(h) for h in hidden_dims]))

@@ -9,10 +9,10 @@ from pyro.distributions.transforms import AffineCoupling, Permute
 from torch import nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..errors import ConfigError
 from ..nets.coupling import ChannelCouplingNet, ConvCouplingNet
+from ..options import check_ranges
 from .base import FLOW_MODELS, FlowModel
-from .transforms import ActNorm, CheckerboardAffineCoupling, FactorOut, Squeeze
+from .transforms import ActNorm, CheckerboardAffineCoupling, FactorOut, Squeeze, check_squeezable
 
 
 class RealNVPScale(nn.Module):
@@ -49,10 +49,7 @@ class RealNVPScale(nn.Module):
         )
         if self.last:
             return
-        if height % 2 or width % 2:
-            raise ConfigError(
-                f"RealNVP cannot squeeze a {height}×{width} image: use fewer num_scales"
-            )
+        check_squeezable(height, width, "RealNVP")
         c4, h2, w2 = 4 * channels, height // 2, width // 2
         self.keep = c4 // 2
         self.channelwise = nn.ModuleList(
@@ -126,11 +123,10 @@ class RealNVP(FlowModel):
         alpha: float = 0.05,
     ) -> None:
         super().__init__(x_shape, preprocess=preprocess, alpha=alpha, base="normal")
-        if num_scales < 1 or couplings < 1 or hidden_channels < 1 or blocks < 0:
-            raise ConfigError(
-                f"RealNVP needs num_scales ≥ 1, couplings ≥ 1, hidden_channels ≥ 1, blocks ≥ 0; got "
-                f"{num_scales}, {couplings}, {hidden_channels}, {blocks}"
-            )
+        check_ranges(dict(num_scales=num_scales, couplings=couplings, hidden_channels=hidden_channels, blocks=blocks), {
+            "num_scales": (num_scales >= 1, "≥ 1"), "couplings": (couplings >= 1, "≥ 1"),
+            "hidden_channels": (hidden_channels >= 1, "≥ 1"), "blocks": (blocks >= 0, "≥ 0"),
+        }, "options of the realnvp model")
         c, h, w = self.x_shape
         self.root = RealNVPScale(c, h, w, num_scales, couplings, hidden_channels, blocks, norm)
         self._init_base()

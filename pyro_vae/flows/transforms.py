@@ -35,6 +35,7 @@ from torch.distributions import Transform
 from torch.distributions.transforms import AffineTransform, SigmoidTransform
 
 from ..errors import ConfigError
+from ..options import check_choice
 
 #: Preprocessing maps from the flow's working space to grey levels y ∈ [0, 1).
 PREPROCESSING = ("logit", "center", "none")
@@ -216,6 +217,16 @@ class CheckerboardAffineCoupling(TransformModule):
         return log_scale.sum((-3, -2, -1))
 
 
+def check_squeezable(height: int, width: int, flow: Optional[str] = None) -> None:
+    """Refuse an image that a :class:`Squeeze` cannot halve (a side of odd length); ``flow``
+    names the multi-scale flow whose ``num_scales`` asked for one squeeze too many."""
+    if height % 2 or width % 2:
+        if flow is None:
+            raise ConfigError(f"cannot squeeze an image of size {height}×{width}: both sides must be even")
+        raise ConfigError(f"{flow} cannot squeeze a {height}×{width} image: use fewer num_scales",
+                          params=("num_scales",))
+
+
 class Squeeze(Transform):
     """Space-to-depth: ``(…, C, H, W) → (…, 4C, H/2, W/2)``; each 2×2 block becomes 4 channels.
 
@@ -253,8 +264,7 @@ class Squeeze(Transform):
 
     def forward_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
         *batch, c, h, w = shape
-        if h % 2 or w % 2:
-            raise ConfigError(f"cannot squeeze an image of size {h}×{w}: both sides must be even")
+        check_squeezable(h, w)
         return (*batch, 4 * c, h // 2, w // 2)
 
     def inverse_shape(self, shape: Sequence[int]) -> Tuple[int, ...]:
@@ -348,13 +358,10 @@ def preprocessing(kind: str, alpha: float = 0.05) -> List[Transform]:
     Returns:
         transforms of event dim 0 or 3, to apply in order after the flow's inverse.
     """
-    if kind not in PREPROCESSING:
-        raise ConfigError(
-            f"unknown preprocessing {kind!r}; valid preprocessings: {', '.join(PREPROCESSING)}"
-        )
+    check_choice(kind, PREPROCESSING, "preprocessing", "preprocess")
     if kind == "logit":
         if not 0.0 <= alpha < 0.5:
-            raise ConfigError(f"alpha must lie in [0, 0.5), got {alpha}")
+            raise ConfigError(f"alpha must lie in [0, 0.5), got {alpha}", params=("alpha",))
         return [
             SigmoidTransform(),
             AffineTransform(-alpha / (1 - 2 * alpha), 1.0 / (1 - 2 * alpha), event_dim=3),

@@ -4,7 +4,8 @@
 (:mod:`.gaps`). Nothing here knows of run directories, checkpoints or the command line
 (the application, :mod:`inference`).
 
-The names below are imported on first use (PEP 562).
+The names below are imported on first use (PEP 562), so that :mod:`.config` — the settings
+of the algorithms, without torch — can be imported without importing torch.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ _EXPORTS = {
     "evaluate": "evaluate",
     "log_weights": "evaluate",
     "latent_usage": "usage",
-    "NUTSConfig": "nuts",
+    "NUTSConfig": "config",
     "nuts_posterior": "nuts",
-    "LocalFitConfig": "gaps",
+    "LocalFitConfig": "config",
     "fit_local_guide": "gaps",
     "inference_gaps": "gaps",
 }

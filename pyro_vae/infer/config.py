@@ -1,17 +1,22 @@
-"""Training settings: one typed dataclass, recorded in ``config.json`` and turned into the
-``pyro-vae train`` flags (no torch is imported here, so the CLI checks its arguments first)."""
+"""The settings of the algorithms, one typed dataclass each, their defaults, help texts and
+range checks declared once: training (:class:`TrainConfig`, recorded in ``config.json``),
+the NUTS reference posterior (:class:`NUTSConfig`) and the locally optimal guides of the
+inference gaps (:class:`LocalFitConfig`). Their fields are declared with
+:func:`~pyro_vae.options.option`, so the command line derives its flags from them; no torch
+is imported here, so it checks its arguments before the heavy imports.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
-from ..options import check_fields, check_ranges, dataclass_from_dict, option
+from ..options import check_choice, check_fields, check_ranges, dataclass_from_dict, option
 
-#: Largest --particles (see TrainConfig's checks).
+#: Largest ``particles`` (see TrainConfig's checks).
 MAX_PARTICLES = 1000
-#: Largest --free-bits, in nats per latent dimension.
+#: Largest ``free_bits``, in nats per latent dimension.
 MAX_FREE_BITS = 100.0
 
 #: Seeds are 32-bit (numpy's limit).
@@ -20,6 +25,11 @@ MAX_SEED = 2**32 - 1
 #: bounded, but time is not (k = 10⁶ on 1,000 images is 10⁹ decoder passes).
 MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
+#: Training objectives: the ELBO, or the IWAE bound (:mod:`pyro_vae.infer.elbo`).
+OBJECTIVES = ("elbo", "iwae")
+#: How the locally optimal guide q* of an image is parameterised (see
+#: :func:`~pyro_vae.infer.gaps.local_guide`).
+LOCAL_METHODS = ("auto", "gaussian", "copy")
 
 
 @dataclass
@@ -85,15 +95,15 @@ class TrainConfig:
             "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
             "eval_samples": (self.eval_samples >= 1, "≥ 1"),
         }, "training settings")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; valid precisions: {', '.join(PRECISIONS)}")
-        if self.objective not in ("elbo", "iwae"):
-            raise ConfigError(f"unknown objective {self.objective!r}; valid objectives: elbo, iwae")
+        check_choice(self.precision, PRECISIONS, "precision", "precision")
+        check_choice(self.objective, OBJECTIVES, "objective", "objective")
+        # the one place these combinations are refused: make_elbo trusts a TrainConfig
         if self.objective == "iwae" and self.free_bits > 0:
-            raise ConfigError("--objective iwae cannot be combined with --free-bits")
+            raise ConfigError("objective='iwae' cannot be combined with free_bits > 0",
+                              params=("objective", "free_bits"))
         if self.objective == "iwae" and self.particles < 2:
-            raise ConfigError("--objective iwae needs --particles K with K ≥ 2 (with K = 1 the IWAE bound "
-                              "is the ELBO: --objective elbo)")
+            raise ConfigError("objective='iwae' needs particles = K ≥ 2 (with K = 1 the IWAE bound is "
+                              "the ELBO: objective='elbo')", params=("objective", "particles"))
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
@@ -111,3 +121,103 @@ class TrainConfig:
         if self.kl_warmup <= 0:
             return 1.0
         return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+
+
+def check_local_method(method: str) -> str:
+    """``method`` if it is one of :data:`LOCAL_METHODS`; else a ConfigError listing them."""
+    return check_choice(method, LOCAL_METHODS, "local-guide method", "method", valid="methods")
+
+
+@dataclass
+class NUTSConfig:
+    """Settings of the NUTS reference posterior (:func:`~pyro_vae.infer.nuts.nuts_posterior`).
+
+    Attributes:
+        chains: independent chains per image (≥ 2, so that R-hat compares chains).
+        draws: kept draws per chain.
+        warmup: adaptation steps per chain (step size and diagonal mass matrix), discarded.
+        target_accept: target acceptance probability of the step-size adaptation.
+        max_tree_depth: cap on the NUTS trajectory length (2^depth leapfrog steps).
+        jit: compile the potential energy with the PyTorch JIT (``torch.jit.trace``): about
+            twice as fast on the dense VAE, same draws; off by default because tracing
+            silently freezes data-dependent Python control flow of a model.
+        threads: torch intra-op threads while sampling (``None``: leave as set). NUTS
+            evaluates one image at a time, where thread synchronisation costs more than
+            it gains: a gradient of the dense decoder took 0.4 ms on 1 thread and 14 ms
+            on 2 on the shared 2-core reference machine.
+        seed: base seed; chain c of dataset image n is seeded from (seed, n, c), so an
+            image's draws do not depend on which other images were asked for.
+    """
+
+    chains: int = option(4, "NUTS chains per image (≥ 2)")
+    draws: int = option(500, "NUTS draws per chain")
+    warmup: int = option(500, "NUTS warm-up steps per chain")
+    target_accept: float = option(0.8, "target acceptance probability of the step-size adaptation", cli=False)
+    max_tree_depth: int = option(10, "cap on the NUTS trajectory length: 2^depth leapfrog steps (default 10)")
+    jit: bool = option(False, "compile NUTS' potential energy (torch.jit.trace)")
+    threads: Optional[int] = option(1, "torch intra-op threads while sampling", cli=False)
+    # shared with the other settings of a command: the command line sets it from its own seed
+    seed: int = option(0, "base seed of the chains", cli=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "NUTS setting")
+        check_ranges(self, {
+            "threads": (self.threads is None or self.threads >= 1, "≥ 1"),
+            "chains": (self.chains >= 2, "≥ 2, for R-hat"),
+            "draws": (self.draws >= 4, "≥ 4"),
+            "warmup": (self.warmup >= 0, "≥ 0"),
+            "target_accept": (0 < self.target_accept < 1, "strictly between 0 and 1"),
+            "max_tree_depth": (self.max_tree_depth >= 1, "≥ 1"),
+        }, "NUTS settings")
+
+
+@dataclass
+class LocalFitConfig:
+    """Settings of the per-image SVI fit of the locally optimal guide q*
+    (:func:`~pyro_vae.infer.gaps.fit_local_guide`).
+
+    The fit runs Adam on ``Trace_ELBO(num_particles, vectorize_particles=True)`` and halves
+    the learning rate whenever the mean loss over ``window`` steps has not improved by
+    ``tol`` nats for ``patience`` windows (``torch.optim.lr_scheduler.ReduceLROnPlateau``);
+    it has converged once the rate has been halved ``reductions`` times. Near the optimum
+    the window means fluctuate by Monte-Carlo noise only, so the halvings become a
+    step-size annealing schedule that lets Adam settle instead of rattling around q*.
+
+    Attributes:
+        method: ``auto`` (``gaussian`` when q(z|x) is a diagonal Normal, else ``copy``),
+            ``gaussian`` (free mean and scale per image) or ``copy`` (a per-image copy of
+            the guide; see :func:`~pyro_vae.infer.gaps.local_guide`).
+        max_steps: hard cap on SVI steps per image.
+        particles: samples of z per step (vectorized).
+        lr: initial Adam learning rate.
+        window: steps per window mean.
+        patience: windows without improvement before the rate is halved.
+        tol: improvement (nats) that counts.
+        reductions: number of halvings that ends the fit.
+        threads: torch intra-op threads during the fit (see :class:`NUTSConfig`).
+    """
+
+    method: str = option("auto", "auto | gaussian | copy", flag="--local-method", metavar="LOCAL_METHOD")
+    max_steps: int = option(3000, "cap on SVI steps of each local guide", flag="--local-steps",
+                            metavar="LOCAL_STEPS")
+    particles: int = option(16, "samples of z per SVI step", cli=False)
+    lr: float = option(0.01, "Adam learning rate of the local fits", flag="--local-lr", metavar="LOCAL_LR")
+    window: int = option(50, "steps per window mean", cli=False)
+    patience: int = option(1, "windows without improvement before the rate is halved", cli=False)
+    tol: float = option(0.01, "improvement (nats) that counts", cli=False)
+    reductions: int = option(5, "halvings of the rate that end the fit", cli=False)
+    threads: Optional[int] = option(1, "torch intra-op threads during the fit", cli=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "local-fit setting")
+        check_local_method(self.method)
+        check_ranges(self, {
+            "max_steps": (self.max_steps >= 1, "≥ 1"),
+            "particles": (self.particles >= 1, "≥ 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "window": (self.window >= 1, "≥ 1"),
+            "patience": (self.patience >= 0, "≥ 0"),
+            "tol": (self.tol >= 0, "≥ 0"),
+            "reductions": (self.reductions >= 1, "≥ 1"),
+            "threads": (self.threads is None or self.threads >= 1, "≥ 1"),
+        }, "local-fit settings")

@@ -4,9 +4,8 @@
 with its losses kept on the device (:class:`SyncFreeTrace_ELBO`), free bits on top of it,
 and the IWAE bound (:class:`IWAE_ELBO`).
 
-**Free bits**: a Trace_ELBO that stops pushing a latent's KL below a floor.
-
-**Free bits** — a Trace_ELBO that stops pushing a latent's KL below a floor. Kingma et al. 2016 (arXiv:1606.04934, appendix C): with a strong decoder the ELBO is easily
+**Free bits** — a Trace_ELBO that stops pushing a latent's KL below a floor. Kingma et al.
+2016 (arXiv:1606.04934, appendix C): with a strong decoder the ELBO is easily
 maximised by ignoring z (posterior collapse, KL → 0). Free bits replaces each latent
 dimension's KL term by max(λ, KL_j), where KL_j is the KL of dimension j averaged over the
 mini-batch:
@@ -46,10 +45,7 @@ from pyro.infer.util import is_identically_zero, torch_item
 from pyro.util import warn_if_nan
 from torch.distributions import Independent
 
-from ..errors import ConfigError
-
-#: Training objectives of ``--objective``.
-OBJECTIVES = ("elbo", "iwae")
+from .config import TrainConfig
 
 
 class SyncFreeTrace_ELBO(Trace_ELBO):
@@ -244,20 +240,18 @@ class IWAE_ELBO(RenyiELBO):
         return torch_item(loss)
 
 
-def make_elbo(config: Any):
+def make_elbo(config: TrainConfig):
     """The Pyro ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: ``Trace_ELBO``
     (:class:`SyncFreeTrace_ELBO`; :class:`FreeBitsTrace_ELBO` with ``free_bits``) with L =
     ``particles`` vectorized particles, or :class:`IWAE_ELBO` with K = ``particles`` for
     ``objective="iwae"``. Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an
-    ``ELBOModule`` whose forward is the differentiable loss."""
-    objective = getattr(config, "objective", "elbo")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
+    ``ELBOModule`` whose forward is the differentiable loss.
+
+    The config is trusted: a ``TrainConfig`` has refused unknown objectives and the IWAE
+    bound with free bits when it was built (its ``__post_init__``, the one place)."""
     kwargs = dict(num_particles=config.particles, vectorize_particles=config.particles > 1,
                   max_plate_nesting=1)
-    if objective == "iwae":
-        if config.free_bits > 0:
-            raise ConfigError("--objective iwae cannot be combined with --free-bits")
+    if config.objective == "iwae":
         return IWAE_ELBO(**kwargs)
     if config.free_bits > 0:
         return FreeBitsTrace_ELBO(free_bits=config.free_bits, **kwargs)

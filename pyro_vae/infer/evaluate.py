@@ -26,9 +26,10 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..contract import Model
-from ..errors import ConfigError
+from ..options import check_int
 from . import distributed
 from .context import frozen, seed_from
 
@@ -59,12 +60,13 @@ class LogWeights:
         return self.log_px_z + self.log_pz - self.log_qz
 
 
-def log_weights(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> LogWeights:
+def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int) -> LogWeights:
     """Draw ``num_samples`` z ~ q(z | x) per image and score them under model and guide.
 
     Args:
-        vae: the model (its ``model(x)`` is replayed against the guide's samples).
-        guide: any guide of the model (``vae.guide``, a built guide, a local guide).
+        model: the model, a VAE or a density flow (its ``model(x)`` is replayed against
+            the guide's samples).
+        guide: any guide of the model (``model.guide``, a built guide, a local guide).
         x: images (B, C, H, W).
         num_samples: S, vectorized along a new leading dimension.
 
@@ -73,7 +75,7 @@ def log_weights(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> Lo
     """
     with pyro.plate("iw_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
     shape = (num_samples, x.shape[0])
     zero = torch.zeros(shape, dtype=x.dtype, device=x.device)
     terms = {"obs": zero, "latent": zero, "guide": zero}
@@ -90,24 +92,23 @@ def log_weights(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> Lo
     return LogWeights(terms["obs"], terms["latent"], terms["guide"], latents)
 
 
-def log_weight_chunks(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
+def log_weight_chunks(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
                       max_rows: Optional[int] = None) -> Iterator[LogWeights]:
     """:func:`log_weights` of ``num_samples`` samples per image, in chunks of at most
     ``max_rows`` samples × images (and at most the model's ``max_eval_rows``)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"the number of importance samples must be a positive integer, got {num_samples!r}")
-    rows = vae.max_eval_rows if max_rows is None else min(max_rows, vae.max_eval_rows)
+    check_int(num_samples, "num_samples", 1)
+    rows = model.max_eval_rows if max_rows is None else min(max_rows, model.max_eval_rows)
     chunk = max(1, rows // len(x))
     done = 0
     while done < num_samples:
         n = min(chunk, num_samples - done)
-        yield log_weights(vae, guide, x, n)
+        yield log_weights(model, guide, x, n)
         done += n
 
 
 @torch.no_grad()
 def evaluate(
-    vae: Model,
+    model: Model,
     guide: nn.Module,
     x: Tensor,
     num_samples: int = 5000,
@@ -120,7 +121,8 @@ def evaluate(
     """ELBO and IWAE log-likelihood of the images ``x``, in nats per example.
 
     Args:
-        vae: the model.
+        model: the model, a VAE or a density flow (whose guide is empty: then the ELBO and
+            the IWAE bound are its exact log-likelihood).
         guide: the guide the ELBO and the importance weights use.
         x: prepared evaluation images (binarized / dequantized as in training).
         num_samples: k, the number of importance samples per image.
@@ -139,8 +141,8 @@ def evaluate(
         standard errors over images, ``rec`` (E_q log p(x|z)) and ``kl``
         (E_q[log q(z|x) − log p(z)]), ``iwae_samples`` and ``num_examples``.
     """
-    vae.check_guide(guide)
-    x = vae.check_x(x, values=True)
+    model.check_guide(guide)
+    x = model.check_x(x, values=True)
     start = time.perf_counter()
     rank, world = distributed.world() if sharded else (0, 1)
     if world > 1:
@@ -148,16 +150,14 @@ def evaluate(
         seed = None if seed is None else (seed if rank == 0 else seed_from(seed, rank))
     devices = [x.device] if x.device.type == "cuda" else []
     parts: Dict[str, list] = {"elbo": [], "iwae": [], "rec": [], "kl": []}
-    with frozen(vae, guide), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+    with frozen(model, guide), torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         batches = range(0, len(x), batch_size)
         if progress:
-            from tqdm.auto import tqdm
-
             batches = tqdm(batches, desc=f"IWAE k={num_samples}", leave=False)
         for i in batches:
-            for key, value in per_image(vae, guide, x[i : i + batch_size], num_samples, max_rows).items():
+            for key, value in per_image(model, guide, x[i : i + batch_size], num_samples, max_rows).items():
                 parts[key].append(value.cpu())
     per = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in parts.items()}
     if world > 1:  # every rank's images, in rank order
@@ -184,13 +184,13 @@ def evaluate(
     }
 
 
-def per_image(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
+def per_image(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
               max_rows: Optional[int] = None) -> Dict[str, Tensor]:
     """For each image of ``x``: the k-sample ELBO, the IWAE-k bound, and the reconstruction
     and KL terms of the ELBO, each (B,) in float64, from :func:`log_weight_chunks`."""
     lse = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     sums = {"w": 0.0, "rec": 0.0, "kl": 0.0}
-    for lw in log_weight_chunks(vae, guide, x, num_samples, max_rows):
+    for lw in log_weight_chunks(model, guide, x, num_samples, max_rows):
         log_w = lw.log_w.double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sums["w"] = sums["w"] + log_w.sum(0)
@@ -201,7 +201,7 @@ def per_image(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
 
 
 @torch.no_grad()
-def bounds(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
+def bounds(model: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
            max_rows: int = 20_000) -> Dict[str, Tensor]:
     """Per-image ELBO and IWAE-k, their Monte-Carlo standard errors and PSIS k̂, each (B,).
 
@@ -213,9 +213,10 @@ def bounds(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
     weights have a finite variance; above 0.7 the IWAE estimate is unreliable and
     log p(x) likely underestimated. All k weights are kept (PSIS needs them), k × B floats.
     """
+    # arviz costs 1.4 s to import; training imports this module, only the posterior analysis this function
     import arviz as az
 
-    lw = torch.cat([c.log_w.double() for c in log_weight_chunks(vae, guide, x, num_samples, max_rows)])
+    lw = torch.cat([c.log_w.double() for c in log_weight_chunks(model, guide, x, num_samples, max_rows)])
     k = num_samples
     lse = torch.logsumexp(lw, 0)
     # sd(w)² / mean(w)² = k Σw² / (Σw)² − 1
@@ -230,6 +231,6 @@ def bounds(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
             "khat": torch.as_tensor(khat, dtype=torch.float64)}
 
 
-def bits_per_dim(vae: Model, nll: float) -> float:
-    """Bits per dimension of ``nll`` nats per example under ``vae``."""
-    return vae.bits_per_dim(nll)
+def bits_per_dim(model: Model, nll: float) -> float:
+    """Bits per dimension of ``nll`` nats per example under ``model``."""
+    return model.bits_per_dim(nll)

@@ -21,7 +21,7 @@ not depend on the guide being judged.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from ..contract import Model
 from ..errors import ConfigError
-from ..guides.base import Guide
+from ..guides.base import Guide, JointGuide
 from ..guides.local import FixedGuide, LocalGaussianGuide
-from ..options import check_fields, check_ranges
+from ..options import check_int
+from .config import LocalFitConfig, check_local_method
 from .context import frozen, isolated, num_threads, seed_from
 from .evaluate import bounds
 from .nuts import example_indices
@@ -43,61 +44,6 @@ from .usage import diagonal_normal
 #: PSIS k̂ below which the importance weights have a finite variance, so that an IWAE
 #: estimate's standard error means something (Vehtari et al. 2024, arXiv:1507.02646).
 KHAT_RELIABLE = 0.5
-
-LOCAL_METHODS = ("auto", "gaussian", "copy")
-
-
-@dataclass
-class LocalFitConfig:
-    """Settings of the per-image SVI fit of the locally optimal guide q*.
-
-    The fit runs Adam on ``Trace_ELBO(num_particles, vectorize_particles=True)`` and halves
-    the learning rate whenever the mean loss over ``window`` steps has not improved by
-    ``tol`` nats for ``patience`` windows (``torch.optim.lr_scheduler.ReduceLROnPlateau``);
-    it has converged once the rate has been halved ``reductions`` times. Near the optimum
-    the window means fluctuate by Monte-Carlo noise only, so the halvings become a
-    step-size annealing schedule that lets Adam settle instead of rattling around q*.
-
-    Attributes:
-        method: ``auto`` (``gaussian`` when q(z|x) is a diagonal Normal, else ``copy``),
-            ``gaussian`` (free mean and scale per image) or ``copy`` (a per-image copy of
-            the guide; see :func:`local_guide`).
-        max_steps: hard cap on SVI steps per image.
-        particles: samples of z per step (vectorized).
-        lr: initial Adam learning rate.
-        window: steps per window mean.
-        patience: windows without improvement before the rate is halved.
-        tol: improvement (nats) that counts.
-        reductions: number of halvings that ends the fit.
-        threads: torch intra-op threads during the fit (see :class:`NUTSConfig`).
-    """
-
-    method: str = "auto"
-    max_steps: int = 3000
-    particles: int = 16
-    lr: float = 0.01
-    window: int = 50
-    patience: int = 1
-    tol: float = 0.01
-    reductions: int = 5
-    threads: Optional[int] = 1
-
-    def __post_init__(self) -> None:
-        check_fields(self, "local-fit setting")
-        if self.method not in LOCAL_METHODS:
-            raise ConfigError(
-                f"unknown local-guide method {self.method!r}; valid methods: {', '.join(LOCAL_METHODS)}"
-            )
-        check_ranges(self, {
-            "max_steps": self.max_steps >= 1,
-            "particles": self.particles >= 1,
-            "lr": self.lr > 0,
-            "window": self.window >= 1,
-            "patience": self.patience >= 0,
-            "tol": self.tol >= 0,
-            "reductions": self.reductions >= 1,
-            "threads": self.threads is None or self.threads >= 1,
-        }, "local-fit settings")
 
 
 def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tuple[Guide, str]:
@@ -119,25 +65,24 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
       reach the closed-form optimum). Freeing the head's weights or the trunk too adds
       thousands of redundant parameters, each moved by about the learning rate per Adam
       step: on the default MNIST run that fit stalled 0.1–0.6 nats short.
-    * ``auto``: ``gaussian`` when q(z|x) is a diagonal Normal over one latent site, else
-      ``copy`` (always for a VAE with several latent sites).
+    * ``auto``: ``gaussian`` when q(z|x) is one diagonal Normal (a
+      :class:`~pyro_vae.guides.base.JointGuide` whose ``distribution`` is one), else
+      ``copy`` (always for the hierarchical VAE's guide, one distribution per layer).
 
     Returns:
         ``(guide, method)`` with the method actually used.
     """
-    if method not in LOCAL_METHODS:
-        raise ConfigError(f"unknown local-guide method {method!r}; "
-                          f"valid methods: {', '.join(LOCAL_METHODS)}")
+    check_local_method(method)
     normal = None
-    if method in ("auto", "gaussian") and len(vae.latent_sites) == 1:
+    if method in ("auto", "gaussian") and isinstance(guide, JointGuide):
         with torch.no_grad():
             normal = diagonal_normal(guide.distribution(x))
     if normal is None and method == "gaussian":
         raise ConfigError(
             "the 'gaussian' local guide needs a guide whose q(z|x) is a diagonal Normal"
         )
-    if normal is not None:
-        return LocalGaussianGuide(normal.loc, normal.scale), "gaussian"
+    if normal is not None:  # q of the joint latent, cut into the model's sites if several
+        return LocalGaussianGuide(normal.loc, normal.scale, vae.latent_sites), "gaussian"
     if len(x) != 1:
         raise ConfigError("a 'copy' local guide is fitted to one image at a time")
     if not isinstance(guide, Guide) or guide.vae is None:
@@ -277,8 +222,7 @@ def inference_gaps(
     Returns:
         ``{"examples": [row per image], "mean": {...}, "iwae_samples": k, "local": {...}}``.
     """
-    if iwae_samples < 1:
-        raise ConfigError(f"--iwae-samples must be positive, got {iwae_samples}")
+    check_int(iwae_samples, "iwae_samples", 1)
     local = local or LocalFitConfig()
     x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)

@@ -20,65 +20,25 @@ importance proposal for p(z|x).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+import arviz as az
 import numpy as np
 import torch
+import xarray as xr
 from pyro.infer import MCMC, NUTS
 from torch import Tensor, nn
 
 from ..contract import Model
 from ..errors import ConfigError
-from ..options import check_fields, check_ranges
+from ..options import check_int
+from .config import NUTSConfig
 from .context import frozen, isolated, num_threads, seed_from
 from .evaluate import log_weights
 
 #: Dimension names of the latent and of an image in every InferenceData written here.
 Z_DIMS = ["example", "z_dim"]
 X_DIMS = ["example", "channel", "row", "column"]
-
-
-@dataclass
-class NUTSConfig:
-    """Settings of the NUTS reference posterior.
-
-    Attributes:
-        chains: independent chains per image (≥ 2, so that R-hat compares chains).
-        draws: kept draws per chain.
-        warmup: adaptation steps per chain (step size and diagonal mass matrix), discarded.
-        target_accept: target acceptance probability of the step-size adaptation.
-        max_tree_depth: cap on the NUTS trajectory length (2^depth leapfrog steps).
-        jit: compile the potential energy with the PyTorch JIT (``torch.jit.trace``): about
-            twice as fast on the dense VAE, same draws; off by default because tracing
-            silently freezes data-dependent Python control flow of a model.
-        threads: torch intra-op threads while sampling (``None``: leave as set). NUTS
-            evaluates one image at a time, where thread synchronisation costs more than
-            it gains: a gradient of the dense decoder took 0.4 ms on 1 thread and 14 ms
-            on 2 on the shared 2-core reference machine.
-        seed: base seed; chain c of dataset image n is seeded from (seed, n, c), so an
-            image's draws do not depend on which other images were asked for.
-    """
-
-    chains: int = 4
-    draws: int = 500
-    warmup: int = 500
-    target_accept: float = 0.8
-    max_tree_depth: int = 10
-    jit: bool = False
-    threads: Optional[int] = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self, "NUTS setting")
-        check_ranges(self, {
-            "threads": self.threads is None or self.threads >= 1,
-            "chains": self.chains >= 2,
-            "draws": self.draws >= 4,
-            "warmup": self.warmup >= 0,
-            "target_accept": 0 < self.target_accept < 1,
-            "max_tree_depth": self.max_tree_depth >= 1,
-        }, "NUTS settings (chains ≥ 2 for R-hat, draws ≥ 4)")
 
 
 def nuts_posterior(
@@ -109,8 +69,6 @@ def nuts_posterior(
         z_dim; and each latent site of a model with several), ``sample_stats`` (``diverging``), ``log_likelihood`` (``x``: log p(x | z)
         per draw) and ``observed_data`` (``x``).
     """
-    import arviz as az
-
     config = config or NUTSConfig()
     x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
@@ -145,7 +103,7 @@ def nuts_posterior(
 def example_indices(x: Tensor, examples: Optional[Sequence[int]]) -> List[int]:
     examples = list(range(len(x))) if examples is None else [int(e) for e in examples]
     if len(examples) != len(x):
-        raise ConfigError(f"{len(examples)} example indices for {len(x)} images")
+        raise ConfigError(f"{len(examples)} example indices for {len(x)} images", params=("examples",))
     return examples
 
 
@@ -164,8 +122,6 @@ def _site_dims(vae: Model) -> Dict[str, List[str]]:
 def add_joint_latent(posterior, vae: Model) -> None:
     """Add the joint latent ``z`` (example, z_dim) — the sites concatenated in
     ``vae.latent_sites`` order — to a posterior group of a model with several sites."""
-    import xarray as xr
-
     if list(vae.latent_sites) == ["z"]:
         return
     parts = [posterior[name].rename({f"{name}_dim": "z_dim"}).drop_vars("z_dim", errors="ignore")
@@ -175,9 +131,6 @@ def add_joint_latent(posterior, vae: Model) -> None:
 
 def concat_examples(idatas: Sequence[Any]):
     """Join InferenceData objects of single images along ``example`` (group by group)."""
-    import arviz as az
-    import xarray as xr
-
     groups = {}
     for group in idatas[0].groups():
         parts = []
@@ -213,10 +166,7 @@ def guide_posterior(
         ``log_weight`` = lp − log_q per draw), ``log_likelihood`` (``x`` = log p(x | z))
         and ``observed_data`` (``x``).
     """
-    import arviz as az
-
-    if num_draws < 1:
-        raise ConfigError(f"the number of guide draws must be positive, got {num_draws}")
+    check_int(num_draws, "num_draws", 1)
     x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
     with frozen(vae, guide), isolated(x, seed):
@@ -245,8 +195,6 @@ def guide_posterior(
 # ---------------------------------------------------------------------- diagnostics
 def nuts_diagnostics(idata) -> List[Dict[str, Any]]:
     """Per image: the worst bulk / tail ESS and R-hat over latent dims, and divergences."""
-    import arviz as az
-
     ess_bulk = az.ess(idata, var_names=["z"], method="bulk")["z"]
     ess_tail = az.ess(idata, var_names=["z"], method="tail")["z"]
     rhat = az.rhat(idata, var_names=["z"])["z"]
@@ -267,8 +215,6 @@ def nuts_diagnostics(idata) -> List[Dict[str, Any]]:
 
 def nuts_summary(idata):
     """``arviz.summary`` of the NUTS latents: mean, sd, HDI, MCSE, ESS bulk/tail, R-hat."""
-    import arviz as az
-
     return az.summary(idata, var_names=["z"])
 
 
@@ -278,8 +224,6 @@ def psis_khat(guide_idata) -> Dict[int, float]:
     k̂ < 0.5: q(z|x) covers the posterior well; 0.5–0.7: usable; > 0.7: the posterior has
     mass where q has almost none (Yao et al. 2018, arXiv:1802.02538).
     """
-    import arviz as az
-
     log_w = guide_idata.sample_stats["log_weight"]  # (chain, draw, example)
     log_w = log_w.stack(__sample__=("chain", "draw")).transpose("example", "__sample__")
     _, khat = az.psislw(log_w.copy())

@@ -5,8 +5,8 @@ One step computes the loss as an ``nn.Module``: ``elbo(model, guide)`` is Pyro's
 ``Trace_ELBO(num_particles=L, vectorize_particles=True)`` — the L-sample, M-sized mini-batch
 SGVB estimator of Kingma & Welling (arXiv:1312.6114) on the model's full-data ELBO (the
 ``"data"`` plate scales by N / M) — of the free-bits ELBO, or of the IWAE bound with
-K = L (``--objective iwae``); :func:`~pyro_vae.infer.elbo.make_elbo` chooses. ``backward`` and a plain torch
-optimizer (Pyro's ClippedAdam algorithm, one optimizer over all parameters, gradients
+K = L (``objective="iwae"``); :func:`~pyro_vae.infer.elbo.make_elbo` chooses. ``backward``
+and a plain torch optimizer (Pyro's ClippedAdam algorithm, one optimizer over all parameters, gradients
 released with ``set_to_none``) finish the step. Parameters live in their modules
 (``pyro.settings`` ``module_local_params=True``), not in Pyro's global param store: this
 is how Pyro's own ``examples/svi_lightning.py`` trains, and what makes the loss module
@@ -83,9 +83,9 @@ class Trainer:
     """Train a model and its guide on an :class:`~pyro_vae.data.ImageDataset`.
 
     Args:
-        vae: the model (a VAE or a density flow: any :class:`~pyro_vae.contract.Model`), on
-            the device to train on; the data are moved there once.
-        guide: its guide (``vae.guide``, :func:`~pyro_vae.guides.build_guide`, …).
+        model: the model (a VAE or a density flow: any :class:`~pyro_vae.contract.Model`),
+            on the device to train on; the data are moved there once.
+        guide: its guide (``model.guide``, :func:`~pyro_vae.guides.build_guide`, …).
         data: the dataset (its ``train`` split is fitted, ``test`` monitored).
         config: optimisation settings.
 
@@ -103,27 +103,27 @@ class Trainer:
         ['epoch', 'kl_scale', 'lr']
     """
 
-    def __init__(self, vae: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig):
-        self.vae = vae
+    def __init__(self, model: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig):
+        self.model = model
         self.guide = guide
         self.data = data
         self.config = config
-        vae.check_data(data.binary)
-        vae.check_guide(guide)
-        self.device = next(vae.parameters()).device
-        self.autocast = _autocast(config.precision, self.device, vae)
+        model.check_data(data.binary)
+        model.check_guide(guide)
+        self.device = next(model.parameters()).device
+        self.autocast = _autocast(config.precision, self.device, model)
         data.to(self.device)
-        self.dequantize = vae.dequantize
+        self.dequantize = model.dequantize
         self.num_data = len(data)
         self.rank, self.world = distributed.world()
-        params = list(vae.parameters())
+        params = list(model.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
         # per-example clip threshold is scaled by N as well.
         self.optim = ClippedAdam(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data)
         self.elbo = make_elbo(config)
         #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
-        self.loss = self.elbo(vae, guide)
+        self.loss = self.elbo(model, guide)
         self._loss = self.loss
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -165,7 +165,7 @@ class Trainer:
         epoch = self.epoch
         beta = cfg.kl_scale(epoch)
         self._set_lr(epoch)
-        self.vae.train()
+        self.model.train()
         self.guide.train()
         start = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -190,7 +190,7 @@ class Trainer:
         seconds = time.perf_counter() - start
         total = distributed.all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
                                                                      device=self.device)]))
-        test = evaluate(self.vae, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch,
+        test = evaluate(self.model, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch,
                         sharded=self.world > 1)
         self.epoch += 1
         metrics = {
@@ -206,7 +206,7 @@ class Trainer:
             "steps": steps,
         }
         if not self.data.binary:
-            metrics["test_elbo_bpd"] = self.vae.bits_per_dim(-test["elbo"])
+            metrics["test_elbo_bpd"] = self.model.bits_per_dim(-test["elbo"])
         return metrics
 
     def state_dict(self) -> Dict[str, Any]:
@@ -238,9 +238,11 @@ def _autocast(precision: str, device: torch.device, model: Model):
     if precision == "float32":
         return contextlib.nullcontext()
     if not model.supports_bf16:
-        raise ConfigError(f"--precision bf16 is refused for the {model.spec.get('name', 'this')} model: "
+        raise ConfigError(f"precision='bf16' is refused for the {model.spec.get('name', 'this')} model: "
                           "its log-densities are computed by the networks themselves (a density flow's "
-                          "log-determinants, an autoregressive decoder) and need float32")
+                          "log-determinants, an autoregressive decoder) and need float32",
+                          params=("precision",))
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"--precision bf16: the GPU {torch.cuda.get_device_name(device)} has no bfloat16")
+        raise ConfigError(f"precision='bf16': the GPU {torch.cuda.get_device_name(device)} has no bfloat16",
+                          params=("precision",))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

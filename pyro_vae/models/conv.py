@@ -14,9 +14,10 @@ def check_widths(channels: Sequence[int], hidden: int) -> Tuple[int, ...]:
     """Validate stage widths and the feature width; return the widths as a tuple."""
     widths = tuple(int(c) for c in channels)
     if not widths or min(widths) < 1:
-        raise ConfigError(f"channels must be a non-empty list of positive widths, got {list(widths)}")
+        raise ConfigError(f"channels must be a non-empty list of positive widths, got {list(widths)}",
+                          params=("channels",))
     if int(hidden) < 1:
-        raise ConfigError(f"hidden must be a positive width, got {hidden}")
+        raise ConfigError(f"hidden must be a positive width, got {hidden}", params=("hidden",))
     return widths
 
 
@@ -28,7 +29,7 @@ def check_stages(x_shape: Sequence[int], stages: int, name: str) -> None:
     if min(h, w) < smallest:
         raise ConfigError(f"the {name} model's {stages} stride-2 stage{'s' if stages > 1 else ''} need images "
                           f"of at least {smallest}×{smallest} pixels, got {h}×{w}; use fewer stages "
-                          "(--set channels=[…]) or the dense model")
+                          "(channels=[…]) or the dense model", params=("channels",))
 
 
 @MODELS.register("conv")

@@ -39,7 +39,8 @@ class DenseVAE(VAE):
     ) -> None:
         hidden: Tuple[int, ...] = tuple(int(h) for h in hidden_dims)
         if not hidden or min(hidden) < 1:
-            raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {list(hidden)}")
+            raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {list(hidden)}",
+                              params=("hidden_dims",))
         lik = build_likelihood(likelihood, x_shape)
         d = int(math.prod(x_shape))
         trunk = nn.Sequential(

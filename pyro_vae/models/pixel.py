@@ -8,8 +8,8 @@ is left with the global structure a factorised decoder would blur. The encoder i
 VAE's (strided convolutions → h → Gaussian head), so every guide works unchanged.
 
 A strong autoregressive decoder can ignore z (posterior collapse: KL → 0). Guard against it
-with KL warm-up (``--kl-warmup``) and free bits (``--free-bits``,
-:class:`inference.elbo.FreeBitsTrace_ELBO`); the test KL is logged every epoch.
+with KL warm-up (``TrainConfig.kl_warmup``) and free bits (``TrainConfig.free_bits``,
+:class:`pyro_vae.infer.elbo.FreeBitsTrace_ELBO`); the test KL is logged every epoch.
 
 Reference: I. Gulrajani, K. Kumar, F. Ahmed, A. A. Taiga, F. Visin, D. Vazquez,
 A. Courville. PixelVAE: A Latent Variable Model for Natural Images. arXiv:1611.05013.
@@ -24,11 +24,11 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from ..contract import ModelDefaults
 from ..errors import ConfigError
 from ..likelihoods import Likelihood, build_likelihood
 from ..nets.conv import ConvEncoderTrunk
 from ..nets.pixelcnn import GatedPixelCNN
+from ..options import check_int
 from ..pixel_likelihood import PixelCNNDistribution
 from .base import MODELS, VAE, Decoder, Encoder
 from .conv import check_stages, check_widths
@@ -99,12 +99,6 @@ class PixelVAE(VAE):
     max_eval_rows = 128
     #: the PixelCNN runs inside the likelihood's log_prob: no bfloat16
     supports_bf16 = False
-    #: ``pyro-vae`` defaults: a PixelCNN epoch costs ~7× a conv one, and free bits of 0.25 nats
-    #: per latent dimension guard z against collapse (on mnist5k after 20 epochs: KL 10.0 nats
-    #: with them, 5.0 without, for a 0.35-nat worse NLL — docs/benchmarks.md); fewer IWAE
-    #: samples than the other models' 1000 / 5000 (always reported with the result)
-    defaults = ModelDefaults(train={"epochs": 20, "free_bits": 0.25}, final_iwae_samples=100,
-                             eval_iwae_samples=500)
 
     def __init__(
         self,
@@ -123,15 +117,14 @@ class PixelVAE(VAE):
         check_stages(x_shape, len(widths), "pixel")
         for name, value in (("pixel_channels", pixel_channels), ("pixel_layers", pixel_layers),
                             ("cond_channels", cond_channels)):
-            if int(value) < 1:
-                raise ConfigError(f"{name} must be positive, got {value}")
+            check_int(value, name, 1)
         if int(kernel) < 3 or int(kernel) % 2 == 0:
-            raise ConfigError(f"kernel must be odd and at least 3, got {kernel}")
+            raise ConfigError(f"kernel must be odd and at least 3, got {kernel}", params=("kernel",))
         lik = build_likelihood(likelihood, x_shape)
         if lik.dequantize:
             raise ConfigError(
                 f"the pixel model needs a discrete per-pixel likelihood (bernoulli or logistic), "
-                f"not {likelihood}"
+                f"not {likelihood}", params=("likelihood",)
             )
         trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation)
         cond_net = ConditioningNet(z_dim, int(cond_channels), tuple(x_shape[1:]))

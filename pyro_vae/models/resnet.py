@@ -47,7 +47,7 @@ class ResNetVAE(VAE):
         widths = check_widths(channels, hidden)
         check_stages(x_shape, len(widths), "resnet")
         if int(blocks) < 0:
-            raise ConfigError(f"blocks must be zero or positive, got {blocks}")
+            raise ConfigError(f"blocks must be zero or positive, got {blocks}", params=("blocks",))
         lik = build_likelihood(likelihood, x_shape)
         trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), int(hidden), activation)
         net = ResNetDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], int(blocks), int(hidden),

@@ -6,18 +6,15 @@ from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
+from ..options import check_choice
+
 ACTIVATIONS: dict = {"relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus, "tanh": nn.Tanh}
 
 
 def activation(name: str) -> Callable[[], nn.Module]:
-    from ..errors import ConfigError
-
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown activation {name!r}; valid activations: {', '.join(ACTIVATIONS)}"
-        ) from None
+    """The module class of the activation ``name``; an unknown name is a ConfigError
+    listing the valid ones."""
+    return ACTIVATIONS[check_choice(name, ACTIVATIONS, "activation", "activation")]
 
 
 class MLP(nn.Sequential):

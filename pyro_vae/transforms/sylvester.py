@@ -59,6 +59,8 @@ from torch import Tensor, nn
 from torch.distributions import Transform
 
 from ..nets import MLP
+from ..errors import ConfigError
+from ..options import check_choice
 
 VARIANTS = ("orthogonal", "householder", "triangular")
 
@@ -151,16 +153,17 @@ class _SylvesterParametrization(nn.Module):
         reverse: bool = False,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown Sylvester variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+        check_choice(variant, VARIANTS, "Sylvester variant", "variant", valid="variants")
         if variant != "orthogonal":
             m = input_dim
         else:  # the paper's ratio: M = 32 orthonormal columns for a 64-dimensional z
             m = max(1, input_dim // 2) if num_ortho is None else int(num_ortho)
         if not 1 <= m <= input_dim:
-            raise ValueError(f"num_ortho must be in [1, {input_dim}], got {num_ortho}")
-        if variant == "householder" and num_householder < 1:
-            raise ValueError(f"num_householder must be positive, got {num_householder}")
+            raise ConfigError(f"num_ortho must be an integer in [1, z_dim={input_dim}], got {num_ortho!r}",
+                              params=("num_ortho",))
+        if num_householder < 1:
+            raise ConfigError(f"num_householder must be a positive integer, got {num_householder!r}",
+                              params=("num_householder",))
         self.input_dim, self.variant, self.num_ortho = input_dim, variant, m
         self.num_householder = int(num_householder)
         self.reverse = bool(reverse)

@@ -2,6 +2,8 @@
 also is the matching builtin) with one clear line — never a raw torch or Pyro error — or,
 where the intent is obvious (float64, float16 or boolean images), just works."""
 
+import pickle
+
 import numpy as np
 import pyro
 import pytest
@@ -143,7 +145,36 @@ BUILDS = {
     "a temperature of 0": (lambda: build_flow_model("nice", (1, 4, 4)).generate(2, 0.0), ConfigError,
                            "temperature must be positive"),
     "evaluate with k=0": (lambda: evaluate(build_vae("dense", (1, 6, 6)), None, binary(), num_samples=0),
-                          ConfigError, "positive integer"),
+                          ConfigError, "num_samples must be an integer ≥ 1, got 0"),
+    "IWAE with free bits": (lambda: TrainConfig(objective="iwae", particles=4, free_bits=0.5), ConfigError,
+                            "objective='iwae' cannot be combined with free_bits > 0"),
+    "a grey-level likelihood on binary data": (lambda: build_vae("dense", (1, 6, 6), likelihood="gaussian")
+                                               .check_data(binary=True), ConfigError,
+                                               "use binarize='none' or likelihood='bernoulli'"),
+    "an unknown settings key": (lambda: TrainConfig.from_dict({"colour": 1}), ConfigError, "unknown key colour"),
+    "a settings value of the wrong type": (lambda: TrainConfig.from_dict({"epochs": "many"}), ConfigError,
+                                           "training settings.epochs must be an integer"),
+}
+
+#: The parameters each error of BUILDS is about (``params``): how a caller that spells them
+#: otherwise — the command line, its flags — tells the user which one it was.
+PARAMS = {
+    "z_dim=2.7": ("model.z_dim",),  # an option of a component: scoped by its registry
+    "an unknown option": ("model.widths",),
+    "x_shape of two sizes": ("x_shape",),
+    "conv on 1x1 images": ("model.channels",),
+    "train_size beyond the data": ("train_size",),
+    "an unknown dataset": ("name",),
+    "a bad binarization": ("binarize",),
+    "a seed of -1": ("seed",),
+    "a NaN learning rate": ("lr",),
+    "num_data below the batch": ("num_data",),
+    "a temperature of 0": ("temperature",),
+    "evaluate with k=0": ("num_samples",),
+    "IWAE with free bits": ("objective", "free_bits"),
+    "a grey-level likelihood on binary data": ("likelihood", "binarize"),
+    "an unknown settings key": ("colour",),
+    "a settings value of the wrong type": ("epochs",),
 }
 
 
@@ -153,6 +184,10 @@ def test_a_misuse_is_one_pyro_vae_error(what):
     with pytest.raises(kind) as excinfo:
         call()
     assert fragment in one_line_error(excinfo, kind)
+    assert "--" not in str(excinfo.value)  # the library names parameters, never command-line flags
+    assert excinfo.value.params == PARAMS.get(what, excinfo.value.params)
+    again = pickle.loads(pickle.dumps(excinfo.value))  # as it crosses processes (DDP's ranks)
+    assert (type(again), str(again), again.params) == (kind, str(excinfo.value), excinfo.value.params)
 
 
 def test_a_checkpoint_error_is_also_a_runtime_error():

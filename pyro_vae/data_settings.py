@@ -1,0 +1,60 @@
+"""The data settings the library accepts — binarizations, splits, the image-folder options —
+and their checks, without torch.
+
+Each value and each bound is defined here once: :func:`~pyro_vae.data.load_dataset`,
+:class:`~pyro_vae.data.ImageDataset` and the image-folder source
+(:mod:`pyro_vae.datasets.folder`) check their arguments with these functions, and so does
+the command line, before it imports torch. (The module sits outside
+:mod:`pyro_vae.datasets`, whose package imports every source and so torch.)
+
+Example:
+    >>> check_binarize("static")
+    'static'
+    >>> check_split("valid")
+    Traceback (most recent call last):
+    ...
+    pyro_vae.errors.ConfigError: unknown split 'valid'; valid splits: train, test
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+from .options import check_choice
+
+#: How images are presented to a model (see :mod:`pyro_vae.data`).
+BINARIZATIONS = ("dynamic", "static", "none")
+#: The splits of every dataset.
+SPLITS = ("train", "test")
+#: Largest side of an image folder's ``image_size`` (a 4096×4096 RGB image is 50 MB as uint8).
+MAX_IMAGE_SIZE = 4096
+#: Channels of the images read from a folder: grey or RGB.
+CHANNELS = (1, 3)
+
+
+def check_binarize(binarize: str) -> str:
+    """``binarize`` if it is one of :data:`BINARIZATIONS`; else a ConfigError listing them."""
+    return check_choice(binarize, BINARIZATIONS, "binarization", "binarize")
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`; else a ConfigError listing them."""
+    return check_choice(split, SPLITS, "split", "split")
+
+
+def folder_checks(image_size: Optional[Sequence[int]], channels: Optional[int],
+                  test_fraction: Optional[float]) -> Dict[str, Tuple[bool, str]]:
+    """The range checks of an image folder's options, for
+    :func:`~pyro_vae.options.check_ranges` (``None``: the folder's default, always valid).
+
+    Example:
+        >>> folder_checks((32, 5000), None, 0.1)["image_size"]
+        (False, 'H and W from 1 to 4096')
+    """
+    return {
+        "image_size": (image_size is None or (len(image_size) == 2
+                                              and 1 <= min(image_size) <= max(image_size) <= MAX_IMAGE_SIZE),
+                       f"H and W from 1 to {MAX_IMAGE_SIZE}"),
+        "channels": (channels is None or channels in CHANNELS, "1 (grey) or 3 (RGB)"),
+        "test_fraction": (test_fraction is None or 0 < test_fraction < 1, "strictly between 0 and 1"),
+    }
