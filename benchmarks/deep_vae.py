@@ -48,7 +48,7 @@ def row(name: str, runs: str) -> str:
     run = os.path.join(runs, name)
     result = json.load(open(os.path.join(run, "eval.json")))
     config = json.load(open(os.path.join(run, "config.json")))
-    from inference.rundir import load_run
+    from inference.restore import load_run
 
     model, guide, _, _ = load_run(run)
     params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in guide.parameters())
@@ -71,7 +71,7 @@ def figures(run_dir: str, out_dir: str, seed: int = 0, images: int = 8, draws: i
     from pyro import poutine
 
     from inference.plots import reconstruction_grid, save_grid
-    from inference.rundir import load_run
+    from inference.restore import load_run
     from pyro_vae.data import load_dataset
 
     vae, guide, config, _ = load_run(run_dir)

@@ -7,6 +7,7 @@ A checkpoint holds the specs the model, guide and prior were built from and thei
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any, Dict, Tuple
 
@@ -18,11 +19,23 @@ from pyro_vae.contract import Model
 from pyro_vae.errors import CheckpointError, PyroVAEError
 
 from .config import upgrade_model_spec
-from .io import atomic_save
+from .io import atomic_write
 
 FORMAT = "pyro-vae-checkpoint"
 #: Version 2 records the prior's spec beside the model's (version 1 kept its name inside).
 VERSION = 2
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` atomically.
+
+    The checkpoint is serialised in memory first: torch's own file writer reports a full
+    disk as an opaque ``RuntimeError`` of its zip container, a plain file write as the
+    ``OSError`` it is.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 def save_checkpoint(path: str, model: Model, guide: nn.Module, extra: Dict[str, Any] | None = None) -> None:

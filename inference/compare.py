@@ -18,14 +18,19 @@ import csv
 import io
 import json
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from matplotlib.ticker import MaxNLocator
 
 from pyro_vae.errors import CheckpointError, ConfigError
 
 from .config import RunConfig
 from .io import atomic_write_text
-from .plots import pyplot, save_figure
-from .rundir import check_output, load_run, paths, read_config, read_metrics
+from .plots import save_figure, subplots
+from .restore import load_run
+from .rundir import paths, read_config, read_metrics
+from .settings import CompareOptions
 
 #: (key, Markdown header, format) of the table's columns, in order.
 COLUMNS: Tuple[Tuple[str, str, str], ...] = (
@@ -46,8 +51,6 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("active_units", "active units", "{}"),
     ("train_seconds", "train s", "{:.1f}"),
 )
-#: Table formats of ``--out``, by file ending.
-FORMATS = (".md", ".csv", ".json")
 
 
 def objective(config: RunConfig) -> str:
@@ -219,10 +222,8 @@ def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
     """The test-ELBO curves of the runs over epochs, one line each (with a marker, so that a
     one-epoch run shows), and one panel per data label: curves of different data are never
     drawn on one axis."""
-    from matplotlib.ticker import MaxNLocator
-
     labels = sorted({r["data"] for r in rows}, key=lambda d: int(d[1:]))
-    fig, axes = pyplot().subplots(1, len(labels), figsize=(6.5 * len(labels), 4.5), squeeze=False)
+    fig, axes = subplots(1, len(labels), figsize=(6.5 * len(labels), 4.5), squeeze=False)
     for ax, label in zip(axes[0], labels):
         for row in rows:
             if row["data"] == label and row["curve"]:
@@ -243,17 +244,20 @@ def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
 def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional[str] = "compare.png") -> str:
     """Compare runs: write the table to ``out`` (``.md``, ``.csv`` or ``.json``) if given and
     the curves to ``figure`` if given; return the Markdown table."""
-    for path, flag in ((out, "--out"), (figure, "--figure")):
-        if path is not None:
-            check_output(path, flag=flag)
-    fmt = os.path.splitext(out)[1].lower() if out else None
-    if out is not None and fmt not in FORMATS:
-        raise ConfigError(f"--out {out}: unknown table format; valid endings: {', '.join(FORMATS)}")
-    if figure is not None and not figure.lower().endswith(".png"):
-        raise ConfigError(f"--figure {figure}: the figure is a PNG file (FILE.png)")
+    CompareOptions(tuple(run_dirs), out, figure).check_paths()
     rows, legend, warnings = compare_runs(run_dirs)
     if out is not None:
-        atomic_write_text(out, table_text(rows, legend, warnings, fmt))
+        atomic_write_text(out, table_text(rows, legend, warnings, os.path.splitext(out)[1].lower()))
     if figure is not None:
         curves_figure(rows, figure)
     return markdown(rows, legend, warnings)
+
+
+def main(opts: CompareOptions, _: None = None) -> int:
+    """``pyro-vae compare``: the table on stdout (``compare runs/* > table.md`` is the table
+    alone), what else was written on stderr."""
+    print(compare(opts.run_dirs, out=opts.out, figure=opts.figure), end="")
+    for path in (opts.out, opts.figure):
+        if path is not None:
+            print(f"wrote {path}", file=sys.stderr)
+    return 0

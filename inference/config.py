@@ -8,37 +8,30 @@ train (:class:`~pyro_vae.infer.config.TrainConfig`) and the k of the final IWAE 
 every version written so far and checks every type, so a hand-edited or foreign file is
 one clear error.
 
-The ``train`` flags are derived from the dataclass fields (:func:`add_flags`): a field
+The ``train`` flags are derived from the dataclass fields (:mod:`inference.args`): a field
 declared with :func:`~pyro_vae.options.option` is a flag, its annotation is the flag's
 type, ``latent=True`` marks the flags a density flow refuses and ``on_resume=True`` the
-only ones a resumed run may change. Nothing here imports torch.
+only ones a resumed run may change. :func:`defaults_for` is what ``pyro-vae`` uses for a
+model unless told otherwise. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
+from pyro_vae.data_settings import check_binarize, folder_checks
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, TrainConfig
-from pyro_vae.options import (check_fields, check_int, check_ranges, dataclass_from_dict, fields_of, option,
-                              parse_pairs)
+from pyro_vae.options import check_fields, check_int, check_ranges, dataclass_from_dict, option, parse_pairs
 
 FORMAT = "pyro-vae-run"
 #: Version 2: specs of model, guide and prior side by side (version 1, written by
 #: pyro-vae 0.1, kept the prior's name inside the model spec and had no version key).
 VERSION = 2
 
-BINARIZATIONS = ("dynamic", "static", "none")
-#: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
-MAX_SAMPLES = 10_000
-#: Largest side of an image folder's ``--image-size``: the folder source's own bound
-#: (``pyro_vae.datasets.folder.MAX_IMAGE_SIZE``), checked here before torch is imported.
-MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -70,19 +63,13 @@ class DataConfig:
         if isinstance(self.image_size, str):  # from the command line: "32" or "32x48"
             self.image_size = parse_image_size(self.image_size)
         check_fields(self, "data setting")
-        if self.binarize not in BINARIZATIONS:
-            raise ConfigError(f"unknown binarization {self.binarize!r}; valid binarizations: "
-                              f"{', '.join(BINARIZATIONS)}")
+        check_binarize(self.binarize)
         check_ranges(self, {
             "train_size": (self.train_size is None or self.train_size >= 1, "≥ 1"),
             # the standard errors of the evaluation need two test images
             "test_size": (self.test_size is None or self.test_size >= 2, "≥ 2"),
             "seed": (self.seed >= 0, "≥ 0"),
-            "image_size": (self.image_size is None
-                           or 1 <= min(self.image_size) <= max(self.image_size) <= MAX_IMAGE_SIZE,
-                           f"H and W from 1 to {MAX_IMAGE_SIZE}"),
-            "channels": (self.channels in (None, 1, 3), "1 or 3"),
-            "test_fraction": (self.test_fraction is None or 0 < self.test_fraction < 1, "strictly between 0 and 1"),
+            **folder_checks(self.image_size, self.channels, self.test_fraction),
         }, "data settings")
 
     @classmethod
@@ -101,7 +88,8 @@ class DataConfig:
 
 
 def parse_image_size(text: str) -> Tuple[int, int]:
-    """``"32"`` → ``(32, 32)``, ``"32x48"`` → ``(32, 48)`` (height × width)."""
+    """``"32"`` → ``(32, 32)``, ``"32x48"`` → ``(32, 48)`` (height × width); the bound is
+    the folder source's, checked with the other data settings."""
     parts = text.lower().replace("×", "x").split("x")
     try:
         size = tuple(int(p) for p in parts)
@@ -109,8 +97,6 @@ def parse_image_size(text: str) -> Tuple[int, int]:
         size = ()
     if len(size) not in (1, 2) or min(size, default=0) < 1:
         raise ConfigError(f"--image-size must be H or HxW with positive integers, e.g. 32 or 32x48; got {text!r}")
-    if max(size) > MAX_IMAGE_SIZE:
-        raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE} pixels a side, got {text!r}")
     return (size[0], size[-1])
 
 
@@ -193,7 +179,7 @@ class RunConfig:
         if self.prior is not None and (not isinstance(self.prior, dict)
                                        or not isinstance(self.prior.get("name"), str)):
             raise ConfigError(f"the prior spec must be an object with a name, got {self.prior!r}")
-        self.iwae_samples = check_int(self.iwae_samples, "--iwae-samples", 1, MAX_IWAE_SAMPLES)
+        self.iwae_samples = check_int(self.iwae_samples, "iwae_samples", 1, MAX_IWAE_SAMPLES)
         if self.kind not in ("vae", "flow"):
             raise ConfigError(f"kind must be 'vae' or 'flow', got {self.kind!r}")
 
@@ -244,54 +230,38 @@ def upgrade_model_spec(model: Any, kind: str) -> Tuple[Any, Optional[Dict[str, A
     return model, ({"name": prior} if kind == "vae" else None)
 
 
-# ---------------------------------------------------------------------- command-line flags
-def flag_fields(cls: type) -> Iterator[Tuple[dataclasses.Field, Any, str]]:
-    """``(field, annotation, flag)`` of every command-line option of the dataclass ``cls``."""
-    fields, hints = fields_of(cls)
-    for f in fields:
-        if f.metadata.get("cli"):
-            yield f, hints[f.name], f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+# ---------------------------------------------------------------------- per-model defaults
+@dataclass(frozen=True)
+class RunDefaults:
+    """What ``pyro-vae`` uses for a model unless told otherwise (flags given by the user win).
+
+    Attributes:
+        train: training settings (fields of ``TrainConfig``), e.g. ``{"epochs": 20}``.
+        binarize: how the data are presented.
+        final_iwae_samples: k of the IWAE estimate at the end of ``train``.
+        eval_iwae_samples: k of ``pyro-vae evaluate``.
+    """
+
+    train: Mapping[str, Any] = field(default_factory=dict)
+    binarize: str = "dynamic"
+    final_iwae_samples: int = 1000
+    eval_iwae_samples: int = 5000
 
 
-def _arg_type(annotation: Any):
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if typing.get_origin(annotation) is typing.Union else annotation
-    return base if base in (int, float, str) else str
+#: Models whose defaults differ from :class:`RunDefaults`'. The pixel VAE: a PixelCNN epoch
+#: costs ~7× a conv one, and free bits of 0.25 nats per latent dimension guard z against
+#: collapse (on mnist5k after 20 epochs: KL 10.0 nats with them, 5.0 without, for a 0.35-nat
+#: worse NLL — docs/benchmarks.md); its decoder costs ~1000× a dense one's, so fewer IWAE
+#: samples (always reported with the result).
+MODEL_DEFAULTS: Dict[str, RunDefaults] = {
+    "pixel": RunDefaults(train={"epochs": 20, "free_bits": 0.25}, final_iwae_samples=100,
+                         eval_iwae_samples=500),
+}
+#: Density flows (no latent variable): grey levels (their likelihood is a density over
+#: dequantized levels) and 10 epochs.
+FLOW_DEFAULTS = RunDefaults(train={"epochs": 10}, binarize="none")
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add every command-line option of the dataclass ``cls`` to ``parser`` (default None,
-    so that what the user gave can be told from what the defaults say)."""
-    for f, annotation, flag in flag_fields(cls):
-        meta = f.metadata
-        kwargs: Dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": meta["help"]}
-        metavar = meta["metavar"] or f.name.upper()
-        if annotation is bool:
-            kwargs["action"] = "store_true"
-        elif typing.get_origin(annotation) in (tuple, list):
-            kwargs.update(action="append", metavar=metavar)
-        else:
-            kwargs.update(type=_arg_type(annotation), metavar=metavar)
-        parser.add_argument(flag, **kwargs)
-
-
-def given_flags(args: argparse.Namespace, cls: type) -> Dict[str, Any]:
-    """The fields of ``cls`` the user set on the command line, ``{field: value}``."""
-    out = {}
-    for f, _, _ in flag_fields(cls):
-        value = getattr(args, f"{cls.__name__}.{f.name}", None)
-        if value is not None and value is not False:
-            out[f.name] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def given_flag_names(args: argparse.Namespace, classes, where=lambda meta: True) -> List[str]:
-    """Spellings of the flags of ``classes`` that the user gave and whose metadata
-    satisfies ``where`` (e.g. the latent-only ones, or those a resume may not change)."""
-    names = []
-    for cls in classes:
-        given = given_flags(args, cls)
-        for f, _, flag in flag_fields(cls):
-            if f.name in given and where(f.metadata):
-                names.append(flag)
-    return names
+def defaults_for(name: str, has_latent: bool = True) -> RunDefaults:
+    """The defaults of the model registered as ``name`` (``has_latent=False``: a density flow)."""
+    return MODEL_DEFAULTS.get(name, RunDefaults() if has_latent else FLOW_DEFAULTS)

@@ -11,6 +11,11 @@ import datetime
 import os
 from typing import Iterator, Tuple
 
+import torch
+import torch.distributed as dist
+
+from pyro_vae.errors import ConfigError
+
 #: How long a rank waits for the others in a collective before the run fails (a rank that
 #: died is normally noticed at once by torchrun's agent, which ends the others).
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -24,9 +29,6 @@ def process_group(device: str) -> Iterator[Tuple[str, bool]]:
     if world <= 1:
         yield device, True
         return
-    import torch
-    import torch.distributed as dist
-
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         device = f"cuda:{local_rank}"
@@ -40,3 +42,10 @@ def process_group(device: str) -> Iterator[Tuple[str, bool]]:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def check_device(device: str) -> None:
+    """Refuse a GPU device where CUDA is not available (the name itself was checked with the
+    command's options, :class:`inference.settings.Common`)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"the device {device} was asked for, but CUDA is not available", params=("device",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from torch import nn
 
@@ -15,8 +15,12 @@ from pyro_vae.infer import distributed
 from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.usage import latent_usage
 
-from .io import atomic_write_json, check_output_file
-from .rundir import check_trained, load_data, load_run, paths
+from .config import defaults_for
+from .distributed import check_device
+from .io import atomic_write_json
+from .restore import dataset_path, load_data, load_run
+from .rundir import paths
+from .settings import EvaluateOptions
 
 
 def evaluate_model(
@@ -89,37 +93,38 @@ def summarize(result: Dict[str, Any]) -> str:
     return line
 
 
-def evaluate_run(
-    run_dir: str,
-    iwae_samples: Optional[int] = None,
-    split: str = "test",
-    dataset: Optional[str] = None,
-    data_dir: Optional[str] = None,
-    download: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-    device: str = "cpu",
-) -> Dict[str, Any]:
+def evaluate_run(opts: EvaluateOptions) -> Dict[str, Any]:
     """Evaluate a run (optionally on another dataset of the same image shape); write eval.json.
 
-    ``iwae_samples=None`` takes the model's own default (5000; fewer for an expensive decoder).
+    ``opts.iwae_samples=None`` takes the model's own default (5000; fewer for an expensive
+    decoder, :func:`~inference.config.defaults_for`).
     """
-    check_trained(run_dir)
-    check_output_file(paths(run_dir)["eval"])  # before the work, not after it
-    model, guide, config, payload = load_run(run_dir, device=device)
+    opts.check_paths()  # before the work, not after it
+    model, guide, config, payload = load_run(opts.run_dir, device=opts.device)
+    iwae_samples = opts.iwae_samples
     if iwae_samples is None:
-        iwae_samples = type(model).defaults.eval_iwae_samples
+        iwae_samples = defaults_for(config.model["name"], model.has_latent).eval_iwae_samples
     data_cfg = config.data
-    if dataset is not None:  # other data: the folder options that fix the image shape stay
+    if opts.dataset is not None:  # other data: the folder options that fix the image shape stay
+        dataset = dataset_path(opts.dataset)
         folder = os.path.isdir(dataset)
         data_cfg = dataclasses.replace(
             data_cfg, name=dataset, train_size=None, test_size=None, fingerprint=None, path_from_run=None,
             test_fraction=None,
             image_size=data_cfg.image_size if folder else None, channels=data_cfg.channels if folder else None)
-    if data_dir is not None:
-        data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    data = load_data(run_dir, data_cfg, download=download)
-    result = evaluate_model(model, guide, data, split, iwae_samples, seed=seed, progress=progress)
+    if opts.data_dir is not None:
+        data_cfg = dataclasses.replace(data_cfg, data_dir=opts.data_dir)
+    data = load_data(opts.run_dir, data_cfg, download=opts.download)
+    result = evaluate_model(model, guide, data, opts.split, iwae_samples, seed=opts.seed,
+                            progress=not opts.no_progress)
     result["epochs"] = int(payload.get("trainer", {}).get("epoch", 0))
-    atomic_write_json(paths(run_dir)["eval"], result)
+    atomic_write_json(paths(opts.run_dir)["eval"], result)
     return result
+
+
+def main(opts: EvaluateOptions, _: Any = None) -> int:
+    """``pyro-vae evaluate``."""
+    check_device(opts.device)
+    print(summarize(evaluate_run(opts)))
+    print(f"wrote {paths(opts.run_dir)['eval']}")
+    return 0

@@ -119,20 +119,6 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` atomically.
-
-    The checkpoint is serialised in memory first: torch's own file writer reports a full
-    disk as an opaque ``RuntimeError`` of its zip container, a plain file write as the
-    ``OSError`` it is.
-    """
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, lambda f: f.write(buf.getbuffer()))
-
-
 def atomic_netcdf(idata: Any, path: str) -> str:
     """Write an ArviZ ``InferenceData`` to ``path`` atomically; return ``path``.
 

@@ -18,10 +18,12 @@ import sys
 import uuid
 from typing import List, Optional
 
-from pyro_vae.errors import ConfigError
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-#: Most processes ``--nproc`` starts on one machine.
-MAX_PROCESSES = 64
+from .rundir import describe_checkpoint
+
 #: Set in the workers' environment by :func:`launch`.
 LAUNCHED = "PYRO_VAE_LAUNCHED"
 
@@ -41,15 +43,8 @@ def _without_nproc(argv: List[str]) -> List[str]:
 
 def launch(nproc: int, argv: List[str], out: Optional[str] = None) -> int:
     """Run ``pyro-vae`` with ``argv`` (less ``--nproc``) in ``nproc`` processes; return the
-    exit status (that of the failed rank, if one failed)."""
-    if not 1 <= nproc <= MAX_PROCESSES:
-        raise ConfigError(f"--nproc must be between 1 and {MAX_PROCESSES}, got {nproc}")
-    if os.environ.get("WORLD_SIZE"):
-        raise ConfigError("--nproc cannot be used under torchrun: torchrun already started the processes")
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
+    exit status (that of the failed rank, if one failed); ``nproc`` was checked with the
+    command's options (:class:`inference.settings.TrainRun`)."""
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=0.2)
@@ -65,8 +60,6 @@ def launch(nproc: int, argv: List[str], out: Optional[str] = None) -> int:
         # SIGINT / SIGTERM reached this process: the agent has passed it on to the workers and
         # waited for them; the workers stay silent (PYRO_VAE_LAUNCHED) and this speaks once
         sig = signal.Signals(err.sigval).name
-        from .rundir import describe_checkpoint
-
         print(f"pyro-vae train: interrupted by {sig}; {describe_checkpoint(out)}", file=sys.stderr)
         return 128 + int(err.sigval)
     except ChildFailedError as err:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import io
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
+from torchvision.utils import save_image
 
 from .io import atomic_write_bytes
 
 
 def save_grid(images: Tensor, path: str, nrow: int = 8) -> None:
     """Save images (N, C, H, W) in [0, 1] as one PNG grid (written atomically)."""
-    from torchvision.utils import save_image
-
     buf = io.BytesIO()
     save_image(images.detach().float().clamp(0, 1).cpu(), buf, nrow=nrow, padding=2, format="png")
     atomic_write_bytes(path, buf.getvalue())
@@ -32,28 +32,25 @@ def reconstruction_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:
     return torch.cat(rows)
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def subplots(nrows: int = 1, ncols: int = 1, squeeze: bool = True, **kwargs: Any) -> Tuple[Figure, Any]:
+    """A matplotlib figure and its axes, as ``pyplot.subplots`` makes them (``kwargs`` such
+    as ``figsize`` go to the figure), but without pyplot: no backend, no display and no
+    global registry of figures to close (matplotlib's advice for figures that are only saved)."""
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
-def save_figure(fig, path: str, dpi: int = 100) -> None:
-    """Save a matplotlib figure as a PNG (written atomically) and close it."""
+def save_figure(fig: Figure, path: str, dpi: int = 100) -> None:
+    """Save a matplotlib figure as a PNG (written atomically)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] = None) -> None:
     """Train objective and test ELBO (nats per example) against epochs."""
     epochs = [m["epoch"] for m in metrics]
-    fig, ax = pyplot().subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(epochs, [-m["train_loss"] for m in metrics], label="train objective (β-ELBO)")
     ax.plot(epochs, [m["test_elbo"] for m in metrics], label="test ELBO")
     ax.set_xlabel("epoch")

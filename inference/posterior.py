@@ -13,71 +13,27 @@ This module only wires the library's posterior analysis to a run directory:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List
 
 import torch
 
-from pyro_vae.data import SPLITS
-from pyro_vae.errors import ConfigError
-from pyro_vae.infer.gaps import LocalFitConfig, inference_gaps
-from pyro_vae.infer.nuts import (NUTSConfig, compare_moments, guide_posterior, nuts_diagnostics,
-                                 nuts_posterior, nuts_summary, psis_khat)
+from pyro_vae.infer.gaps import inference_gaps
+from pyro_vae.infer.nuts import (compare_moments, guide_posterior, nuts_diagnostics, nuts_posterior, nuts_summary,
+                                 psis_khat)
 from pyro_vae.infer.usage import latent_usage, leading_dims, posterior_means
-from pyro_vae.options import check_fields, check_ranges
 
 from . import posterior_plots as plots
+from .distributed import check_device
 from .io import atomic_netcdf, atomic_write_json, atomic_write_text, output_error
-from .rundir import POSTERIOR, check_analysis_output, load_data, load_run
+from .restore import load_data, load_run
+from .settings import PosteriorOptions, check_indices
 
 
-@dataclass
-class PosteriorConfig:
-    """What :func:`posterior_run` does (besides the NUTS and local-fit settings).
-
-    Attributes:
-        indices: indices of the analysed images in ``split``.
-        split: ``test`` or ``train``.
-        guide_draws: draws of the amortized guide per image (default chains × draws).
-        iwae_samples: k of the log p(x) estimates and of the ELBO averages.
-        leading: number of latent dimensions shown in marginal and traversal figures.
-        seed: seed of the guide draws and of the gaps.
-    """
-
-    indices: Tuple[int, ...] = (0, 1, 2)
-    split: str = "test"
-    guide_draws: Optional[int] = None
-    iwae_samples: int = 5000
-    leading: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_fields(self, "posterior setting")
-        if not self.indices or len(set(self.indices)) != len(self.indices):
-            raise ConfigError(f"--index needs distinct image indices, got {list(self.indices)}")
-        if self.split not in SPLITS:
-            raise ConfigError(f"unknown split {self.split!r}; valid splits: {', '.join(SPLITS)}")
-        check_ranges(self, {
-            "guide_draws": self.guide_draws is None or self.guide_draws >= 4,
-            "iwae_samples": self.iwae_samples >= 1,
-            "leading": self.leading >= 1,
-            "seed": self.seed >= 0,
-        }, "posterior settings")
-
-
-def posterior_run(
-    run_dir: str,
-    config: Optional[PosteriorConfig] = None,
-    nuts: Optional[NUTSConfig] = None,
-    local: Optional[LocalFitConfig] = None,
-    out: Optional[str] = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    device: str = "cpu",
-) -> Dict[str, Any]:
+def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Analyse the posterior of a trained run for a few images; write netCDF, JSON, figures.
 
-    Writes into ``out`` (default ``RUN_DIR/posterior``): ``nuts.nc`` and ``guide.nc``
+    Writes into ``opts.out`` (default ``RUN_DIR/posterior``): ``nuts.nc`` and ``guide.nc``
     (ArviZ InferenceData), ``nuts_summary.csv`` (``arviz.summary``), ``gaps.json``,
     ``diagnostics.json`` (ESS, R-hat, divergences, PSIS k̂, moment comparison per image),
     ``latent_usage.json``, ``marginals_<i>.png`` and ``traversal_<i>.png`` per image, and
@@ -87,27 +43,18 @@ def posterior_run(
     Returns:
         ``{"out", "gaps", "diagnostics", "latent_usage", "files"}``.
     """
-    config = config or PosteriorConfig()
-    nuts = nuts or NUTSConfig()
-    local = local or LocalFitConfig()
-    out = out or os.path.join(run_dir, POSTERIOR)
-    check_analysis_output(out, run_dir)  # before the work, not after it
+    opts.check_paths()  # before the work, not after it
+    config, nuts, local, out, run_dir = opts, opts.nuts, opts.local, opts.out, opts.run_dir
+    progress, device = not opts.no_progress, opts.device
     vae, guide, run_config, _ = load_run(run_dir, device=device)
-    if not vae.has_latent:
-        raise ConfigError(f"{run_dir} holds a density flow: it has no latent variable, so no posterior")
     data = load_data(run_dir, run_config.data)
     x_all = data.eval_data(config.split, dequantize=vae.dequantize).to(device)
-    bad = [i for i in config.indices if not 0 <= i < len(x_all)]
-    if bad:
-        raise ConfigError(
-            f"index {bad[0]} is out of range: the {config.split} split has {len(x_all)} images "
-            f"(valid indices 0..{len(x_all) - 1})"
-        )
+    check_indices(config.index, len(x_all), config.split, "index")
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
         raise output_error(err, out, "create") from None
-    indices = list(config.indices)
+    indices = list(config.index)
     x = x_all[torch.tensor(indices)]
     files: List[str] = []
 
@@ -195,3 +142,12 @@ def format_gaps(gaps: Dict[str, Any]) -> str:
                 f"from the {' / '.join(sources)} proposal; ELBOs are "
                 f"{gaps['iwae_samples']}-sample averages)")
     return "\n".join(text)
+
+
+def main(opts: PosteriorOptions, _: Any = None) -> int:
+    """``pyro-vae posterior``."""
+    check_device(opts.device)
+    result = posterior_run(opts)
+    print(format_gaps(result["gaps"]))
+    print(f"wrote {len(result['files'])} files to {result['out']}")
+    return 0

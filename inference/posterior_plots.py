@@ -1,4 +1,4 @@
-"""Figures of the posterior analysis (matplotlib on the Agg backend, ArviZ KDEs).
+"""Figures of the posterior analysis (matplotlib figures without pyplot, ArviZ KDEs).
 
 * :func:`marginals_figure` — one image: the guide's marginals over the NUTS marginals for
   the leading latent dimensions, and the joint of the two leading ones;
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import arviz as az
 import numpy as np
 import torch
 from torch import Tensor
 
 from pyro_vae.models import VAE
 
-from .plots import pyplot, save_figure, save_grid
+from .plots import save_figure, save_grid, subplots
 
 
 def marginals_figure(
@@ -39,15 +40,12 @@ def marginals_figure(
         path: PNG file to write.
         guide_name: legend label of the guide.
     """
-    import arviz as az
-
-    plt = pyplot()
     p = nuts_idata.posterior["z"].sel(example=example)
     q = guide_idata.posterior["z"].sel(example=example)
     dims = list(dims)
     joint = len(dims) >= 2
     ncols = len(dims) + int(joint)
-    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 2.8), squeeze=False)
+    fig, axes = subplots(1, ncols, figsize=(3.0 * ncols, 2.8), squeeze=False)
     for ax, j in zip(axes[0], dims):
         # ArviZ's KDE (linear diffusion with an adaptive bandwidth), drawn by matplotlib
         grid, pdf = az.kde(p.sel(z_dim=j).values.ravel())
@@ -115,9 +113,8 @@ def manifold_figure(vae: VAE, path: str, n: int = 20) -> None:
 
 def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:
     """Scatter of posterior means (N, 2), coloured by label when there are labels."""
-    plt = pyplot()
     m = means.detach().cpu().double().numpy()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = subplots(figsize=(5.5, 5))
     if labels is None:
         ax.scatter(m[:, 0], m[:, 1], s=4, alpha=0.6)
     else:

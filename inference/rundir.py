@@ -6,7 +6,7 @@ epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, T
 ``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
 works from the directory alone, wherever it was moved: a dataset file is found by its
 absolute path or by its path relative to the run, and checked against its fingerprint (a
-file's sha256, a folder's hash of its files).
+file's sha256, a folder's hash of its files); :mod:`inference.restore` rebuilds a run from it.
 
 No command writes onto a run's own files except the command that owns them (``train``;
 ``evaluate`` its ``eval.json``; ``sample`` the run's ``samples.png``), and every check of an
@@ -21,18 +21,12 @@ import hashlib
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, OutputError
 
 from .config import FORMAT, DataConfig, RunConfig
 from .io import check_can_create, check_output_file, check_writable, clean_stale_temps
-
-if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
-
-    from pyro_vae.contract import Model
-    from pyro_vae.data import ImageDataset
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -66,6 +60,11 @@ def _is_pyro_vae_config(path: str) -> bool:
         return False
 
 
+def _check_not_a_file(directory: str) -> None:
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputError(f"--out {directory} exists and is not a directory")
+
+
 def check_new_run(run_dir: str) -> bool:
     """Refuse a ``train --out`` that could damage something; say whether it *restarts* a
     run that stopped before its first checkpoint.
@@ -80,8 +79,7 @@ def check_new_run(run_dir: str) -> bool:
     Returns:
         ``True`` if ``run_dir`` holds such a stopped run, which ``train`` starts afresh.
     """
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise OutputError(f"--out {run_dir} exists and is not a directory")
+    _check_not_a_file(run_dir)
     p = paths(run_dir)
     if os.path.exists(p["checkpoint"]):
         raise CheckpointError(
@@ -139,8 +137,7 @@ def check_run_output(path: str, run_dir: str, own: Tuple[str, ...] = ("samples.p
 
 def check_analysis_output(out: str, run_dir: str) -> None:
     """Refuse a ``posterior --out`` directory that is a run, or another run's ``posterior/``."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise OutputError(f"--out {out} exists and is not a directory")
+    _check_not_a_file(out)
     if is_run(out):
         raise OutputError(f"--out {out} is a run directory; give a directory of its own "
                           f"(default {os.path.join(run_dir, POSTERIOR)})")
@@ -215,20 +212,6 @@ def fingerprint(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def record_dataset(data: DataConfig, run_dir: str, source_fingerprint: Optional[str] = None) -> DataConfig:
-    """``data`` of a new run with a dataset *file or folder* recorded so that the run can be
-    moved: its absolute path, its path relative to the run directory and its fingerprint (a
-    file's sha256; for a folder, ``source_fingerprint``, the folder source's hash of its files)."""
-    from pyro_vae.datasets import DATASETS
-
-    if data.name in DATASETS or not os.path.exists(data.name):  # a name, even beside a file of that name
-        return data
-    path = os.path.abspath(data.name)
-    stamp = fingerprint(path) if os.path.isfile(path) else source_fingerprint
-    return dataclasses.replace(data, name=path, fingerprint=stamp,
-                               path_from_run=os.path.relpath(path, os.path.abspath(run_dir)))
-
-
 def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
     """The run's data settings with its dataset file or folder found: at its recorded path,
     or at its path relative to the run directory (the run and its data moved together); a
@@ -248,44 +231,6 @@ def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
         raise DataError(f"{found} is not the dataset file {run_dir} was trained on (its sha256 differs); "
                         "`pyro-vae evaluate --dataset FILE` evaluates on another file")
     return dataclasses.replace(data, name=found)
-
-
-def load_data(run_dir: str, data: DataConfig, download: bool = False) -> "ImageDataset":
-    """The data of a run as its config says (found by :func:`run_dataset`); an image folder
-    whose files changed since the run recorded them is refused, naming the way around it."""
-    from pyro_vae.data import load_dataset
-
-    data = run_dataset(run_dir, data)
-    dataset = load_dataset(**data.load_kwargs(), download=download)
-    now = dataset.source.get("fingerprint")
-    if os.path.isdir(data.name) and data.fingerprint is not None and now != data.fingerprint:
-        raise DataError(f"the files of {data.name} changed since the run was trained (fingerprint "
-                        f"{data.fingerprint}, now {now}); `pyro-vae evaluate --dataset {data.name}` "
-                        "evaluates on them as they are")
-    return dataset
-
-
-def load_run(run_dir: str, device: str = "cpu") -> Tuple["Model", "nn.Module", RunConfig, Dict[str, Any]]:
-    """Rebuild a run's model and guide from its directory, on ``device`` (removing debris
-    of killed writers first).
-
-    Returns:
-        ``(model, guide, config, checkpoint)``.
-    """
-    from .checkpoint import build_from_checkpoint, load_checkpoint
-
-    config = read_config(run_dir)
-    clean_run(run_dir)
-    payload = load_checkpoint(paths(run_dir)["checkpoint"])
-    if (payload["model_spec"], payload["guide_spec"], payload.get("prior_spec")) != (
-            config.model, config.guide, config.prior):
-        raise CheckpointError(
-            f"{run_dir}: the checkpoint's model/guide do not match {CONFIG} (foreign checkpoint?)"
-        )
-    model, guide = build_from_checkpoint(payload)
-    model.to(device)
-    guide.to(device)
-    return model, guide, config, payload
 
 
 def describe_checkpoint(run_dir: Optional[str], epoch: Optional[int] = None) -> str:

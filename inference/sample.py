@@ -3,47 +3,32 @@ between two test images (``--interpolate I J``)."""
 
 from __future__ import annotations
 
-import os
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer.usage import posterior_means
-from pyro_vae.options import check_int, check_positive
 from pyro_vae.priors import StandardNormalPrior
 
-from .config import MAX_SAMPLES
+from .distributed import check_device
 from .plots import save_grid
-from .rundir import check_run_output, load_data, load_run
+from .restore import load_data, load_run
+from .settings import SampleOptions, check_indices
 
 
-def sample_run(
-    run_dir: str,
-    n: int = 64,
-    out: Optional[str] = None,
-    seed: int = 0,
-    device: str = "cpu",
-    temperature: Optional[float] = None,
-) -> str:
-    """Write a grid of ``n`` images decoded from z ~ p(z) (for a flow model: samples at
-    ``temperature``, z ~ N(0, T² I)) to ``out`` (default ``RUN_DIR/samples.png``); return
-    the file's path. ``out`` must be a writable ``.png`` path and no file of a run other
-    than this run's ``samples.png``."""
-    check_int(n, "--n", 1, MAX_SAMPLES)
-    if temperature is not None:
-        check_positive(temperature, "--temperature")
-    out = out or os.path.join(run_dir, "samples.png")
-    check_run_output(out, run_dir)
-    model, _, _, _ = load_run(run_dir, device=device)
-    if temperature is not None and model.has_latent:
-        raise ConfigError("--temperature applies to flow models (nice, realnvp, glow) only")
+def sample_run(opts: SampleOptions) -> str:
+    """Write a grid of ``opts.n`` images decoded from z ~ p(z) (for a flow model: samples at
+    ``opts.temperature``, z ~ N(0, T² I)) to ``opts.out`` (default ``RUN_DIR/samples.png``);
+    return the file's path."""
+    opts.check_paths()
+    model, _, _, _ = load_run(opts.run_dir, device=opts.device)
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        images = model.generate(n, temperature)
-    save_grid(images, out, nrow=max(1, int(round(n**0.5))))
-    return out
+        torch.manual_seed(opts.seed)
+        images = model.generate(opts.n, opts.temperature)
+    save_grid(images, opts.out, nrow=max(1, int(round(opts.n**0.5))))
+    return opts.out
 
 
 def interpolate(a: Tensor, b: Tensor, steps: int, spherical: bool) -> Tensor:
@@ -67,17 +52,10 @@ def interpolate(a: Tensor, b: Tensor, steps: int, spherical: bool) -> Tensor:
 
 
 @torch.no_grad()
-def interpolate_run(
-    run_dir: str,
-    i: int,
-    j: int,
-    steps: int = 10,
-    out: Optional[str] = None,
-    seed: int = 0,
-    device: str = "cpu",
-) -> str:
-    """Decode the path between test images ``i`` and ``j``; write it as one row (image i,
-    ``steps`` decoded points, image j) and return the file's path.
+def interpolate_run(opts: SampleOptions) -> str:
+    """Decode the path between test images ``I, J = opts.interpolate``; write it as one row
+    (image I, ``opts.steps`` decoded points, image J) to ``opts.out`` (default
+    ``RUN_DIR/interpolation_I_J.png``) and return the file's path.
 
     A VAE goes from the posterior mean E_q[z | x_i] to E_q[z | x_j] (the guide's; sampled
     for a flow guide), spherically for the standard Normal prior and linearly for a learned
@@ -85,15 +63,12 @@ def interpolate_run(
     density flow goes between its latents z = f(x), which are N(0, I) under the model, so
     spherically too, and inverts the flow exactly.
     """
-    check_int(steps, "--steps", 2, MAX_SAMPLES)
-    out = out or os.path.join(run_dir, f"interpolation_{i}_{j}.png")
-    check_run_output(out, run_dir, own=(f"interpolation_{i}_{j}.png",))
+    opts.check_paths()
+    (i, j), steps, seed, run_dir, device = opts.interpolate, opts.steps, opts.seed, opts.run_dir, opts.device
     model, guide, config, _ = load_run(run_dir, device=device)
     data = load_data(run_dir, config.data)
     n = data.num_examples("test")
-    for index in (i, j):
-        if not 0 <= index < n:
-            raise ConfigError(f"--interpolate {index}: the test split has {n} images (indices 0 to {n - 1})")
+    check_indices((i, j), n, "test", "interpolate")
     x = data.eval_data("test", dequantize=model.dequantize)[[i, j]].to(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -105,5 +80,12 @@ def interpolate_run(
             z = model.encode(x)
             path = interpolate(z[0].flatten(), z[1].flatten(), steps, spherical=True)
             images = model.decode(path.reshape(steps, *z.shape[1:])).clamp(0.0, 1.0)
-    save_grid(torch.cat([x[:1], images, x[1:]]), out, nrow=steps + 2)
-    return out
+    save_grid(torch.cat([x[:1], images, x[1:]]), opts.out, nrow=steps + 2)
+    return opts.out
+
+
+def main(opts: SampleOptions, _: Any = None) -> int:
+    """``pyro-vae sample``."""
+    check_device(opts.device)
+    print(f"wrote {interpolate_run(opts) if opts.interpolate is not None else sample_run(opts)}")
+    return 0

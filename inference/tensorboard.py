@@ -21,6 +21,7 @@ import threading
 from typing import Any, Dict, Iterator
 
 from torch import nn
+from torchvision.utils import make_grid
 
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset
@@ -28,6 +29,11 @@ from pyro_vae.infer.context import frozen, isolated
 
 from .io import output_error
 from .plots import reconstruction_grid
+
+try:  # optional (the extra [tensorboard]): without it no events are written
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # pragma: no cover - the test extra installs it
+    SummaryWriter = None
 
 #: Sub-folder of the run directory that holds the event files.
 TB_DIR = "tb"
@@ -60,11 +66,7 @@ def _quiet_writer_thread(args: Any, default: Any = threading.excepthook) -> None
 
 def available() -> bool:
     """Whether ``torch.utils.tensorboard`` can write (the ``tensorboard`` package is installed)."""
-    try:
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return SummaryWriter is not None
 
 
 class Board:
@@ -82,8 +84,6 @@ class Board:
         self.images_every = max(1, round(epochs / 10))
         self.epochs = epochs
         if enabled and available():
-            from torch.utils.tensorboard import SummaryWriter
-
             self.dir = os.path.join(run_dir, TB_DIR)
             threading.excepthook = _quiet_writer_thread
             with self._writing():
@@ -125,8 +125,6 @@ class Board:
     def log_images(self, model: Model, guide: nn.Module, data: ImageDataset, seed: int, step: int) -> None:
         """Samples of the model and reconstructions of the first test images, drawn with
         their own seed so that training continues exactly as without them."""
-        from torchvision.utils import make_grid
-
         x = data.eval_data("test", dequantize=model.dequantize)[:GRID_IMAGES // 2]
         x = x.to(next(model.parameters()).device)
         with frozen(model, guide), isolated(x, seed):

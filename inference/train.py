@@ -1,6 +1,8 @@
 """``pyro-vae train``: train (or resume) a run in its directory, then evaluate it.
 
-The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
+:func:`main` is the command: it turns the flags into a :class:`~inference.config.RunConfig`
+(the model's own defaults filling in what was not given), names the run, and trains it —
+in this process, under ``torchrun``, or in ``--nproc N`` processes it launches. The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
 measures — and this module keeps the run directory: the config first, then after every
 epoch a metrics line, TensorBoard's events (:mod:`inference.tensorboard`) and an atomic
 checkpoint, at the end the figures and ``eval.json``.
@@ -14,29 +16,97 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from pyro_vae.build import build_model_and_guide
+from pyro_vae.build import build_model_and_guide, check_specs, model_class
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
 from pyro_vae.errors import CheckpointError, ConfigError, OutputError
 from pyro_vae.infer import distributed
+from pyro_vae.infer.config import TrainConfig
 from pyro_vae.infer.trainer import Trainer, set_seed
 
+from .args import given_flag_names
 from .checkpoint import save_checkpoint
-from .config import RunConfig
+from .config import Choices, DataConfig, RunConfig, defaults_for
+from .distributed import check_device, process_group
 from .evaluate import evaluate_model, summarize
 from .io import append_text, atomic_write_json, atomic_write_text, check_writable
+from .launch import launch
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .rundir import (check_new_run, clean_run, describe_checkpoint, load_data, load_run, paths, read_config,
-                     read_metrics, record_dataset, run_dataset)
+from .restore import dataset_path, load_data, load_run, record_dataset
+from .rundir import (check_new_run, clean_run, describe_checkpoint, paths, read_config, read_metrics,
+                     run_dataset)
+from .settings import TrainOptions
 from .tensorboard import Board
 
 #: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
 FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
+
+
+def main(opts: TrainOptions, restart: Optional[bool]) -> int:
+    """``pyro-vae train``: ``restart`` is what :meth:`TrainOptions.check_paths` said of ``--out``."""
+    run = opts.run
+    config = None if run.resume else run_config(opts)
+    if run.out is None and "WORLD_SIZE" not in os.environ:
+        # named before any process starts, so that every message (and every rank) names it
+        run.out = default_out(config)
+        opts.argv += ["--out", run.out]
+        restart = opts.check_paths()
+    if run.nproc is not None:
+        check_device(run.device)  # here, not in every worker
+        return launch(run.nproc, opts.argv, out=run.out)
+    with process_group(run.device) as (device, is_main):
+        check_device(device)
+        log = print if is_main else (lambda line: None)
+        kwargs = dict(download=run.download, progress=not run.no_progress, device=device, log=log,
+                      tensorboard=not run.no_tensorboard)
+        if run.resume:
+            result = resume_run(run.out, epochs=opts.given["TrainConfig"].get("epochs"), **kwargs)
+        else:
+            if run.out is None:  # under torchrun: rank 0 names the run for all
+                run.out = distributed.broadcast(default_out(config))
+            result = train_run(run.out, config, restart=restart, **kwargs)
+        log(summarize(result))
+        if not run.resume:
+            log(f"run directory: {run.out}")
+    return 0
+
+
+def run_config(opts: TrainOptions) -> RunConfig:
+    """The configuration of a new run from the flags given, the model's defaults filling in
+    the rest; every check of the flags happens here, before any process group or data."""
+    given = opts.given
+    choices = Choices(**given["Choices"])
+    cls = model_class(choices.model)
+    if not cls.has_latent:
+        latent_only = given_flag_names(given, where=lambda meta: meta["latent"])
+        if latent_only:
+            raise ConfigError(
+                f"{', '.join(latent_only)} cannot be used with the density flow {choices.model!r}: it has "
+                "no latent variable (its guide is empty and its likelihood is exact)"
+            )
+    defaults = defaults_for(choices.model, cls.has_latent)
+    data_given = dict(given["DataConfig"])
+    if "name" in data_given:  # a path is stored absolute, so the run works from anywhere
+        data_given["name"] = dataset_path(data_given["name"])
+    data = DataConfig(**{"binarize": defaults.binarize, **data_given,
+                         "data_dir": os.path.abspath(data_given.get("data_dir", "data"))})
+    train = TrainConfig(**{**defaults.train, **given["TrainConfig"]})
+    model, guide, prior = choices.specs(cls.has_latent, data.binarize)
+    check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
+    iwae_samples = given["RunConfig"].get("iwae_samples", defaults.final_iwae_samples)
+    return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow")
+
+
+def default_out(config: RunConfig) -> str:
+    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model['name']}-"
+                                f"{config.guide['name']}")
 
 
 def train_run(
@@ -189,8 +259,6 @@ def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset,
     epochs = range(trainer.epoch, config.train.epochs)
     bar = None
     if progress and len(epochs):
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=config.train.epochs, initial=trainer.epoch, desc="epochs", unit="ep")
     # the epoch of the checkpoint on disk (None: none yet), for the message of a stop
     checkpointed = trainer.epoch if os.path.exists(p["checkpoint"]) else None

@@ -12,8 +12,10 @@ import torch
 from test_cli import expect_error
 
 from inference.cli import main
-from inference.config import Choices, DataConfig, RunConfig, flag_fields
-from inference.rundir import load_run, read_config
+from inference.args import flag_fields
+from inference.config import Choices, DataConfig, RunConfig
+from inference.restore import load_run
+from inference.rundir import read_config
 from pyro_vae import ConfigError, PyroVAEError, build_guide, build_vae
 from pyro_vae.infer.config import TrainConfig
 from pyro_vae.options import bind_options, check_value
@@ -156,7 +158,7 @@ def test_a_run_written_by_version_1_evaluates_samples_and_resumes(tmp_path, caps
 
 # ---------------------------------------------------------------------- derived flags
 def test_every_option_field_is_a_train_flag_and_the_latent_ones_are_refused_for_flows():
-    from inference.cli import build_parser
+    from inference.args import build_parser
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     flags = {s for a in train._actions for s in a.option_strings}
@@ -181,7 +183,7 @@ def test_a_new_training_field_becomes_a_flag_without_other_edits():
 
     import argparse
 
-    from inference.config import add_flags, given_flags
+    from inference.args import add_flags, given_flags
 
     parser = argparse.ArgumentParser()
     add_flags(parser, Extra)

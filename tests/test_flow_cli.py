@@ -79,7 +79,7 @@ def test_flow_resume_continues_exactly(tmp_path, capsys):
     (["--model", "nice", "--flows", "4", "--kl-warmup", "2"], ["--flows, --kl-warmup"]),
     (["--model", "nice", "--free-bits", "0.5"], ["--free-bits", "no latent variable"]),
     (["--model", "realnvpp"], ["unknown model 'realnvpp'", "valid models: conv, dense", "glow"]),
-    (["--model", "nice", "--binarize", "dynamic"], ["binarized", "--binarize none"]),
+    (["--model", "nice", "--binarize", "dynamic"], ["binarized", "argument --", "binarize='none'"]),
     (["--model", "glow", "--set", "num_scales=3"], ["cannot squeeze"]),
     (["--model", "realnvp", "--set", "z_dim=3"], ["unknown option z_dim", "num_scales"]),
 ])

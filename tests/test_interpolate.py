@@ -52,12 +52,12 @@ def test_a_flow_interpolates_between_its_latents(tmp_path):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--interpolate", "0", "20"], "the test split has 20 images (indices 0 to 19)"),
+    (["--interpolate", "0", "20"], "argument --interpolate: image 20 is out of range: the test split has 20 images (valid indices 0..19)"),
     (["--interpolate", "-1", "3"], "the test split has 20 images"),
-    (["--interpolate", "0", "1", "--steps", "1"], "--steps must be an integer from 2"),
-    (["--steps", "4"], "--steps goes with --interpolate"),
-    (["--interpolate", "0", "1", "--n", "4"], "--n does not apply to --interpolate"),
-    (["--interpolate", "0", "1", "--temperature", "0.5"], "--temperature does not apply"),
+    (["--interpolate", "0", "1", "--steps", "1"], "argument --steps: steps must be an integer from 2"),
+    (["--steps", "4"], "argument --steps: steps goes with an interpolation"),
+    (["--interpolate", "0", "1", "--n", "4"], "argument --n/--interpolate: n does not apply to an interpolation"),
+    (["--interpolate", "0", "1", "--temperature", "0.5"], "argument --temperature/--interpolate: temperature does not apply"),
     (["--interpolate", "0", "1", "--out", "CHECKPOINT"], "the run's own checkpoint.pt"),
     (["--out", "CHECKPOINT"], "the run's own checkpoint.pt"),
     (["--out", "METRICS"], "the run's own metrics.jsonl"),

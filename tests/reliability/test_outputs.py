@@ -134,7 +134,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did work before finding that it cannot write")
 
-    for module in ("rundir", "evaluate", "sample", "posterior", "train"):
+    for module in ("restore", "evaluate", "sample", "posterior", "train"):
         monkeypatch.setattr(f"inference.{module}.load_run", forbidden)
 
 

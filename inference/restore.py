@@ -1,0 +1,71 @@
+"""A run rebuilt from its directory: its model and guide from the checkpoint, its data
+from where the run says they are (:mod:`inference.rundir` knows the format and finds them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from torch import nn
+
+from pyro_vae.contract import Model
+from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.datasets import DATASETS
+from pyro_vae.errors import CheckpointError, DataError
+
+from .checkpoint import build_from_checkpoint, load_checkpoint
+from .config import DataConfig, RunConfig
+from .rundir import CONFIG, clean_run, fingerprint, paths, read_config, run_dataset
+
+
+def dataset_path(name: str) -> str:
+    """``name`` as given if it is a registered dataset or no existing path, else absolute
+    (a dataset file or folder is recorded absolute, so the run works from anywhere)."""
+    return os.path.abspath(name) if name not in DATASETS and os.path.exists(name) else name
+
+
+def record_dataset(data: DataConfig, run_dir: str, source_fingerprint: Optional[str] = None) -> DataConfig:
+    """``data`` of a new run with a dataset *file or folder* recorded so that the run can be
+    moved: its absolute path, its path relative to the run directory and its fingerprint (a
+    file's sha256; for a folder, ``source_fingerprint``, the folder source's hash of its files)."""
+    if data.name in DATASETS or not os.path.exists(data.name):  # a name, even beside a file of that name
+        return data
+    path = os.path.abspath(data.name)
+    stamp = fingerprint(path) if os.path.isfile(path) else source_fingerprint
+    return dataclasses.replace(data, name=path, fingerprint=stamp,
+                               path_from_run=os.path.relpath(path, os.path.abspath(run_dir)))
+
+
+def load_data(run_dir: str, data: DataConfig, download: bool = False) -> ImageDataset:
+    """The data of a run as its config says (found by :func:`run_dataset`); an image folder
+    whose files changed since the run recorded them is refused, naming the way around it."""
+    data = run_dataset(run_dir, data)
+    dataset = load_dataset(**data.load_kwargs(), download=download)
+    now = dataset.source.get("fingerprint")
+    if os.path.isdir(data.name) and data.fingerprint is not None and now != data.fingerprint:
+        raise DataError(f"the files of {data.name} changed since the run was trained (fingerprint "
+                        f"{data.fingerprint}, now {now}); `pyro-vae evaluate --dataset {data.name}` "
+                        "evaluates on them as they are")
+    return dataset
+
+
+def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunConfig, Dict[str, Any]]:
+    """Rebuild a run's model and guide from its directory, on ``device`` (removing debris
+    of killed writers first).
+
+    Returns:
+        ``(model, guide, config, checkpoint)``.
+    """
+    config = read_config(run_dir)
+    clean_run(run_dir)
+    payload = load_checkpoint(paths(run_dir)["checkpoint"])
+    if (payload["model_spec"], payload["guide_spec"], payload.get("prior_spec")) != (
+            config.model, config.guide, config.prior):
+        raise CheckpointError(
+            f"{run_dir}: the checkpoint's model/guide do not match {CONFIG} (foreign checkpoint?)"
+        )
+    model, guide = build_from_checkpoint(payload)
+    model.to(device)
+    guide.to(device)
+    return model, guide, config, payload
