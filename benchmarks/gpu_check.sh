@@ -3,7 +3,8 @@
 #   1. the GPU-marked tests (tests/test_gpu.py);
 #   2. two epochs of every registered model on cuda, through the CLI;
 #   3. a DDP smoke run on all visible GPUs (NCCL; one GPU is fine);
-#   4. the step-overhead benchmark on cuda (dense, conv, resnet).
+#   4. the step-overhead benchmark on cuda (dense, conv, resnet), eager and compiled
+#      (the captured Pyro program compiled by torch.compile, replayed as CUDA graphs).
 # Prints one table; logs go to ${OUT:-/tmp}/gpu_check/.
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -49,9 +50,9 @@ fi
 
 for m in dense conv resnet; do
     t0=$(stamp)
-    python benchmarks/svi_overhead.py --device cuda --model "$m" --variants fused+noval engine \
+    python benchmarks/svi_overhead.py --device cuda --model "$m" --variants fused+noval engine compiled \
         --rounds 9 --steps 30 > "$logs/overhead_$m.log" 2>&1
-    row "step overhead, $m, batch 128, cuda" "$(grep 'engine' "$logs/overhead_$m.log" | tr -s ' ' | cut -c1-90) (hand: $(grep 'hand' "$logs/overhead_$m.log" | cut -d'|' -f3) ms)" "$(secs "$t0" "$(stamp)") s"
+    row "step overhead, $m, batch 128, cuda" "$(grep -E '^ *engine' "$logs/overhead_$m.log" | tr -s ' ' | cut -c1-60); $(grep -E '^ *compiled' "$logs/overhead_$m.log" | tr -s ' ' | cut -c1-60) (hand: $(grep 'hand' "$logs/overhead_$m.log" | cut -d'|' -f3) ms)" "$(secs "$t0" "$(stamp)") s"
 done
 
 echo

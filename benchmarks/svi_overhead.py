@@ -16,7 +16,10 @@ the Pyro steps are ``SVI.step`` with ``Trace_ELBO``. Variants, from naive to wha
 * ``jit``       — and ``JitTrace_ELBO`` (what ``pyro-vae train --jit`` was);
 * ``engine``    — the step of :class:`pyro_vae.infer.trainer.Trainer`: Pyro's ``ELBOModule``
                   (``SyncFreeTrace_ELBO()(vae, vae.guide)``), ``backward`` and the torch
-                  ClippedAdam, parameters local to the modules (no param store), no TorchScript.
+                  ClippedAdam, parameters local to the modules (no param store), no TorchScript;
+* ``compiled``  — the same step with ``TrainConfig(compile=True)``: the Pyro program captured
+                  once into one graph and compiled by ``torch.compile``
+                  (:class:`pyro_vae.infer.compiled.CompiledLoss`; CUDA graphs on a GPU).
 
 Timing is interleaved: each round times ``--steps`` hand-written steps and ``--steps`` steps
 of every variant back to back, and the reported ratio is the median over rounds of the
@@ -24,6 +27,7 @@ per-round ratio, so drifts in machine load cancel. Run::
 
     python benchmarks/svi_overhead.py --batch-size 128 --rounds 15
     python benchmarks/svi_overhead.py --model conv --variants fused+noval jit --rounds 9
+    python benchmarks/svi_overhead.py --hidden 8 --z-dim 2 --variants engine compiled   # tiny
 """
 
 from __future__ import annotations
@@ -61,11 +65,11 @@ def hand_step_factory(vae, num_data, lr):
     return step
 
 
-def engine_step_factory(vae, num_data, lr, data):
+def engine_step_factory(vae, num_data, lr, data, compile=False):
     from pyro_vae.infer.config import TrainConfig
     from pyro_vae.infer.trainer import Trainer
 
-    trainer = Trainer(vae, vae.guide, data, TrainConfig(lr=lr))
+    trainer = Trainer(vae, vae.guide, data, TrainConfig(lr=lr, compile=compile))
 
     def step(x):  # as Trainer.train_epoch runs it: validation off, parameters in the modules
         with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
@@ -115,11 +119,11 @@ def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+
         vae = build_vae(model, data.x_shape, z_dim=z_dim, **options).to(device)
         if name == "hand":
             steps_by_name[name] = hand_step_factory(vae, num_data, 1e-4)
-        elif name == "engine":
-            steps_by_name[name] = engine_step_factory(vae, num_data, 1e-4, data)
+        elif name in ("engine", "compiled"):
+            steps_by_name[name] = engine_step_factory(vae, num_data, 1e-4, data, compile=name == "compiled")
         else:
             steps_by_name[name] = pyro_step_factory(vae, num_data, 1e-4, name)
-        time_steps(steps_by_name[name], batches, 10)  # warm-up (and JIT compilation)
+        time_steps(steps_by_name[name], batches, 10)  # warm-up (and JIT compilation, capture)
     times = {name: [] for name in steps_by_name}
     for _ in range(rounds):
         for name, step in steps_by_name.items():
@@ -144,10 +148,13 @@ def main():
     p.add_argument("--variants", nargs="+", default=["naive", "fused", "fused+noval", "jit", "engine"])
     p.add_argument("--model", default="dense", help="a registered Bernoulli VAE, default options")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256], help="dense: hidden widths")
+    p.add_argument("--z-dim", type=int, default=32)
     a = p.parse_args()
-    res = run(a.batch_size, a.rounds, a.steps, tuple(a.variants), threads=a.threads, model=a.model,
-              device=a.device)
-    what = "dense VAE (512-256, z=32)" if a.model == "dense" else f"{a.model} VAE (default options, z=32)"
+    res = run(a.batch_size, a.rounds, a.steps, tuple(a.variants), hidden=tuple(a.hidden), z_dim=a.z_dim,
+              threads=a.threads, model=a.model, device=a.device)
+    what = (f"dense VAE ({'-'.join(map(str, a.hidden))}, z={a.z_dim})" if a.model == "dense"
+            else f"{a.model} VAE (default options, z={a.z_dim})")
     print(f"{what}, batch {a.batch_size}, {a.device}, torch threads {torch.get_num_threads()}")
     print("| step | ms / step | ratio to hand-written (median, IQR) |")
     print("|---|---|---|")

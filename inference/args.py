@@ -97,7 +97,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, common: bool = False) 
         metavar = meta["metavar"] or f.name.upper()
         nargs = meta.get("nargs")
         if annotation is bool:
-            kwargs["action"] = "store_true"
+            # a run setting may default to True for some models (inference.config.defaults_for):
+            # --x and --no-x; any other switch only turns on
+            kwargs["action"] = argparse.BooleanOptionalAction if cls in RUN_SECTIONS else "store_true"
         elif nargs is not None:
             kwargs.update(nargs=nargs, type=_arg_type(annotation, nargs), metavar=metavar)
         elif typing.get_origin(annotation) in (tuple, list):  # repeatable: --set A=1 --set B=2
@@ -118,7 +120,7 @@ def given_flags(args: argparse.Namespace, cls: type) -> Dict[str, Any]:
         value = getattr(args, f"{cls.__name__}.{f.name}", None)
         if value is None:
             value = getattr(args, f"{Common.__name__}.{f.name}", None)
-        if value is not None and value is not False:
+        if value is not None:  # None: not given (every flag's default), False: --no-x
             out[f.name] = tuple(value) if isinstance(value, list) else value
     return out
 

@@ -140,7 +140,7 @@ def train_run(
     model, guide = build_model_and_guide(config.model, config.guide, config.prior, x_shape=dataset.x_shape)
     model.to(device)
     guide.to(device)
-    trainer = Trainer(model, guide, dataset, config.train)
+    trainer = Trainer(model, guide, dataset, config.train, log=log)
     config = built_config(config, model, guide)
     config = dataclasses.replace(config, data=record_dataset(config.data, run_dir,
                                                              dataset.source.get("fingerprint")))
@@ -199,7 +199,7 @@ def resume_run(
     if target != config.train.epochs:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=target))
     dataset = load_data(run_dir, config.data, download=download)
-    trainer = Trainer(model, guide, dataset, config.train)
+    trainer = Trainer(model, guide, dataset, config.train, log=log)
     trainer.load_state_dict(payload["trainer"])
     on_disk = read_metrics(run_dir)
     metrics = [m for m in on_disk if m["epoch"] <= trainer.epoch]

@@ -205,3 +205,45 @@ def test_a_rank_that_dies_ends_the_run_in_one_line_with_the_checkpoint_intact(tm
     assert "process 1 of 2 was killed by SIGKILL" in lines[0] and "--resume" in lines[0]
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["trainer"]["epoch"] >= 1
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_agents_on_one_host_train_one_run_as_two_machines_would(tmp_path):
+    """Two torchrun agents, one process each, meeting through c10d's rendezvous at a free
+    port of this host — the multi-node launch of the README, as PyTorch's own launcher tests
+    run it: one run directory, one metrics line per epoch, the same parameters on both ranks;
+    then the run resumes in one process."""
+    run, dump, port = tmp_path / "run", tmp_path / "dump", _free_port()
+    dump.mkdir()
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1", "RANK_DUMP": str(dump)}
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-agents",
+         os.path.join(ROOT, "tests", "agent_worker.py"),
+         "train", "--epochs", "2", "--out", str(run), *TINY, *DENSE],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [agent.communicate(timeout=600) for agent in agents]
+    for agent, (out, err) in zip(agents, outputs):
+        assert agent.returncode == 0, err[-3000:]
+    assert sum(out.count("test ELBO") for out, _ in outputs) == 1  # rank 0 alone reported
+    assert sorted(os.listdir(tmp_path)) == ["dump", "run"]  # one run directory, nothing else
+    metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["trainer"]["world_size"] == 2
+    ranks = [torch.load(dump / f"rank{r}.pt") for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.equal(ranks[0][key], ckpt["model_state"][key]), key
+    proc = _cli(tmp_path, "train", "--resume", "--out", str(run), "--epochs", "3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(line)["epoch"] for line in open(run / "metrics.jsonl")] == [1, 2, 3]

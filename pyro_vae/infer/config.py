@@ -27,6 +27,9 @@ MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
 #: Training objectives: the ELBO, or the IWAE bound (:mod:`pyro_vae.infer.elbo`).
 OBJECTIVES = ("elbo", "iwae")
+#: Estimators of the ELBO: Pyro's ``Trace_ELBO`` (Monte-Carlo KL) or ``TraceMeanField_ELBO``
+#: (the KL in closed form where torch knows it).
+ELBO_ESTIMATORS = ("trace", "meanfield")
 #: How the locally optimal guide q* of an image is parameterised (see
 #: :func:`~pyro_vae.infer.gaps.local_guide`).
 LOCAL_METHODS = ("auto", "gaussian", "copy")
@@ -47,6 +50,11 @@ class TrainConfig:
         objective: ``elbo`` (Trace_ELBO, averaged over the L particles) or ``iwae`` (the
             importance-weighted bound L_K of Burda et al. 2015, arXiv:1509.00519, with
             K = ``particles``; :class:`~pyro_vae.infer.elbo.IWAE_ELBO`).
+        elbo: the estimator of ``objective="elbo"``: ``trace`` (Pyro's ``Trace_ELBO``: the
+            KL term by Monte Carlo, log q(z | x) − log p(z) at the sampled z) or ``meanfield``
+            (Pyro's ``TraceMeanField_ELBO``: KL(q(z | x) ‖ p(z)) in closed form where torch
+            registers one — the diagonal Gaussian guide with the Normal prior — else Monte
+            Carlo). The same bound, a lower-variance estimator of it.
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
         free_bits: λ, nats per latent dimension below which the KL is not penalised
             (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
@@ -55,6 +63,9 @@ class TrainConfig:
             bfloat16, the distributions, log-likelihood sums and the ELBO in float32.
         validate: keep Pyro's per-step distribution validation on (data are validated
             once when loaded, so it is off by default for speed).
+        compile: run the training step compiled (:class:`~pyro_vae.infer.compiled.CompiledLoss`:
+            the Pyro program captured once into one graph, compiled by ``torch.compile``;
+            the same noise and loss as eager; a model that cannot be compiled trains eagerly).
         eval_samples: importance samples for the per-epoch test ELBO estimate.
     """
 
@@ -68,6 +79,9 @@ class TrainConfig:
                             metavar="L")
     objective: str = option("elbo", "training objective: elbo | iwae (the importance-weighted bound "
                                     "with K = --particles; default elbo)", latent=True)
+    elbo: str = option("trace", "estimator of the ELBO: trace (Monte-Carlo KL, Trace_ELBO) | meanfield "
+                                "(closed-form KL where it exists, TraceMeanField_ELBO) (default trace)",
+                       latent=True)
     kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
@@ -75,6 +89,9 @@ class TrainConfig:
     precision: str = option("float32", "float32 | bf16: the networks in bfloat16 under torch.autocast, "
                                        "the ELBO in float32 (default float32)")
     validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
+    compile: bool = option(False, "compile the training step: the Pyro program captured once into one graph "
+                                  "and compiled by torch.compile (same noise and loss as eager; falls back "
+                                  "to eager for a model that cannot be compiled)")
     eval_samples: int = option(1, "importance samples of the per-epoch test ELBO", cli=False)
 
     def __post_init__(self) -> None:
@@ -97,10 +114,14 @@ class TrainConfig:
         }, "training settings")
         check_choice(self.precision, PRECISIONS, "precision", "precision")
         check_choice(self.objective, OBJECTIVES, "objective", "objective")
+        check_choice(self.elbo, ELBO_ESTIMATORS, "ELBO estimator", "elbo")
         # the one place these combinations are refused: make_elbo trusts a TrainConfig
         if self.objective == "iwae" and self.free_bits > 0:
             raise ConfigError("objective='iwae' cannot be combined with free_bits > 0",
                               params=("objective", "free_bits"))
+        if self.elbo == "meanfield" and (self.objective != "elbo" or self.free_bits > 0):
+            raise ConfigError("elbo='meanfield' estimates the plain ELBO: it cannot be combined with "
+                              "objective='iwae' or free_bits > 0", params=("elbo", "objective", "free_bits"))
         if self.objective == "iwae" and self.particles < 2:
             raise ConfigError("objective='iwae' needs particles = K ≥ 2 (with K = 1 the IWAE bound is "
                               "the ELBO: objective='elbo')", params=("objective", "particles"))

@@ -30,7 +30,8 @@ import contextlib
 import math
 import random
 import time
-from typing import Any, Dict, Optional
+import warnings
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import pyro
@@ -43,6 +44,7 @@ from ..contract import Model
 from ..data import ImageDataset
 from ..errors import ConfigError
 from . import distributed
+from .compiled import CompiledLoss
 from .config import TrainConfig
 from .context import seed_from
 from .elbo import make_elbo
@@ -79,6 +81,10 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 class Trainer:
     """Train a model and its guide on an :class:`~pyro_vae.data.ImageDataset`.
 
@@ -88,6 +94,7 @@ class Trainer:
         guide: its guide (``model.guide``, :func:`~pyro_vae.guides.build_guide`, …).
         data: the dataset (its ``train`` split is fitted, ``test`` monitored).
         config: optimisation settings.
+        log: where a one-line notice goes (a compiled step that fell back to eager).
 
     Inside a ``torch.distributed`` process group the trainer is data parallel (see the
     module docstring); every rank must construct it and call :meth:`train_epoch` and
@@ -103,7 +110,8 @@ class Trainer:
         ['epoch', 'kl_scale', 'lr']
     """
 
-    def __init__(self, model: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig):
+    def __init__(self, model: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig,
+                 log: Callable[[str], None] = _warn):
         self.model = model
         self.guide = guide
         self.data = data
@@ -124,10 +132,11 @@ class Trainer:
         self.elbo = make_elbo(config)
         #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
         self.loss = self.elbo(model, guide)
-        self._loss = self.loss
+        self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device)) if config.compile \
+            else self.loss
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._loss = DistributedDataParallel(self.loss, device_ids=device_ids)
+            self._loss = DistributedDataParallel(self._loss, device_ids=device_ids)
             if self.rank > 0:  # each rank its own model noise
                 set_seed(seed_from(config.seed, self.rank))
         self.epoch = 0  # number of completed epochs
@@ -231,6 +240,12 @@ class Trainer:
             set_rng_state(state["rank_rng"][self.rank] if self.world > 1 else state["rng"])
         else:
             set_seed(seed_from(self.config.seed, self.epoch, self.rank))
+
+
+def _compile_mode(device: torch.device) -> Optional[str]:
+    """``torch.compile``'s mode: CUDA graphs on a GPU (the shapes of a key are static),
+    inductor's default on a CPU."""
+    return "reduce-overhead" if device.type == "cuda" else None
 
 
 def _autocast(precision: str, device: torch.device, model: Model):
