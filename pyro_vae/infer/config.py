@@ -119,9 +119,12 @@ class TrainConfig:
         if self.objective == "iwae" and self.free_bits > 0:
             raise ConfigError("objective='iwae' cannot be combined with free_bits > 0",
                               params=("objective", "free_bits"))
-        if self.elbo == "meanfield" and (self.objective != "elbo" or self.free_bits > 0):
-            raise ConfigError("elbo='meanfield' estimates the plain ELBO: it cannot be combined with "
-                              "objective='iwae' or free_bits > 0", params=("elbo", "objective", "free_bits"))
+        if self.elbo == "meanfield":
+            clash = ("objective", "objective='iwae'") if self.objective != "elbo" else \
+                ("free_bits", "free_bits > 0") if self.free_bits > 0 else None
+            if clash:
+                raise ConfigError(f"elbo='meanfield' estimates the plain ELBO: it cannot be combined with "
+                                  f"{clash[1]}", params=("elbo", clash[0]))
         if self.objective == "iwae" and self.particles < 2:
             raise ConfigError("objective='iwae' needs particles = K ≥ 2 (with K = 1 the IWAE bound is "
                               "the ELBO: objective='elbo')", params=("objective", "particles"))

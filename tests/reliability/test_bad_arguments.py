@@ -97,6 +97,13 @@ CASES = [
     (["--prior", "vamp", "--prior-set", "components=1000000000"], ["components from 1 to 10000"]),
     (["--image-size", "100000", "--dataset", "{tmp}/pngs"], ["argument --image-size: invalid data settings: image_size=(100000, 100000) (must be H and W from 1 to 4096)"]),
     (["--test-size", "1"], ["test_size=1 (must be ≥ 2)"]),
+    # estimators and the compiled step (issue 23)
+    (["--elbo", "analytic"], ["argument --elbo: unknown ELBO estimator 'analytic'", "trace, meanfield"]),
+    (["--elbo", "meanfield", "--objective", "iwae", "--particles", "2"], ["elbo='meanfield' estimates the plain "
+                                                                          "ELBO"]),
+    (["--elbo", "meanfield", "--free-bits", "0.5"], ["argument --elbo/--free-bits"]),
+    (["--model", "nice", "--elbo", "meanfield"], ["--elbo cannot be used with the density flow"]),
+    (["--compile", "yes"], ["unrecognized arguments: yes"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
