@@ -33,7 +33,7 @@ class DeltaGuide(JointGuide):
         return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)
 
 
-def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out):
+def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, compression="none", compile=False):
     import pyro
 
     from pyro_vae import build_vae, load_dataset
@@ -52,7 +52,8 @@ def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out):
         pyro.set_rng_seed(0)
         vae = build_vae(model, data.x_shape, z_dim=32)
         guide = vae.guide if guide_name == "gaussian" else DeltaGuide(vae)
-        trainer = Trainer(vae, guide, data, TrainConfig())
+        trainer = Trainer(vae, guide, data, TrainConfig(grad_compression=compression,
+                                                        compile=compile and guide_name == "gaussian"))
         n = warmup + steps if guide_name == "gaussian" else check_steps
         with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
             for i in range(n):
@@ -72,10 +73,11 @@ def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out):
         torch.distributed.destroy_process_group()
 
 
-def measure(model, world, batch, warmup, steps, check_steps):
+def measure(model, world, batch, warmup, steps, check_steps, compression="none", compile=False):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.pt")
-        args = (world, model, batch, warmup, steps, check_steps, 29600 + os.getpid() % 300, out)
+        args = (world, model, batch, warmup, steps, check_steps, 29600 + os.getpid() % 300, out, compression,
+                compile)
         if world == 1:
             _worker(0, *args)
         else:
@@ -90,17 +92,22 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--check-steps", type=int, default=20)
+    p.add_argument("--compressions", nargs="+", default=["none"], help="none | fp16 | bf16 (each a row)")
+    p.add_argument("--compile", action="store_true", help="the compiled step in both (TrainConfig.compile)")
     a = p.parse_args()
-    print(f"batch {a.batch_size} (global), {a.steps} timed steps, 1 torch thread per process, gloo")
-    print("| model | 1 process: samples/s | 2 processes: samples/s | speed-up | "
+    print(f"batch {a.batch_size} (global), {a.steps} timed steps, 1 torch thread per process, gloo"
+          + (", compiled step" if a.compile else ""))
+    print("| model | gradients | 1 process: samples/s | 2 processes: samples/s | speed-up | "
           f"max |Δθ| after {a.check_steps} steps (noise-free guide) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for model in a.models:
-        one = measure(model, 1, a.batch_size, a.warmup, a.steps, a.check_steps)
-        two = measure(model, 2, a.batch_size, a.warmup, a.steps, a.check_steps)
-        rate = [a.steps * a.batch_size / r["seconds"] for r in (one, two)]
-        diff = max(float((one["params"][k] - two["params"][k]).abs().max()) for k in one["params"])
-        print(f"| {model} | {rate[0]:.0f} | {rate[1]:.0f} | {rate[1] / rate[0]:.2f}× | {diff:.1e} |")
+        one = measure(model, 1, a.batch_size, a.warmup, a.steps, a.check_steps, compile=a.compile)
+        for compression in a.compressions:
+            two = measure(model, 2, a.batch_size, a.warmup, a.steps, a.check_steps, compression, a.compile)
+            rate = [a.steps * a.batch_size / r["seconds"] for r in (one, two)]
+            diff = max(float((one["params"][k] - two["params"][k]).abs().max()) for k in one["params"])
+            print(f"| {model} | {compression} | {rate[0]:.0f} | {rate[1]:.0f} | {rate[1] / rate[0]:.2f}× | "
+                  f"{diff:.1e} |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
 #: Training objectives: the ELBO, or the IWAE bound (:mod:`pyro_vae.infer.elbo`).
 OBJECTIVES = ("elbo", "iwae")
+#: How DDP sends gradients between processes: as they are, or compressed to 16 bits (and
+#: back) by torch's communication hooks.
+GRAD_COMPRESSIONS = ("none", "fp16", "bf16")
 #: Estimators of the ELBO: Pyro's ``Trace_ELBO`` (Monte-Carlo KL) or ``TraceMeanField_ELBO``
 #: (the KL in closed form where torch knows it).
 ELBO_ESTIMATORS = ("trace", "meanfield")
@@ -63,6 +66,10 @@ class TrainConfig:
             bfloat16, the distributions, log-likelihood sums and the ELBO in float32.
         validate: keep Pyro's per-step distribution validation on (data are validated
             once when loaded, so it is off by default for speed).
+        grad_compression: under DDP, send the gradients as they are (``none``) or compressed
+            to ``fp16`` / ``bf16`` for the all-reduce (torch's ``fp16_compress_hook`` /
+            ``bf16_compress_hook``): half the bytes, and the averaged gradient rounded to 16
+            bits (fp16: 11 significant bits, bf16: 8) before ClippedAdam uses it.
         compile: run the training step compiled (:class:`~pyro_vae.infer.compiled.CompiledLoss`:
             the Pyro program captured once into one graph, compiled by ``torch.compile``;
             the same noise and loss as eager; a model that cannot be compiled trains eagerly).
@@ -89,6 +96,8 @@ class TrainConfig:
     precision: str = option("float32", "float32 | bf16: the networks in bfloat16 under torch.autocast, "
                                        "the ELBO in float32 (default float32)")
     validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
+    grad_compression: str = option("none", "data parallel: none | fp16 | bf16 — gradients compressed to 16 "
+                                           "bits for the all-reduce (default none)")
     compile: bool = option(False, "compile the training step: the Pyro program captured once into one graph "
                                   "and compiled by torch.compile (same noise and loss as eager; falls back "
                                   "to eager for a model that cannot be compiled)")
@@ -115,6 +124,8 @@ class TrainConfig:
         check_choice(self.precision, PRECISIONS, "precision", "precision")
         check_choice(self.objective, OBJECTIVES, "objective", "objective")
         check_choice(self.elbo, ELBO_ESTIMATORS, "ELBO estimator", "elbo")
+        check_choice(self.grad_compression, GRAD_COMPRESSIONS, "gradient compression", "grad_compression",
+                     valid="compressions")
         # the one place these combinations are refused: make_elbo trusts a TrainConfig
         if self.objective == "iwae" and self.free_bits > 0:
             raise ConfigError("objective='iwae' cannot be combined with free_bits > 0",

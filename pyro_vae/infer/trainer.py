@@ -27,6 +27,7 @@ epochs, through ``poutine.scale`` in the model and guide (``kl_scale``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import time
@@ -38,6 +39,7 @@ import pyro
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from ..contract import Model
@@ -135,8 +137,7 @@ class Trainer:
         self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device)) if config.compile \
             else self.loss
         if self.world > 1:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._loss = DistributedDataParallel(self._loss, device_ids=device_ids)
+            self._loss = _data_parallel(self._loss, self.device, config.grad_compression)
             if self.rank > 0:  # each rank its own model noise
                 set_seed(seed_from(config.seed, self.rank))
         self.epoch = 0  # number of completed epochs
@@ -240,6 +241,28 @@ class Trainer:
             set_rng_state(state["rank_rng"][self.rank] if self.world > 1 else state["rng"])
         else:
             set_seed(seed_from(self.config.seed, self.epoch, self.rank))
+
+
+#: No broadcast of the buffers at every forward: ``forward_sync_buffers`` since torch 2.14
+#: (which deprecates ``broadcast_buffers``), ``broadcast_buffers`` before it.
+_NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                           else {"broadcast_buffers": False})
+#: torch's gradient-compression hooks, by :attr:`TrainConfig.grad_compression`.
+COMPRESSION_HOOKS = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}
+
+
+def _data_parallel(loss: nn.Module, device: torch.device, compression: str) -> DistributedDataParallel:
+    """``loss`` wrapped in DDP as the engine needs it: buffers are not broadcast at every
+    forward (they are constants or, ActNorm's, initialised identically on every rank from an
+    all-reduce), gradients are the buckets' views (no copy into them), and the buckets are
+    small enough (4 MB) for the all-reduce of the last layers' gradients to start while the
+    backward pass still computes the first layers'; ``compression`` picks a hook."""
+    ddp = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
+                                  gradient_as_bucket_view=True, bucket_cap_mb=4, **_NO_FORWARD_BUFFER_SYNC)
+    if compression != "none":
+        ddp.register_comm_hook(None, COMPRESSION_HOOKS[compression])
+    return ddp
 
 
 def _compile_mode(device: torch.device) -> Optional[str]:
