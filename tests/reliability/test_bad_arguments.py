@@ -104,6 +104,8 @@ CASES = [
     (["--elbo", "meanfield", "--free-bits", "0.5"], ["argument --elbo/--free-bits"]),
     (["--model", "nice", "--elbo", "meanfield"], ["--elbo cannot be used with the density flow"]),
     (["--compile", "yes"], ["unrecognized arguments: yes"]),
+    (["--grad-compression", "int8"], ["argument --grad-compression: unknown gradient compression 'int8'",
+                                      "none, fp16, bf16"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
