@@ -145,7 +145,7 @@ SCOPED_FLAGS = {
     "guide": ("--guide-set", {"num_flows": "--flows"}),
     "prior": ("--prior-set", {}),
     "likelihood": ("--likelihood", {}),
-    "dataset": (None, {"name": "--dataset"}),
+    "dataset": ("--dataset-set", {"name": "--dataset"}),
 }
 #: Keyword parameters of library functions that a flag of this name feeds.
 ALIASES = {"num_samples": "--iwae-samples", "download": "--download", "data_dir": "--data-dir",
@@ -160,7 +160,7 @@ def flag_of(command: str, param: str):
     scope, _, name = param.rpartition(".")
     if scope in SCOPED_FLAGS:
         default, own = SCOPED_FLAGS[scope]
-        return own.get(name) or (_fields(command).get(name) if scope == "dataset" else default)
+        return own.get(name) or (_fields(command).get(name) if scope == "dataset" else None) or default
     return _fields(command).get(name) or ALIASES.get(name)
 
 

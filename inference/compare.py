@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from matplotlib.ticker import MaxNLocator
 
+from pyro_vae import plugins
 from pyro_vae.errors import CheckpointError, ConfigError
 
 from .config import RunConfig
@@ -89,6 +90,8 @@ def data_description(config: RunConfig, result: Optional[Dict[str, Any]]) -> str
             text += f", test fraction {data.test_fraction:g}"
         if data.fingerprint:
             text += f", files {data.fingerprint}"
+        if data.dataset_set:
+            text += ", " + ", ".join(data.dataset_set)
     return text + ")"
 
 
@@ -119,7 +122,7 @@ def count_parameters(run_dir: str) -> Optional[int]:
     first checkpoint)."""
     if not os.path.isfile(paths(run_dir)["checkpoint"]):
         return None
-    model, guide, _, _ = load_run(run_dir)
+    model, guide, _, _ = load_run(run_dir)  # a model from outside pyro-vae: its code checked first
     unique = {id(p): p for module in (model, guide) for p in module.parameters()}
     return sum(p.numel() for p in unique.values())
 
@@ -131,17 +134,24 @@ def run_row(run_dir: str) -> Dict[str, Any]:
     result = read_eval(run_dir)
     row: Dict[str, Any] = {
         "run": os.path.normpath(run_dir),
-        "model": config.model["name"],
-        "guide": config.guide["name"] if config.kind == "vae" else "—",
+        "model": plugins.display_name(config.model["name"]),
+        "guide": plugins.display_name(config.guide["name"]) if config.kind == "vae" else "—",
         "prior": (config.prior or {}).get("name", "—"),
         "objective": objective(config),
         "epochs": metrics[-1]["epoch"] if metrics else 0,
-        "parameters": count_parameters(run_dir),
+        "parameters": None,
         "dataset": data_description(config, result),
         "estimator": None,
         "curve": [(m["epoch"], m["test_elbo"]) for m in metrics],
         "train_seconds": sum(m.get("seconds", 0.0) for m in metrics),
     }
+    try:
+        row["parameters"] = count_parameters(run_dir)
+    except CheckpointError as err:
+        if not config.sources:
+            raise
+        # the run's own code is missing or changed: its numbers still compare, its size is unknown
+        row["code"] = str(err)
     row["test_elbo"] = result["elbo"] if result else (metrics[-1]["test_elbo"] if metrics else None)
     if result:
         row.update(nll=result.get("nll"), nll_sem=result.get("nll_sem"), estimator=result.get("estimator"),
@@ -182,6 +192,7 @@ def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[st
         warnings.append("the NLLs come from different estimators (" + "; ".join(
             f"{e}: {', '.join(runs)}" for e, runs in estimators.items())
             + "): IWAE bounds tighten as k grows, an exact likelihood is no bound")
+    warnings += [f"{row['run']}: {row['code']} (its parameters are not counted)" for row in rows if "code" in row]
     pending = [row["run"] for row in rows if row["estimator"] is None]
     if pending:
         warnings.append(f"no eval.json yet (test ELBO of the last epoch, no NLL): {', '.join(pending)}")

@@ -26,6 +26,7 @@ from pyro_vae.data_settings import check_binarize, folder_checks
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, TrainConfig
 from pyro_vae.options import check_fields, check_int, check_ranges, dataclass_from_dict, option, parse_pairs
+from pyro_vae.plugins import GROUPS, Source
 
 FORMAT = "pyro-vae-run"
 #: Version 2: specs of model, guide and prior side by side (version 1, written by
@@ -53,6 +54,8 @@ class DataConfig:
     test_fraction: Optional[float] = option(None, "image folders without train/ and test/ sub-folders: "
                                                   "share of the images in the test split (default 0.1)",
                                             metavar="F")
+    dataset_set: Tuple[str, ...] = option((), "option of the dataset's loader, e.g. --dataset-set size=14 "
+                                              "(repeatable; JSON values)", metavar="KEY=VALUE")
     #: What identifies the data — a dataset file's ``sha256:…``, an image folder's hash of
     #: its files — and their path relative to the run directory, recorded so that the run can
     #: be moved with its data and the data checked when loaded again (:mod:`inference.rundir`).
@@ -63,6 +66,7 @@ class DataConfig:
         if isinstance(self.image_size, str):  # from the command line: "32" or "32x48"
             self.image_size = parse_image_size(self.image_size)
         check_fields(self, "data setting")
+        parse_pairs(list(self.dataset_set), "--dataset-set")
         check_binarize(self.binarize)
         check_ranges(self, {
             "train_size": (self.train_size is None or self.train_size >= 1, "≥ 1"),
@@ -83,8 +87,8 @@ class DataConfig:
         """The arguments of :func:`pyro_vae.data.load_dataset` (a source's options among
         them; ``None`` ones are left to the source)."""
         kwargs = self.to_dict()
-        del kwargs["fingerprint"], kwargs["path_from_run"]
-        return kwargs
+        del kwargs["fingerprint"], kwargs["path_from_run"], kwargs["dataset_set"]
+        return {**kwargs, **parse_pairs(list(self.dataset_set), "--dataset-set")}
 
 
 def parse_image_size(text: str) -> Tuple[int, int]:
@@ -159,6 +163,10 @@ class RunConfig:
         iwae_samples: k of the IWAE estimate at the end of training.
         kind: ``"vae"`` or ``"flow"``.
         created: when the run was started.
+        sources: where the code of a model, guide or dataset from outside pyro-vae came
+            from (``{"model": Source.to_dict(), ...}``, :class:`~pyro_vae.plugins.Source`:
+            its import path or entry point, its file and the file's SHA-256), so that the run
+            finds it again and refuses it when it has changed; empty for built-in ones.
     """
 
     model: Dict[str, Any]
@@ -170,6 +178,7 @@ class RunConfig:
                                      "pixel model)", metavar="K")
     kind: str = "vae"
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("model", "guide"):
@@ -182,12 +191,22 @@ class RunConfig:
         self.iwae_samples = check_int(self.iwae_samples, "iwae_samples", 1, MAX_IWAE_SAMPLES)
         if self.kind not in ("vae", "flow"):
             raise ConfigError(f"kind must be 'vae' or 'flow', got {self.kind!r}")
+        if not isinstance(self.sources, dict) or not set(self.sources) <= set(GROUPS):
+            raise ConfigError(f"sources must be an object with keys among {', '.join(GROUPS)}, got {self.sources!r}")
+        for kind, record in self.sources.items():
+            Source.from_dict(record, f"the {kind}'s code")
+
+    def source(self, kind: str) -> Optional[Source]:
+        """Where the code of the run's ``kind`` (``model``, ``guide``, ``dataset``) came from,
+        if from outside pyro-vae."""
+        record = self.sources.get(kind)
+        return None if record is None else Source.from_dict(record, f"the {kind}'s code")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "kind": self.kind, "model": self.model,
                 "guide": self.guide, "prior": self.prior, "data": self.data.to_dict(),
                 "train": self.train.to_dict(), "iwae_samples": self.iwae_samples,
-                "created": self.created}
+                "created": self.created, **({"sources": self.sources} if self.sources else {})}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "config.json") -> "RunConfig":
@@ -200,8 +219,8 @@ class RunConfig:
             return cls(model=d["model"], guide=d["guide"], prior=d["prior"],
                        data=DataConfig.from_dict(d["data"]), train=TrainConfig.from_dict(d["train"]),
                        iwae_samples=d.get("iwae_samples", 1000), kind=d.get("kind", "vae"),
-                       created=str(d.get("created", "")))
-        except ConfigError as err:
+                       created=str(d.get("created", "")), sources=d.get("sources", {}))
+        except (ConfigError, CheckpointError) as err:
             raise CheckpointError(f"{where}: {err}") from None
 
 

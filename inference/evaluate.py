@@ -110,7 +110,7 @@ def evaluate_run(opts: EvaluateOptions) -> Dict[str, Any]:
         folder = os.path.isdir(dataset)
         data_cfg = dataclasses.replace(
             data_cfg, name=dataset, train_size=None, test_size=None, fingerprint=None, path_from_run=None,
-            test_fraction=None,
+            test_fraction=None, dataset_set=(),
             image_size=data_cfg.image_size if folder else None, channels=data_cfg.channels if folder else None)
     if opts.data_dir is not None:
         data_cfg = dataclasses.replace(data_cfg, data_dir=opts.data_dir)

@@ -1,5 +1,7 @@
 """A run rebuilt from its directory: its model and guide from the checkpoint, its data
-from where the run says they are (:mod:`inference.rundir` knows the format and finds them)."""
+from where the run says they are (:mod:`inference.rundir` knows the format and finds them),
+the code of a model, guide or dataset from outside pyro-vae from where the run recorded it —
+refused when it is missing or has changed (:func:`check_sources`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
+from pyro_vae import plugins
+from pyro_vae.build import code_sources
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
 from pyro_vae.datasets import DATASETS
 from pyro_vae.errors import CheckpointError, DataError
+from pyro_vae.plugins import check_source
 
 from .checkpoint import build_from_checkpoint, load_checkpoint
 from .config import DataConfig, RunConfig
@@ -21,8 +26,25 @@ from .rundir import CONFIG, clean_run, fingerprint, paths, read_config, run_data
 
 def dataset_path(name: str) -> str:
     """``name`` as given if it is a registered dataset or no existing path, else absolute
-    (a dataset file or folder is recorded absolute, so the run works from anywhere)."""
+    (a dataset file or folder is recorded absolute, so the run works from anywhere; so is the
+    file of a loader's import path, ``data.py:load``)."""
+    if plugins.is_reference(name):
+        return plugins.canonical(name)
     return os.path.abspath(name) if name not in DATASETS and os.path.exists(name) else name
+
+
+def record_sources(config: RunConfig) -> RunConfig:
+    """``config`` of a new run with where the code of its model, guide and dataset came from,
+    for those from outside pyro-vae (:func:`~pyro_vae.build.code_sources`)."""
+    sources = code_sources(config.model, config.guide, config.data.name)
+    return dataclasses.replace(config, sources={kind: s.to_dict() for kind, s in sources.items()})
+
+
+def check_sources(config: RunConfig) -> None:
+    """Refuse a run whose code from outside pyro-vae is missing or has changed since it was
+    recorded (one line, before the code is imported again)."""
+    for kind in config.sources:
+        check_source(kind, config.source(kind))  # type: ignore[arg-type]
 
 
 def record_dataset(data: DataConfig, run_dir: str, source_fingerprint: Optional[str] = None) -> DataConfig:
@@ -58,6 +80,7 @@ def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunCo
         ``(model, guide, config, checkpoint)``.
     """
     config = read_config(run_dir)
+    check_sources(config)
     clean_run(run_dir)
     payload = load_checkpoint(paths(run_dir)["checkpoint"])
     if (payload["model_spec"], payload["guide_spec"], payload.get("prior_spec")) != (

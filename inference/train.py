@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyro_vae import plugins
 from pyro_vae.build import build_model_and_guide, check_specs, model_class
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
@@ -39,7 +40,7 @@ from .evaluate import evaluate_model, summarize
 from .io import append_text, atomic_write_json, atomic_write_text, check_writable
 from .launch import launch
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .restore import dataset_path, load_data, load_run, record_dataset
+from .restore import check_sources, dataset_path, load_data, load_run, record_dataset, record_sources
 from .rundir import (check_new_run, clean_run, describe_checkpoint, paths, read_config, read_metrics,
                      run_dataset)
 from .settings import TrainOptions
@@ -105,8 +106,10 @@ def run_config(opts: TrainOptions) -> RunConfig:
 
 
 def default_out(config: RunConfig) -> str:
-    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model['name']}-"
-                                f"{config.guide['name']}")
+    """``runs/<time>-<model>-<guide>`` (a component named by import path by its own name)."""
+    model, guide = (plugins.display_name(config.model["name"]).rpartition(":")[2],
+                    plugins.display_name(config.guide["name"]).rpartition(":")[2])
+    return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{guide}")
 
 
 def train_run(
@@ -142,8 +145,8 @@ def train_run(
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
-    config = dataclasses.replace(config, data=record_dataset(config.data, run_dir,
-                                                             dataset.source.get("fingerprint")))
+    config = record_sources(dataclasses.replace(config, data=record_dataset(config.data, run_dir,
+                                                                            dataset.source.get("fingerprint"))))
     if distributed.is_main():
         os.makedirs(run_dir, exist_ok=True)
         if restart:  # what a start that never reached a checkpoint left behind
@@ -151,8 +154,9 @@ def train_run(
             if os.path.exists(paths(run_dir)["metrics"]):
                 os.unlink(paths(run_dir)["metrics"])
         atomic_write_json(paths(run_dir)["config"], config.to_dict())
-        what = (f"{model.spec['name']} VAE with {guide.spec['name']} guide" if model.has_latent
-                else f"the {model.spec['name']} density flow (exact likelihood)")
+        model_name, guide_name = (plugins.display_name(m.spec["name"]) for m in (model, guide))
+        what = (f"{model_name} VAE with {guide_name} guide" if model.has_latent
+                else f"the {model_name} density flow (exact likelihood)")
         ranks = distributed.world()[1]
         log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
         log(f"run directory: {run_dir}")
@@ -181,6 +185,7 @@ def resume_run(
         log(f"{run_dir} holds no checkpoint (it stopped before its first epoch ended): starting it again")
         if epochs is not None:
             original = dataclasses.replace(original, train=dataclasses.replace(original.train, epochs=epochs))
+        check_sources(original)
         restarted = dataclasses.replace(original, data=run_dataset(run_dir, original.data))
         return train_run(run_dir, restarted, download=download, progress=progress, log=log, device=device,
                          restart=True, tensorboard=tensorboard)

@@ -3,11 +3,13 @@ records (``{"name": ..., **options}``)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
-from .contract import Model
+from . import plugins
+from .contract import Model, check_model_class
+from .datasets import DATASETS
 from .errors import ConfigError
 from .flows import FLOW_MODELS, build_flow_model
 from .guides import GUIDES
@@ -18,8 +20,11 @@ from .priors import PRIORS
 
 
 def model_class(name: str) -> type:
-    """The class registered as ``name`` among the VAEs or the density flows; otherwise one
-    :class:`ConfigError` listing both registries.
+    """The class registered as ``name`` among the VAEs or the density flows — or one from
+    outside pyro-vae that an import path (``package.module:Class``, ``file.py:Class``) or
+    an installed package's entry point names, checked against the model contract
+    (:func:`~pyro_vae.contract.check_model_class`); otherwise one :class:`ConfigError`
+    listing both registries.
 
     Example:
         >>> model_class("dense").has_latent, model_class("realnvp").has_latent
@@ -32,10 +37,30 @@ def model_class(name: str) -> type:
         return MODELS.get(name)
     if flow:
         return FLOW_MODELS.get(name)
+    found = plugins.resolve("model", name)
+    if found is not None:
+        return check_model_class(found[0], plugins.display_name(name))
+    installed = f", {', '.join(MODELS.installed())} (installed packages)" if MODELS.installed() else ""
     raise ConfigError(
         f"unknown model {name!r}; valid models: {', '.join(MODELS.names())} (VAEs), "
-        f"{', '.join(FLOW_MODELS.names())} (density flows)", params=("model",)
+        f"{', '.join(FLOW_MODELS.names())} (density flows){installed}, or an import path "
+        "(package.module:Class, file.py:Class)", params=("model",)
     )
+
+
+def code_sources(model: Mapping[str, Any], guide: Optional[Mapping[str, Any]] = None,
+                 dataset: Optional[str] = None) -> Dict[str, plugins.Source]:
+    """Where the code of the model, guide and dataset came from, for those that come from
+    outside pyro-vae (``{"model": Source, ...}``; built-in ones are left out)."""
+    guide_name = (guide or {}).get("name")
+    names = (("model", model["name"], model["name"] in MODELS or model["name"] in FLOW_MODELS),
+             ("guide", guide_name, guide_name in GUIDES), ("dataset", dataset, dataset in DATASETS))
+    out = {}
+    for kind, name, builtin in names:
+        found = None if name is None or builtin else plugins.resolve(kind, name)
+        if found is not None:
+            out[kind] = found[1]
+    return out
 
 
 def check_specs(

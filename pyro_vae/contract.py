@@ -15,6 +15,12 @@ A :class:`Model` is an ``nn.Module`` and a Pyro program:
 * the data contract: ``dequantize`` (a continuous density over dequantized grey levels),
   ``check_data(binary)``, ``bits_per_dim(nll)``.
 
+A class written outside pyro-vae (named by import path or registered by an installed
+package, :mod:`pyro_vae.plugins`) is held to the same contract by :func:`check_model_class`:
+a subclass of :class:`Model` that implements its abstract members, has the members the latent
+tools use if it has a latent (:data:`LATENT_MEMBERS`, which :class:`~pyro_vae.models.base.VAE`
+provides) and a constructor ``(x_shape, **options)`` — a VAE's with ``z_dim`` and ``likelihood``.
+
 What the command line uses for a model unless told otherwise (epochs, binarization, the k
 of its IWAE estimates) is the application's policy, not part of the contract
 (:func:`inference.config.defaults_for`).
@@ -23,9 +29,10 @@ of its IWAE estimates) is the application's policy, not part of the contract
 from __future__ import annotations
 
 import abc
+import inspect
 import itertools
 import math
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -156,3 +163,65 @@ class Model(nn.Module, abc.ABC):
     @abc.abstractmethod
     def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
         """Reconstructions of ``x`` through ``guide`` (the default guide when ``None``)."""
+
+
+#: What the tools that look at the latent space ask of a model with a latent variable
+#: (guides, the IWAE evaluation, latent usage, NUTS, interpolations): the members of
+#: :class:`~pyro_vae.models.base.VAE` beyond :class:`Model`.
+LATENT_MEMBERS = ("latent_sites", "latents", "latent_model", "split_latents", "join_latents", "decode",
+                  "gaussian_guide", "flow_guide")
+#: The members every model offers the application (the abstract ones of :class:`Model`).
+MODEL_MEMBERS = ("model", "make_guide", "generate", "reconstruct", "dequantize", "check_data", "bits_per_dim")
+
+
+def check_model_class(cls: Any, name: str, latent: Optional[bool] = None) -> Type[Model]:
+    """``cls`` if it meets the model contract; else one :class:`ConfigError` naming what it
+    lacks. ``latent``: it must (True) or must not (False) have a latent variable.
+
+    Example:
+        >>> from torch import nn
+        >>> class Net(nn.Module):
+        ...     def model(self, x): ...
+        ...     def guide(self, x): ...
+        >>> check_model_class(Net, "my.py:Net")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: model 'my.py:Net' does not meet the model contract: it is no subclass of pyro_vae.Model and lacks make_guide, generate, reconstruct, dequantize, check_data, bits_per_dim; subclass pyro_vae.VAE (a VAE: an Encoder and a Decoder) or pyro_vae.Model
+    """
+    what = f"model {name!r}"
+
+    def refuse(text: str) -> ConfigError:
+        return ConfigError(f"{what} {text}", params=("model",))
+
+    if not isinstance(cls, type):
+        raise refuse(f"is a {type(cls).__name__}, not a class: name a subclass of pyro_vae.VAE or pyro_vae.Model")
+    if not issubclass(cls, Model):
+        missing = [m for m in MODEL_MEMBERS if not hasattr(cls, m)]
+        lacks = f" and lacks {', '.join(missing)}" if missing else ""
+        raise refuse(f"does not meet the model contract: it is no subclass of pyro_vae.Model{lacks}; subclass "
+                     "pyro_vae.VAE (a VAE: an Encoder and a Decoder) or pyro_vae.Model")
+    abstract = [m for m in MODEL_MEMBERS if m in getattr(cls, "__abstractmethods__", ())]
+    abstract += sorted(set(getattr(cls, "__abstractmethods__", ())) - set(abstract))
+    if abstract:
+        raise refuse(f"lacks {', '.join(abstract)} of the model contract (pyro_vae.Model): implement "
+                     f"{'it' if len(abstract) == 1 else 'them'}")
+    if latent is not None and cls.has_latent != latent:
+        raise refuse("has a latent variable: build it as a VAE (build_vae)" if cls.has_latent else
+                     "is a density flow (has_latent is False): build it with build_flow_model")
+    if cls.has_latent:
+        missing = [m for m in LATENT_MEMBERS if not hasattr(cls, m)]
+        if missing:
+            raise refuse(f"has a latent variable but lacks {', '.join(missing)}, which the latent tools use "
+                         "(guides, IWAE, latent usage, NUTS): subclass pyro_vae.VAE, which has them")
+    params = list(inspect.signature(cls).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    names = {p.name for p in params[1:]}
+    keywords = any(p.kind is p.VAR_KEYWORD for p in params)
+    missing = [] if params and params[0].kind in positional else ["x_shape (first)"]
+    missing += [p for p in (("z_dim", "likelihood") if cls.has_latent else ()) if p not in names and not keywords]
+    if missing:
+        how = "(x_shape, z_dim=…, likelihood=…, **options)" if cls.has_latent else "(x_shape, **options)"
+        raise refuse(f"has a constructor without the parameter{'s' if len(missing) > 1 else ''} "
+                     f"{', '.join(missing)}: a {'VAE' if cls.has_latent else 'density flow'} is built as {how}")
+    return cls

@@ -44,10 +44,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data_settings import SPLITS, check_binarize, check_split
-from .datasets import find_loader
+from .datasets import DATASETS, find_loader
 from .datasets.base import Arrays
 from .errors import ConfigError, DataError
 from .options import bind_options, check_int
+from .plugins import display_name
 from .plates import check_finite, check_range
 
 #: Number of grey levels of 8-bit images; dequantization bins have width 1 / LEVELS.
@@ -395,8 +396,13 @@ def load_dataset(
             check_int(size, what, 1)
     loader = find_loader(name)
     given = {k: v for k, v in options.items() if v is not None}
-    kwargs = bind_options(loader, given, f"dataset {name!r}", skip=3) if given else {}
-    xtr, ytr, xte, yte, source = Arrays(*loader(name, data_dir, download, **kwargs))
+    with DATASETS.scoped():  # a source's options are the dataset's (dataset.size)
+        kwargs = bind_options(loader, given, f"dataset {display_name(name)!r}", skip=3) if given else {}
+        returned = loader(name, data_dir, download, **kwargs)
+    if not isinstance(returned, (tuple, list)) or len(returned) not in (4, 5):
+        raise DataError(f"the loader of dataset {display_name(name)!r} returned {type(returned).__name__}, not "
+                        "(train, train_labels, test, test_labels)")
+    xtr, ytr, xte, yte, source = Arrays(*returned)
     for size, what, images in ((train_size, "train", xtr), (test_size, "test", xte)):
         if size is not None and size > len(images):
             # asking for more images than there are is a mistake, not a wish for all of them

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..contract import Model
+from ..contract import Model, check_model_class
 from ..data import LEVELS
 from ..errors import ConfigError
 from ..options import check_choice
@@ -46,7 +46,10 @@ from ..plates import check_images, check_range, check_shape, data_plate, registe
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
-FLOW_MODELS: Registry[type] = Registry("flow model")
+#: The density flows; one from outside pyro-vae is checked against the model contract without
+#: a latent variable (import paths and entry points are shared with the VAEs: group ``model``).
+FLOW_MODELS: Registry[type] = Registry("flow model", group="model",
+                                       accept=lambda cls, name: check_model_class(cls, name, latent=False))
 
 BASES = ("normal", "logistic")
 
@@ -228,5 +231,5 @@ def build_flow_model(name: str, x_shape: Sequence[int], **options: Any) -> FlowM
     """
     x_shape = check_shape(x_shape)
     flow = FLOW_MODELS.build(name, x_shape, **options)
-    flow.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in flow.spec.items() if k != "name"}}
+    flow.spec = {"name": flow.spec["name"], "x_shape": list(x_shape), **{k: v for k, v in flow.spec.items() if k != "name"}}
     return flow

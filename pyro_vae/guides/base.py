@@ -35,6 +35,7 @@ and the non-amortized local guides of the posterior analysis (:mod:`.local`) are
 from __future__ import annotations
 
 import abc
+import inspect
 import itertools
 from typing import Any, Dict, List, Optional
 
@@ -46,7 +47,8 @@ from ..errors import ConfigError
 from ..plates import data_plate, kl_scaled, register
 from ..registry import Registry
 
-GUIDES: Registry[Any] = Registry("guide")
+#: The guides by name; a guide from outside pyro-vae is a class checked by :func:`check_guide_class`.
+GUIDES: Registry[Any] = Registry("guide", accept=lambda obj, name: check_guide_class(obj, name))
 
 _instance_counter = itertools.count()
 
@@ -152,6 +154,34 @@ class GaussianGuide(JointGuide):
 
     def _distribution(self, x: Tensor):
         return self.vae.encoder(x)
+
+
+def check_guide_class(cls: Any, name: str) -> type:
+    """``cls`` if it meets the guide contract — a :class:`Guide` subclass that implements
+    ``sample`` (or a :class:`JointGuide` that implements ``_distribution``), built as
+    ``cls(vae, **options)`` — else one :class:`ConfigError` naming what it lacks.
+
+    Example:
+        >>> check_guide_class(dict, "my.py:Guide")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: guide 'my.py:Guide' is no subclass of pyro_vae.Guide: a guide samples the latent sites in sample(x) (subclass pyro_vae.Guide) or is one distribution, _distribution(x) (subclass pyro_vae.guides.JointGuide)
+    """
+    what = f"guide {name!r}"
+    if not isinstance(cls, type) or not issubclass(cls, Guide):
+        it_is = "no subclass of pyro_vae.Guide" if isinstance(cls, type) else f"a {type(cls).__name__}, not a class"
+        raise ConfigError(f"{what} is {it_is}: a guide samples the latent sites in sample(x) (subclass pyro_vae.Guide) or is one "
+                          "distribution, _distribution(x) (subclass pyro_vae.guides.JointGuide)", params=("guide",))
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise ConfigError(f"{what} lacks {', '.join(abstract)} of the guide contract: implement "
+                          f"{'it' if len(abstract) == 1 else 'them'}", params=("guide",))
+    params = list(inspect.signature(cls).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD,
+                                             params[0].VAR_POSITIONAL):
+        raise ConfigError(f"{what} has a constructor without a first parameter for the VAE: a guide is built "
+                          "as Guide(vae, **options)", params=("guide",))
+    return cls
 
 
 @GUIDES.register("gaussian")

@@ -38,7 +38,7 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..contract import Model
+from ..contract import Model, check_model_class
 from ..errors import ConfigError
 from ..guides.base import GaussianGuide, Guide, build_guide
 from ..guides.flows import FlowGuide, FlowSteps
@@ -47,7 +47,9 @@ from ..plates import check_shape, check_z_dim, data_plate, full_precision, kl_sc
 from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
-MODELS: Registry[type] = Registry("model")
+#: The VAEs; a VAE from outside pyro-vae (an import path, an installed package's entry point)
+#: is checked against the model contract with a latent variable.
+MODELS: Registry[type] = Registry("model", accept=lambda cls, name: check_model_class(cls, name, latent=True))
 
 
 class Encoder(nn.Module):
@@ -335,5 +337,5 @@ def build_vae(
     check_z_dim(options["z_dim"])
     vae = MODELS.build(name, x_shape, **options)
     vae.set_prior(build_prior(prior, vae.prior_dim))
-    vae.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in vae.spec.items() if k != "name"}}
+    vae.spec = {"name": vae.spec["name"], "x_shape": list(x_shape), **{k: v for k, v in vae.spec.items() if k != "name"}}
     return vae
