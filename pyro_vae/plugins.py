@@ -162,7 +162,8 @@ def _import_error(what: str, err: BaseException, file: Optional[str] = None) -> 
         frames = [f for f in traceback.extract_tb(err.__traceback__) if file is None or f.filename == file]
         if frames and file is not None:
             where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = err.msg if isinstance(err, SyntaxError) and err.msg else str(err)
+    first = text.strip().splitlines()[0] if text.strip() else ""
     return ConfigError(f"importing {what} failed: {type(err).__name__}" + (f": {first}" if first else "") + where)
 
 

@@ -2,6 +2,9 @@ import pyro
 import pytest
 from image_files import write_digit_pngs, write_photo_jpegs
 
+#: Files the tests read as a user's code (some do not even parse): not test modules.
+collect_ignore_glob = ["fixtures/*"]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded from the default run")
