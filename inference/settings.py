@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pyro_vae.data_settings import check_split
 from pyro_vae.errors import ConfigError
-from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig
-from pyro_vae.options import check_fields, check_int, check_positive, check_ranges, option
+from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig, check_temperature
+from pyro_vae.options import check_fields, check_int, check_ranges, option
 
 from .config import RunConfig
 from .io import check_output_file, check_writable
@@ -29,6 +29,9 @@ from .rundir import (POSTERIOR, check_analysis_output, check_new_run, check_outp
 MAX_SAMPLES = 10_000
 #: Most processes ``--nproc`` starts on one machine.
 MAX_PROCESSES = 64
+#: Most images ``pyro-vae posterior`` analyses in one run (each gets its own NUTS chains
+#: and local fits: minutes apiece).
+MAX_INDICES = 100
 #: Table formats of ``compare --out``, by file ending.
 TABLE_FORMATS = (".md", ".csv", ".json")
 #: The devices a command runs on (``cuda:K`` a given GPU).
@@ -164,7 +167,7 @@ class SampleOptions(Common):
                 raise ConfigError("steps goes with an interpolation (interpolate I J)", params=("steps",))
             self.n = 64 if self.n is None else check_int(self.n, "n", 1, MAX_SAMPLES)
             if self.temperature is not None:
-                check_positive(self.temperature, "temperature")
+                check_temperature(self.temperature)
 
     @property
     def own(self) -> str:
@@ -223,9 +226,13 @@ class PosteriorOptions(Common):
         super().__post_init__()
         if not self.index or len(set(self.index)) != len(self.index):
             raise ConfigError(f"index needs distinct image indices, got {list(self.index)}", params=("index",))
+        if len(self.index) > MAX_INDICES:
+            raise ConfigError(f"index takes at most {MAX_INDICES} image indices, got {len(self.index)}",
+                              params=("index",))
         check_split(self.split)
         check_ranges(self, {
-            "guide_draws": (self.guide_draws is None or self.guide_draws >= 4, "≥ 4"),
+            "guide_draws": (self.guide_draws is None or 4 <= self.guide_draws <= MAX_IWAE_SAMPLES,
+                            f"from 4 to {MAX_IWAE_SAMPLES}"),
             "iwae_samples": (1 <= self.iwae_samples <= MAX_IWAE_SAMPLES, f"from 1 to {MAX_IWAE_SAMPLES}"),
             "leading": (self.leading >= 1, "≥ 1"),
         }, "posterior settings")

@@ -121,10 +121,17 @@ def check_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+#: Most latent dimensions: the decoder's first layer alone holds z_dim × its width weights,
+#: and 10⁸ of them exhausted 128 GB before the first epoch.
+MAX_Z_DIM = 100_000
+
+
 def check_z_dim(z_dim: int) -> int:
-    """``z_dim`` if the latent has at least one dimension; else a ConfigError."""
+    """``z_dim`` if the latent has from 1 to :data:`MAX_Z_DIM` dimensions; else a ConfigError."""
     if z_dim < 1:
         raise ConfigError(f"z_dim must be positive, got {z_dim}", params=("z_dim",))
+    if z_dim > MAX_Z_DIM:
+        raise ConfigError(f"z_dim must be at most {MAX_Z_DIM:,}, got {z_dim:,}", params=("z_dim",))
     return z_dim
 
 

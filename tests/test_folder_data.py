@@ -72,7 +72,7 @@ def test_train_and_test_subfolders_fix_the_split(tmp_path):
     assert sorted(data.train_labels.tolist()) == [0] * 6 + [1] * 4
     with pytest.raises(ConfigError, match="so test_fraction does not apply") as err:
         load_dataset(str(tmp_path), test_fraction=0.2)
-    assert err.value.params == ("test_fraction",)
+    assert err.value.params == ("dataset.test_fraction",)  # a source's options are the dataset's
     shutil.rmtree(tmp_path / "test")
     with pytest.raises(DataError, match="train/ or a test/ sub-folder but not both"):
         load_dataset(str(tmp_path))
@@ -127,7 +127,7 @@ def test_folder_options_are_checked(digit_folder, tmp_path):
         load_dataset("mnist5k", image_size=(32, 32))
     with pytest.raises(ConfigError, match=r"channels=2 \(must be 1 \(grey\) or 3 \(RGB\)\)") as err:
         load_dataset(digit_folder, channels=2)
-    assert err.value.params == ("channels",)
+    assert err.value.params == ("dataset.channels",)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         load_dataset(digit_folder, test_fraction=1.0)
     with pytest.raises(ConfigError, match=r"image_size=\(0, 8\) \(must be H and W from 1 to 4096\)"):

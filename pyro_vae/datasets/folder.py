@@ -144,9 +144,12 @@ def _fingerprint(root: str, paths: Sequence[str]) -> str:
     h = hashlib.sha256()
     for path in sorted(paths):
         h.update(f"{os.path.relpath(path, root)}\0".encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:  # an unreadable file (skipped by the probe): its name alone counts
+            h.update(b"\0unreadable")
         h.update(b"\n")
     return h.hexdigest()[:16]
 
@@ -169,6 +172,33 @@ def _split(items: List[Tuple[str, Optional[int], int]], fixed: bool, test_fracti
             raise DataError(f"{where} has too few readable images for a {name} split of at least {least} "
                             f"({len(items)} readable in all)")
     return splits
+
+
+def _scan(root: str, path: str, test_fraction: Optional[float]) -> Tuple[bool, Optional[List[str]], List[Any]]:
+    """``(split by sub-folders, classes, [(file, label, 0 for train/ or the whole folder, 1
+    for test/)])`` of the image files under ``root`` (``path`` as the user named it)."""
+    dirs = [os.path.join(root, split) for split in ("train", "test")]
+    fixed = any(os.path.isdir(d) for d in dirs)
+    if fixed:
+        if not all(os.path.isdir(d) for d in dirs):
+            raise DataError(f"{path} has a train/ or a test/ sub-folder but not both; give it both, "
+                            "or neither (then the images are split by test_fraction)")
+        if test_fraction is not None:
+            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so test_fraction "
+                              "does not apply", params=("test_fraction",))
+        classes = sorted(set(_class_dirs(dirs[0])) | set(_class_dirs(dirs[1]))) or None
+        parts = [_images_in(d, classes) for d in dirs]
+    else:
+        classes = _class_dirs(root) or None
+        parts = [_images_in(root)]
+        if parts[0][1] is None:
+            classes = None
+    # (file, label, 0 for train/ or the whole folder, 1 for test/)
+    items = [(f, None if ys is None else ys[j], p) for p, (fs, ys) in enumerate(parts) for j, f in enumerate(fs)]
+    if not items:
+        others = sum(len(fs) for _, _, fs in os.walk(root))
+        raise DataError(f"{path} holds no PNG or JPEG images" + (f" ({others} other files)" if others else ""))
+    return fixed, classes, items
 
 
 @register_path_source("a folder of PNG/JPEG images", lambda name: os.path.isdir(name) or name.endswith(("/", os.sep)))
@@ -198,28 +228,11 @@ def load_folder(
     root = os.path.abspath(path)
     if not os.path.isdir(root):
         raise DatasetNotFoundError(f"image folder {path} does not exist")
-    dirs = [os.path.join(root, split) for split in ("train", "test")]
-    fixed = any(os.path.isdir(d) for d in dirs)
-    if fixed:
-        if not all(os.path.isdir(d) for d in dirs):
-            raise DataError(f"{path} has a train/ or a test/ sub-folder but not both; give it both, "
-                            "or neither (then the images are split by test_fraction)")
-        if test_fraction is not None:
-            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so test_fraction "
-                              "does not apply", params=("test_fraction",))
-        classes = sorted(set(_class_dirs(dirs[0])) | set(_class_dirs(dirs[1]))) or None
-        parts = [_images_in(d, classes) for d in dirs]
-    else:
-        classes = _class_dirs(root) or None
-        parts = [_images_in(root)]
-        if parts[0][1] is None:
-            classes = None
-    # (file, label, 0 for train/ or the whole folder, 1 for test/)
-    items = [(f, None if ys is None else ys[j], p) for p, (fs, ys) in enumerate(parts) for j, f in enumerate(fs)]
+    try:  # a folder that cannot be listed (no permission) is one line naming it
+        fixed, classes, items = _scan(root, path, test_fraction)
+    except OSError as err:
+        raise DataError(f"cannot read {err.filename or path}: {err.strerror or err}") from None
     files = [f for f, _, _ in items]
-    if not files:
-        others = sum(len(fs) for _, _, fs in os.walk(root))
-        raise DataError(f"{path} holds no PNG or JPEG images" + (f" ({others} other files)" if others else ""))
     sizes, modes, kept, skipped = _probe(files)
     if not kept:
         raise DataError(f"none of the {len(files)} image files in {path} can be read, e.g. {files[0]}")

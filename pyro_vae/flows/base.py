@@ -41,6 +41,7 @@ from torch.distributions import ComposeTransform, Transform
 from ..contract import Model, check_model_class
 from ..data import LEVELS
 from ..errors import ConfigError
+from ..infer.config import check_temperature
 from ..options import check_choice
 from ..plates import check_images, check_range, check_shape, data_plate, register
 from ..registry import Registry
@@ -149,8 +150,7 @@ class FlowModel(Model):
 
     def distribution(self, temperature: float = 1.0) -> dist.TransformedDistribution:
         """p_θ(y) over images ``(C, H, W)``: the base pushed through ``f⁻¹`` and P."""
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {temperature}", params=("temperature",))
+        check_temperature(temperature)
         parts = [self.transform().inv, *preprocessing(self.preprocess, self.alpha)]
         return dist.TransformedDistribution(self.base(temperature), parts)
 

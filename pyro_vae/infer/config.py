@@ -25,6 +25,19 @@ MAX_SEED = 2**32 - 1
 #: bounded, but time is not (k = 10⁶ on 1,000 images is 10⁹ decoder passes).
 MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
+#: Most epochs of a run: more is a typo, not a plan (an epoch of 4,000 images takes seconds).
+MAX_EPOCHS = 100_000
+#: Bounds of NUTS, each generous beside its default yet finite, so that a typo (``--draws
+#: 5000000``, ``--max-tree-depth 64``: 2⁶⁴ leapfrog steps a draw) is refused instead of
+#: running for ever: chains per image, draws and warm-up steps per chain, tree depth.
+MAX_CHAINS = 64
+MAX_DRAWS = 100_000
+MAX_TREE_DEPTH = 15
+#: Most SVI steps of one local fit (each with ``particles`` samples; 3000 by default).
+MAX_LOCAL_STEPS = 100_000
+#: The range of a sampling temperature T (z ~ N(0, T² I)): beyond it float32 samples
+#: underflow to 0 or overflow to infinity.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 #: Training objectives: the ELBO, or the IWAE bound (:mod:`pyro_vae.infer.elbo`).
 OBJECTIVES = ("elbo", "iwae")
 #: How the locally optimal guide q* of an image is parameterised (see
@@ -80,7 +93,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self, "training setting")
         check_ranges(self, {
-            "epochs": (self.epochs >= 0, "≥ 0"),
+            "epochs": (0 <= self.epochs <= MAX_EPOCHS, f"from 0 to {MAX_EPOCHS}"),
             "batch_size": (self.batch_size >= 1, "≥ 1"),
             "lr": (self.lr > 0, "> 0"),
             "lr_decay": (0 < self.lr_decay <= 1, "in (0, 1]"),
@@ -123,6 +136,24 @@ class TrainConfig:
         return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
 
 
+def check_temperature(temperature: Any, name: str = "temperature") -> float:
+    """``temperature`` as a float if it is a number from :data:`MIN_TEMPERATURE` to
+    :data:`MAX_TEMPERATURE`; else one ConfigError about the parameter ``name``.
+
+    Example:
+        >>> check_temperature(1e300)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: temperature must be a number from 0.001 to 1000, got 1e+300
+    """
+    ok = isinstance(temperature, (int, float)) and not isinstance(temperature, bool) \
+        and MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
+    if not ok:
+        raise ConfigError(f"{name} must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, got {temperature!r}",
+                          params=(name,))
+    return float(temperature)
+
+
 def check_local_method(method: str) -> str:
     """``method`` if it is one of :data:`LOCAL_METHODS`; else a ConfigError listing them."""
     return check_choice(method, LOCAL_METHODS, "local-guide method", "method", valid="methods")
@@ -163,11 +194,12 @@ class NUTSConfig:
         check_fields(self, "NUTS setting")
         check_ranges(self, {
             "threads": (self.threads is None or self.threads >= 1, "≥ 1"),
-            "chains": (self.chains >= 2, "≥ 2, for R-hat"),
-            "draws": (self.draws >= 4, "≥ 4"),
-            "warmup": (self.warmup >= 0, "≥ 0"),
+            "chains": (2 <= self.chains <= MAX_CHAINS, f"≥ 2, for R-hat, and ≤ {MAX_CHAINS}"),
+            "draws": (4 <= self.draws <= MAX_DRAWS, f"from 4 to {MAX_DRAWS}"),
+            "warmup": (0 <= self.warmup <= MAX_DRAWS, f"from 0 to {MAX_DRAWS}"),
             "target_accept": (0 < self.target_accept < 1, "strictly between 0 and 1"),
-            "max_tree_depth": (self.max_tree_depth >= 1, "≥ 1"),
+            "max_tree_depth": (1 <= self.max_tree_depth <= MAX_TREE_DEPTH, f"from 1 to {MAX_TREE_DEPTH}: "
+                               f"2^{MAX_TREE_DEPTH} leapfrog steps a draw"),
         }, "NUTS settings")
 
 
@@ -212,7 +244,7 @@ class LocalFitConfig:
         check_fields(self, "local-fit setting")
         check_local_method(self.method)
         check_ranges(self, {
-            "max_steps": (self.max_steps >= 1, "≥ 1"),
+            "max_steps": (1 <= self.max_steps <= MAX_LOCAL_STEPS, f"from 1 to {MAX_LOCAL_STEPS}"),
             "particles": (self.particles >= 1, "≥ 1"),
             "lr": (self.lr > 0, "> 0"),
             "window": (self.window >= 1, "≥ 1"),
