@@ -21,6 +21,7 @@ from .io import atomic_write_json
 from .restore import dataset_path, load_data, load_run
 from .rundir import paths
 from .settings import EvaluateOptions
+from .tensorboard import Board
 
 
 def evaluate_model(
@@ -119,6 +120,12 @@ def evaluate_run(opts: EvaluateOptions) -> Dict[str, Any]:
                             progress=not opts.no_progress)
     result["epochs"] = int(payload.get("trainer", {}).get("epoch", 0))
     atomic_write_json(paths(opts.run_dir)["eval"], result)
+    if opts.projector:  # at the run's last step, beside training's (nothing is purged)
+        board = Board(opts.run_dir, result["epochs"], result["epochs"])
+        try:
+            board.log_projector(model, guide, data, seed=opts.seed, step=result["epochs"], split=opts.split)
+        finally:
+            board.close()
     return result
 
 

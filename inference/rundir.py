@@ -35,10 +35,12 @@ EVAL = "eval.json"
 POSTERIOR = "posterior"
 #: TensorBoard's event files.
 TB = "tb"
+#: The MLflow run a run logs to (``--tracker mlflow``: :mod:`inference.tracking`).
+MLFLOW = "mlflow.json"
 #: The figures ``train`` writes.
 FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png")
 #: Every file a run owns.
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL) + FIGURES
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL, MLFLOW) + FIGURES
 
 
 def paths(run_dir: str) -> Dict[str, str]:

@@ -11,6 +11,7 @@ about (:func:`inference.args.flag_of`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from pyro_vae.data_settings import check_split
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig, check_temperature
-from pyro_vae.options import check_fields, check_int, check_ranges, option
+from pyro_vae.options import check_choice, check_fields, check_int, check_ranges, option
 
 from .config import RunConfig
 from .io import check_output_file, check_writable
@@ -34,6 +35,8 @@ MAX_PROCESSES = 64
 MAX_INDICES = 100
 #: Table formats of ``compare --out``, by file ending.
 TABLE_FORMATS = (".md", ".csv", ".json")
+#: Experiment trackers ``train --tracker`` logs to beside TensorBoard (:mod:`inference.tracking`).
+TRACKERS = ("mlflow", "none")
 #: The devices a command runs on (``cuda:K`` a given GPU).
 DEVICES = ("cpu", "cuda")
 
@@ -74,6 +77,9 @@ class TrainRun(Common):
     download: bool = option(False, "allow downloading a torchvision dataset")
     no_tensorboard: bool = option(False, "write no TensorBoard events to RUN_DIR/tb (written when "
                                          "tensorboard is installed)")
+    tracker: Optional[str] = option(None, "also log the run to MLflow (MLFLOW_TRACKING_URI, default ./mlruns): "
+                                          "mlflow | none (default none; a resumed run keeps its own)",
+                                    metavar="mlflow|none")
     jit: bool = option(False, argparse.SUPPRESS)
 
     def __post_init__(self) -> None:
@@ -87,6 +93,11 @@ class TrainRun(Common):
                 raise ConfigError("--nproc cannot be used under torchrun: torchrun already started the processes")
         if self.resume and self.out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
+        if self.tracker is not None:
+            check_choice(self.tracker, TRACKERS, "tracker", "tracker")
+            if self.tracker == "mlflow" and importlib.util.find_spec("mlflow") is None:
+                raise ConfigError("the tracker mlflow needs MLflow: pip install \"pyro-vae[mlflow]\" (or "
+                                  "mlflow-skinny)", params=("tracker",))
 
 
 @dataclass
@@ -126,16 +137,24 @@ class EvaluateOptions(Common):
     dataset: Optional[str] = option(None, "evaluate on another dataset of the same image shape")
     data_dir: Optional[str] = option(None, "where torchvision datasets live", metavar="DIR")
     download: bool = option(False, "allow downloading a torchvision dataset")
+    projector: bool = option(False, "also show the posterior means of the --split images in TensorBoard's "
+                                    "projector (RUN_DIR/tb)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.iwae_samples is not None:
             check_int(self.iwae_samples, "iwae_samples", 1, MAX_IWAE_SAMPLES)
         check_split(self.split)
+        if self.projector and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("the projector is TensorBoard's: pip install \"pyro-vae[tensorboard]\"",
+                              params=("projector",))
 
     def check_paths(self) -> RunConfig:
         config = check_trained(self.run_dir)
         check_output_file(paths(self.run_dir)["eval"])
+        if self.projector and config.kind == "flow":
+            raise ConfigError(f"{self.run_dir} holds a density flow: it has no latent variable, so no latent "
+                              "space for the projector", params=("projector",))
         return config
 
 

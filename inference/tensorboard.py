@@ -4,7 +4,10 @@ Per epoch: the scalars of ``metrics.jsonl`` — train objective (the β-ELBO per
 test ELBO and its reconstruction and KL terms, β, the learning rate, seconds (and test
 bits/dim for grey levels); every few epochs a grid of samples and one of reconstructions
 (originals and reconstructions in alternate rows, as ``reconstructions.png``); at the end
-the final evaluation (ELBO, NLL with k, bits/dim, KL, active units) and its summary line.
+the final evaluation (ELBO, NLL with k, bits/dim, KL, active units) and its summary line, and
+— for a model with a latent variable — the latent space in TensorBoard's projector: the
+posterior means E_q[z | x] of the test images, with their thumbnails (a sprite) and labels
+where the data have them (``add_embedding``; also ``pyro-vae evaluate --projector``).
 
 Written through ``torch.utils.tensorboard`` when the ``tensorboard`` package is installed
 (``pip install -e ".[tensorboard]"``), silently skipped otherwise; ``pyro-vae train
@@ -17,15 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 from typing import Any, Dict, Iterator
 
 from torch import nn
+from torch.nn import functional as F
 from torchvision.utils import make_grid
 
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset
 from pyro_vae.infer.context import frozen, isolated
+from pyro_vae.infer.usage import posterior_means
 
 from .io import output_error
 from .plots import reconstruction_grid
@@ -53,6 +59,11 @@ FINAL_SCALARS = {"elbo": "eval/elbo", "nll": "eval/nll", "nll_sem": "eval/nll_se
                  "bits_per_dim": "eval/bits_per_dim", "kl": "eval/kl", "active_units": "eval/active_units"}
 #: Images per grid (samples; originals + reconstructions).
 GRID_IMAGES = 32
+#: The projector's embedding: its tag, how many test images at most, and the largest side
+#: of a thumbnail (TensorBoard draws sprites of at most 8192×8192 pixels: 71² thumbnails of 64).
+PROJECTOR_TAG = "posterior_mean"
+PROJECTOR_IMAGES = 5000
+THUMBNAIL = 64
 
 
 def _quiet_writer_thread(args: Any, default: Any = threading.excepthook) -> None:
@@ -144,6 +155,31 @@ class Board:
                 if isinstance(result.get(key), (int, float)):
                     self.writer.add_scalar(tag, result[key], step)
             self.writer.add_text("eval", f"{summary} (estimator: {result.get('estimator')})", step)
+            self.writer.flush()
+
+    def log_projector(self, model: Model, guide: nn.Module, data: ImageDataset, seed: int, step: int,
+                      split: str = "test") -> None:
+        """The posterior means of the (first :data:`PROJECTOR_IMAGES`) images of ``split`` in
+        TensorBoard's projector, tagged ``posterior_mean_<split>``, with their thumbnails and
+        labels, at ``step`` (written again at the same step replaces them); nothing for a
+        model without a latent variable."""
+        if self.writer is None or not model.has_latent:
+            return
+        n = min(PROJECTOR_IMAGES, data.num_examples(split))
+        x = data.eval_data(split, dequantize=model.dequantize)[:n].to(next(model.parameters()).device)
+        means = posterior_means(model, guide, x, seed=seed).detach().float().cpu()
+        thumbs = data.split(split)[:n].float().cpu()
+        if max(thumbs.shape[-2:]) > THUMBNAIL:
+            scale = THUMBNAIL / max(thumbs.shape[-2:])
+            size = [max(1, round(s * scale)) for s in thumbs.shape[-2:]]
+            thumbs = F.interpolate(thumbs, size=size, mode="area")
+        labels, tag = data.labels(split), f"{PROJECTOR_TAG}_{split}"
+        with self._writing():
+            folder = os.path.join(self.dir, f"{step:05d}", tag)
+            if os.path.isdir(folder):  # the same step again (evaluate --projector): replace it
+                shutil.rmtree(folder)
+            self.writer.add_embedding(means, metadata=None if labels is None else labels[:n].tolist(),
+                                      label_img=thumbs, global_step=step, tag=tag)
             self.writer.flush()
 
     def close(self) -> None:

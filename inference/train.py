@@ -4,8 +4,10 @@
 (the model's own defaults filling in what was not given), names the run, and trains it —
 in this process, under ``torchrun``, or in ``--nproc N`` processes it launches. The library does the work — :class:`~pyro_vae.infer.trainer.Trainer` fits, the evaluation
 measures — and this module keeps the run directory: the config first, then after every
-epoch a metrics line, TensorBoard's events (:mod:`inference.tensorboard`) and an atomic
-checkpoint, at the end the figures and ``eval.json``.
+epoch a metrics line, TensorBoard's events (:mod:`inference.tensorboard`), an atomic
+checkpoint and, with ``--tracker mlflow``, the epoch's metrics in MLflow
+(:mod:`inference.tracking`); at the end the figures, ``eval.json`` and the latent space of the
+test images in TensorBoard's projector.
 
 In a ``torch.distributed`` process group every rank runs these functions (the trainer and
 the evaluation are collective); rank 0 alone writes the run directory and prints.
@@ -41,10 +43,11 @@ from .io import append_text, atomic_write_json, atomic_write_text, check_writabl
 from .launch import launch
 from .plots import loss_plot, reconstruction_grid, save_grid
 from .restore import check_sources, dataset_path, load_data, load_run, record_dataset, record_sources
-from .rundir import (check_new_run, clean_run, describe_checkpoint, paths, read_config, read_metrics,
-                     run_dataset)
+from .rundir import (CONFIG, EVAL, FIGURES, check_new_run, clean_run, describe_checkpoint, paths, read_config,
+                     read_metrics, run_dataset)
 from .settings import TrainOptions
 from .tensorboard import Board
+from .tracking import MLflowTracker, logs_to_mlflow
 
 #: Rows of ``samples_temperature.png`` for a flow model (T = 1 is the model itself).
 FLOW_TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
@@ -66,7 +69,7 @@ def main(opts: TrainOptions, restart: Optional[bool]) -> int:
         check_device(device)
         log = print if is_main else (lambda line: None)
         kwargs = dict(download=run.download, progress=not run.no_progress, device=device, log=log,
-                      tensorboard=not run.no_tensorboard)
+                      tensorboard=not run.no_tensorboard, tracker=run.tracker)
         if run.resume:
             result = resume_run(run.out, epochs=opts.given["TrainConfig"].get("epochs"), **kwargs)
         else:
@@ -121,6 +124,7 @@ def train_run(
     device: str = "cpu",
     restart: Optional[bool] = None,
     tensorboard: bool = True,
+    tracker: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Train a new run in ``run_dir`` (created) as ``config`` says, and evaluate it.
 
@@ -130,7 +134,7 @@ def train_run(
     holds only the ``config.json`` of a run stopped before its first checkpoint is started
     afresh; every other existing run is refused (:func:`~inference.rundir.check_new_run`,
     which ``restart`` says the caller has already run). ``tensorboard=False`` writes no
-    TensorBoard events.
+    TensorBoard events; ``tracker="mlflow"`` logs to MLflow too.
 
     Returns:
         the final evaluation (the content of ``eval.json``).
@@ -160,7 +164,7 @@ def train_run(
         ranks = distributed.world()[1]
         log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
         log(f"run directory: {run_dir}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress, tensorboard)
+    return _fit(run_dir, model, guide, dataset, trainer, config, [], progress, tensorboard, tracker)
 
 
 def resume_run(
@@ -171,6 +175,7 @@ def resume_run(
     log: Callable[[str], None] = print,
     device: str = "cpu",
     tensorboard: bool = True,
+    tracker: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint, to ``epochs`` in all (its
     own number when ``None``), exactly as if it had not stopped; then evaluate it.
@@ -188,7 +193,7 @@ def resume_run(
         check_sources(original)
         restarted = dataclasses.replace(original, data=run_dataset(run_dir, original.data))
         return train_run(run_dir, restarted, download=download, progress=progress, log=log, device=device,
-                         restart=True, tensorboard=tensorboard)
+                         restart=True, tensorboard=tensorboard, tracker=tracker)
     model, guide, config, payload = load_run(run_dir, device=device)
     config = built_config(config, model, guide)  # a run of an older version: today's spellings
     if "trainer" not in payload:
@@ -215,7 +220,7 @@ def resume_run(
             # lines of epochs beyond the checkpoint (a crash between the two writes), or torn
             atomic_write_text(paths(run_dir)["metrics"], "".join(json.dumps(m) + "\n" for m in metrics))
         log(f"resuming {run_dir} at epoch {trainer.epoch} of {config.train.epochs}")
-    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress, tensorboard)
+    return _fit(run_dir, model, guide, dataset, trainer, config, metrics, progress, tensorboard, tracker)
 
 
 def _torn(path: str, whole: int) -> bool:
@@ -235,13 +240,15 @@ def built_config(config: RunConfig, model: Model, guide: nn.Module) -> RunConfig
 
 def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
          config: RunConfig, metrics: List[Dict[str, Any]], progress: bool,
-         tensorboard: bool = True) -> Dict[str, Any]:
-    """The epochs still to run, each ending in a metrics line, TensorBoard events and a
-    checkpoint; then the figures and the final evaluation."""
+         tensorboard: bool = True, tracker: Optional[str] = None) -> Dict[str, Any]:
+    """The epochs still to run, each ending in a metrics line, TensorBoard events, a
+    checkpoint (and MLflow metrics); then the figures, the final evaluation and the projector."""
     main = distributed.is_main()
     board = Board(run_dir, trainer.epoch, config.train.epochs, enabled=tensorboard and main)
+    mlflow = MLflowTracker(run_dir, config, enabled=main and logs_to_mlflow(run_dir, tracker))
+    status = "FAILED"
     try:
-        _epochs(run_dir, model, guide, dataset, trainer, config, metrics, progress and main, board)
+        _epochs(run_dir, model, guide, dataset, trainer, config, metrics, progress and main, board, mlflow)
         if main:
             run_figures(run_dir, model, guide, dataset, metrics, seed=config.train.seed)
         result = evaluate_model(model, guide, dataset, "test", config.iwae_samples,
@@ -251,13 +258,25 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         if main:
             atomic_write_json(paths(run_dir)["eval"], result)
             board.log_final(result, summarize(result))
+            board.log_projector(model, guide, dataset, seed=config.train.seed, step=trainer.epoch)
+            mlflow.log_final(result, [os.path.join(run_dir, name) for name in (CONFIG, EVAL) + FIGURES])
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         board.close()
+        try:
+            mlflow.close(status)
+        except OutputError:
+            if status == "FINISHED":  # else the error that stopped the run is the one to report
+                raise
     return result
 
 
 def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, trainer: Trainer,
-            config: RunConfig, metrics: List[Dict[str, Any]], progress: bool, board: Board) -> None:
+            config: RunConfig, metrics: List[Dict[str, Any]], progress: bool, board: Board,
+            mlflow: MLflowTracker) -> None:
     """Train the epochs still to run; append each one's metrics to ``metrics``."""
     p = paths(run_dir)
     main = distributed.is_main()
@@ -278,6 +297,7 @@ def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset,
                 append_text(p["metrics"], json.dumps(m) + "\n")
                 board.log_epoch(m, model, guide, dataset, seed=config.train.seed)
                 save_checkpoint(p["checkpoint"], model, guide, state)
+                mlflow.log_epoch(m)  # after the checkpoint: a store that fails loses no epoch
             checkpointed = trainer.epoch
             if bar is not None:
                 bar.update(1)
