@@ -99,7 +99,7 @@ class Model(nn.Module, abc.ABC):
         return int(math.prod(self.x_shape))
 
     def check_x(self, x: Tensor, values: Optional[bool] = None) -> Tensor:
-        """``x`` as images (B, *x_shape) in the model's dtype (see
+        """``x`` as images ``(B, *x_shape)`` in the model's dtype (see
         :func:`~pyro_vae.plates.check_images`); else one clear :class:`DataError`.
 
         Args:

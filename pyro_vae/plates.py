@@ -25,7 +25,7 @@ from .errors import ConfigError, DataError
 
 
 def check_images(x: Tensor, x_shape: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
-    """``x`` checked as a batch of images (B, *x_shape), in the floating-point ``dtype`` of
+    """``x`` checked as a batch of images ``(B, *x_shape)``, in the floating-point ``dtype`` of
     the model that takes it; else one :class:`DataError` saying what is wrong.
 
     Every check is O(1) — this runs at every model and guide call of training; the values

@@ -180,7 +180,7 @@ class FlowModel(Model):
         return pre, self.transform()
 
     def encode(self, x: Tensor) -> Tensor:
-        """z = f_θ(P⁻¹(x)): images (…, C, H, W) in [0, 1) to latents (…, *latent_shape)."""
+        """z = f_θ(P⁻¹(x)): images ``(…, C, H, W)`` in [0, 1) to latents ``(…, *latent_shape)``."""
         pre, flow = self._parts()
         return flow(pre.inv(x))
 

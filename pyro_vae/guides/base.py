@@ -10,7 +10,7 @@ sampled inside the same ``"data"`` plate and ``poutine.scale`` as the model::
             return self.sample(x)      # the joint latent z, (B, z_dim)
 
 ``sample`` is the core rather than a distribution because not every q(z | x) is one
-distribution: the hierarchical VAE's q(z_l | x, z_>l) depends on the layers sampled above
+distribution: the hierarchical VAE's q(z_l | x, z_{>l}) depends on the layers sampled above
 it, so its guide (:class:`~pyro_vae.models.hvae.HierarchicalGuide`) has a ``sample`` and
 no single ``distribution`` — and no method of the contract that it must refuse. A guide
 whose q of the joint latent *is* one distribution is a :class:`JointGuide`: it says what q
@@ -26,8 +26,8 @@ The public methods (``forward``, ``location``, ``reconstruct``, ``distribution``
 
 Which guide a name builds is the VAE's to say: the ``gaussian`` entry of :data:`GUIDES`
 returns ``vae.gaussian_guide()`` (``vae.guide`` itself) and the flow guides of
-:mod:`.flows` ``vae.flow_guide(...)``, so a VAE of several latent sites builds its own kind.
-:class:`GaussianGuide` (the single-site VAE's ``vae.guide``), flow guides (:mod:`.flows`)
+:mod:`pyro_vae.guides.flows` ``vae.flow_guide(...)``, so a VAE of several latent sites builds its own kind.
+:class:`GaussianGuide` (the single-site VAE's ``vae.guide``), flow guides (:mod:`pyro_vae.guides.flows`)
 and the non-amortized local guides of the posterior analysis (:mod:`.local`) are
 :class:`JointGuide` s.
 """

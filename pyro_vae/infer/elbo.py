@@ -18,7 +18,7 @@ log q(z_j | x) − log p(z_j), per dimension when guide and prior factorise over
 (the diagonal Gaussian guide with a Normal prior); otherwise the whole latent site is one
 group with floor λ·dim. Every latent site is treated so: in a hierarchical VAE each layer
 z_l gets its own floors — the paper's free bits *per layer* — with the KL of a layer below
-the top taken given the layers above (log q(z_l | x, z_>l) − log p(z_l | z_>l)). Pyro has no
+the top taken given the layers above (log q(z_l | x, z_{>l}) − log p(z_l | z_{>l})). Pyro has no
 such ELBO; this subclass changes only how a particle's loss is assembled from the traces
 Trace_ELBO already builds.
 

@@ -233,7 +233,7 @@ def psis_khat(guide_idata) -> Dict[int, float]:
 def compare_moments(nuts_idata, guide_idata) -> List[Dict[str, float]]:
     """Per image: how far the guide's mean and sd are from the NUTS ones.
 
-    ``mean_shift``: average over dims of |E_q z_j − E_p z_j| / sd_p(z_j);
+    ``mean_shift``: average over dims of ``|E_q z_j − E_p z_j| / sd_p(z_j)``;
     ``sd_ratio``: geometric mean over dims of sd_q(z_j) / sd_p(z_j) (< 1: q too narrow).
     """
     p = nuts_idata.posterior["z"]

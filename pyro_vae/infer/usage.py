@@ -38,7 +38,7 @@ def guide_draws(guide: nn.Module, x: Tensor, num_samples: int, site: str = "z") 
 
 def _site_traces(vae: Model, guide: nn.Module, x: Tensor, num_samples: int):
     """Guide trace and, replayed against it, the trace of ``vae.latent_model`` (the priors
-    p(z_l | z_>l) of every latent site, no decoder), with ``num_samples`` draws at dim −2."""
+    p(z_l | z_{>l}) of every latent site, no decoder), with ``num_samples`` draws at dim −2."""
     with pyro.plate("draws", num_samples, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x)
         prior_trace = poutine.trace(poutine.replay(vae.latent_model, trace=guide_trace)).get_trace(x)
@@ -92,7 +92,7 @@ def latent_usage(
 ) -> Dict[str, Any]:
     """KL per latent dimension and active units over the images ``x``, per latent site.
 
-    Each site's q(z_l | x, z_>l) and p(z_l | z_>l) come from a trace of the guide and of
+    Each site's q(z_l | x, z_{>l}) and p(z_l | z_{>l}) come from a trace of the guide and of
     ``vae.latent_model`` replayed against it (the decoder is not run):
 
     * if both are diagonal Normals, KL(q ‖ p) is a sum over dimensions and each term is exact

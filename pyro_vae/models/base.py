@@ -243,7 +243,7 @@ class VAE(Model):
 
     def latent_model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
         """:meth:`model` without the observation: only p_θ(z) (every latent site), in the same
-        plate — replayed against a guide it gives each site's prior p(z_l | z_>l) without
+        plate — replayed against a guide it gives each site's prior p(z_l | z_{>l}) without
         running the decoder (:func:`~pyro_vae.infer.usage.latent_usage`)."""
         x = self.check_x(x)
         self.register_model()

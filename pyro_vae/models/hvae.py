@@ -5,25 +5,25 @@ L stochastic layers z_L, …, z_1 (top first) and one deterministic *top-down* p
 the model and the guide::
 
     s_L = h_top                                   (a learned vector)
-    z_l ~ p(z_l | z_>l)   = N(μ_p(s_l), σ_p(s_l)²)      (the top: p(z_L) = vae.prior())
+    z_l ~ p(z_l | z_{>l})   = N(μ_p(s_l), σ_p(s_l)²)      (the top: p(z_L) = vae.prior())
     s_{l−1} = s_l + g_l(s_l, z_l)                  (residual top-down step)
     x ~ p(x | z_1..L)     = likelihood(decoder([z_L, …, z_1]))
 
 The guide runs the *same* top-down path and combines it, layer by layer, with a bottom-up
 path over x (the ResNet trunk, then a residual block per layer, h_1 → … → h_L)::
 
-    q(z_l | x, z_>l) = N(μ_q(s_l, h_l), σ_q(s_l, h_l)²)
+    q(z_l | x, z_{>l}) = N(μ_q(s_l, h_l), σ_q(s_l, h_l)²)
 
 so the posterior of each layer sees both the image and every latent sampled above it — the
-IAF paper's bidirectional inference — and its prior p(z_l | z_>l) and posterior are computed
+IAF paper's bidirectional inference — and its prior p(z_l | z_{>l}) and posterior are computed
 from the same state s_l. The decoder (the ResNet decoder) sees every z_l through skip
 connections (as in BIVA, Maaløe et al. 2019, arXiv:1902.02102), not the paper's final
 top-down state: fed with that state (alone or beside the z's) the decoder learned to ignore
 the latents on mnist5k (test KL ≈ 4 nats after 6 epochs, against 22 for the single-latent
 ResNet VAE; docs/benchmarks.md). As Pyro programs::
 
-    model:  with plate("data"):  z_L ~ p(z_L); …; z_1 ~ p(z_1 | z_>1); x ~ p(x | z)
-    guide:  with plate("data"):  z_L ~ q(z_L | x); …; z_1 ~ q(z_1 | x, z_>1)
+    model:  with plate("data"):  z_L ~ p(z_L); …; z_1 ~ p(z_1 | z_{>1}); x ~ p(x | z)
+    guide:  with plate("data"):  z_L ~ q(z_L | x); …; z_1 ~ q(z_1 | x, z_{>1})
 
 Site names are ``"z_L"``, …, ``"z_1"`` (``"z_2"``, ``"z_1"`` for two layers), each of event
 shape (d_l,); :attr:`HierarchicalVAE.latent_sites` lists them top first, and the joint latent
@@ -121,7 +121,7 @@ class TopDownLayer(nn.Module):
             self.step = nn.Sequential(nn.Linear(width + z_dim, mid), make(), nn.Linear(mid, width))
 
     def prior(self, state: Tensor) -> dist.TorchDistribution:
-        """p(z_l | z_>l), batch shape ``state.shape[:-1]``, event (d_l,)."""
+        """p(z_l | z_{>l}), batch shape ``state.shape[:-1]``, event (d_l,)."""
         return _normal(self.prior_head(state), self.min_scale)
 
     def forward(self, state: Tensor, z: Tensor) -> Tensor:
@@ -147,7 +147,7 @@ class TopDownPath(nn.Module):
 
 class HierarchicalEncoder(nn.Module):
     """The inference network: the bottom-up path h_1 … h_L over x and, per layer, the head
-    (s_l, h_l) → (μ_q, σ_q) of q(z_l | x, z_>l). Lists are top first, like the sites.
+    (s_l, h_l) → (μ_q, σ_q) of q(z_l | x, z_{>l}). Lists are top first, like the sites.
 
     Attributes:
         h_dim: width of a layer's inference features [s_l, h_l] (the context of flows).
@@ -176,7 +176,7 @@ class HierarchicalEncoder(nn.Module):
         return _cat(state, h)
 
     def posterior(self, i: int, context: Tensor) -> dist.TorchDistribution:
-        """The diagonal Gaussian q(z_l | x, z_>l) of the i-th layer from the top."""
+        """The diagonal Gaussian q(z_l | x, z_{>l}) of the i-th layer from the top."""
         return _normal(self.heads[i](context), self.min_scale)
 
 
@@ -258,7 +258,7 @@ class HierarchicalVAE(VAE):
         self._register("top_down", self.top_down)  # once, here: the guide uses it unregistered
 
     def latents(self) -> Tensor:
-        """z_L ~ p(z_L), then z_l ~ p(z_l | z_>l) down to z_1, in the caller's plate;
+        """z_L ~ p(z_L), then z_l ~ p(z_l | z_{>l}) down to z_1, in the caller's plate;
         returns the decoder's input, the joint latent [z_L, …, z_1] (..., z_dim)."""
         state, values = None, {}
         for i, (name, layer) in enumerate(zip(self.sizes, self.top_down.layers)):
@@ -279,7 +279,7 @@ class HierarchicalVAE(VAE):
 
 
 class HierarchicalGuide(Guide):
-    """q(z | x) = Π_l q(z_l | x, z_>l), sampled top first through the model's top-down path.
+    """q(z | x) = Π_l q(z_l | x, z_{>l}), sampled top first through the model's top-down path.
 
     Each layer's q depends on the layers drawn above it, so q(z | x) is no one distribution:
     the guide is a :class:`~pyro_vae.guides.base.Guide` whose core is :meth:`sample` (one
