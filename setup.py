@@ -33,7 +33,8 @@ setup(
         "mlflow": ["mlflow-skinny>=2.0"],
         "test": ["pytest>=7", "scipy", "tensorboard>=2.10", "mlflow-skinny>=2.0"],
         # the documentation site: sphinx-build -W --keep-going -b html docs docs/_build/html
-        "docs": ["sphinx>=7", "myst-nb>=1.1", "furo", "sphinx-argparse>=0.4", "ipykernel", "tensorboard>=2.10"],
+        "docs": ["sphinx>=7", "myst-nb>=1.1", "furo", "sphinx-argparse>=0.4", "ipykernel", "ipywidgets",
+                 "tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["pyro-vae=inference.cli:main"]},
     classifiers=[
