@@ -17,13 +17,13 @@ this module does not import torch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, OutputError
+from pyro_vae.plugins import file_hash
 
 from .config import FORMAT, DataConfig, RunConfig
 from .io import check_can_create, check_output_file, check_writable, clean_stale_temps
@@ -207,11 +207,7 @@ def clean_run(run_dir: str) -> List[str]:
 
 def fingerprint(path: str) -> str:
     """``sha256:<hex>`` of a file's bytes (what identifies a dataset file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + file_hash(path)
 
 
 def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:

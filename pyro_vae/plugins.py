@@ -135,9 +135,9 @@ class Source:
         return cls(**data)
 
 
-def file_hash(path: str) -> str:
-    """The SHA-256 of a file's bytes, in hex."""
-    h = hashlib.sha256()
+def file_hash(path: str, algorithm: str = "sha256") -> str:
+    """The hash of a file's bytes (``hashlib``'s ``algorithm``), in hex, read in blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)

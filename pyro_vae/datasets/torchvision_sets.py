@@ -10,7 +10,6 @@ checksum, an unpickling error).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import List, Optional, Tuple
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, DatasetNotFoundError, PyroVAEError
+from ..plugins import file_hash
 from .base import DATASETS
 
 #: registered name → torchvision class
@@ -34,15 +34,6 @@ def expected_files(cls: type, root: str) -> List[Tuple[str, Optional[str]]]:
     folder = os.path.join(root, cls.base_folder)
     listed = list(cls.train_list) + list(cls.test_list) + [[cls.meta["filename"], cls.meta["md5"]]]
     return [(os.path.join(folder, name), md5) for name, md5 in listed]
-
-
-def _md5(path: str) -> str:
-    """The MD5 of a file, as torchvision checks its downloads."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _file_in_traceback(err: BaseException, files: List[str]) -> Optional[str]:
@@ -69,7 +60,7 @@ def diagnose(name: str, cls: type, root: str, err: BaseException) -> PyroVAEErro
         return DatasetNotFoundError(f"{name} under {root} is incomplete: {missing[0]} is missing; pass download=True "
                                     "to fetch it again", params=("download", "data_dir"))
     text = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-    damaged = next((path for path, md5 in files if md5 is not None and _md5(path) != md5), None)
+    damaged = next((path for path, md5 in files if md5 is not None and file_hash(path, "md5") != md5), None)
     if damaged is not None:
         text = "its MD5 is not the published one"
     else:

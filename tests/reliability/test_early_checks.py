@@ -38,6 +38,13 @@ def test_refusals_come_before_torch_is_imported(trained_run, tmp_path):
         ["sample", run, "--temperature", "nan"],
         ["posterior", run, "--out", run],
         ["posterior", run, "--seed", "-1"],
+        # the resource bounds and the options of issue 24
+        ["posterior", run, "--draws", "10000000"],
+        ["posterior", run, "--max-tree-depth", "64"],
+        ["sample", run, "--temperature", "1e300"],
+        ["train", "--tracker", "wandb"],
+        ["train", "--dataset-set", "size"],
+        ["train", "--epochs", "1000000"],
     ]
     script = (
         "import json, sys\n"
