@@ -4,7 +4,10 @@ Each run contributes a row read from its directory alone: model, guide, prior, o
 and epochs from ``config.json`` and ``metrics.jsonl``, the number of parameters from the
 checkpoint (model and guide, each parameter once), and from ``eval.json`` the test ELBO,
 the NLL with its estimator (IWAE with k, or exact) and standard error, bits/dim where
-defined, the KL and the active units; training seconds are the sum of the epochs'. A run
+defined, the KL and the active units, and a semi-supervised VAE's test accuracy; training
+seconds are the sum of the epochs'. A conditional VAE's NLL is −log p(x | y) (the model says
+which) and is flagged beside the others' −log p(x); the semi-supervised VAE's is −log p(x),
+its label summed out, and compares with any VAE's. A run
 without ``eval.json`` (still training) shows its last epoch's test ELBO and no NLL.
 
 Numbers of different data — another dataset, binarization, split, test-set size, image
@@ -50,13 +53,15 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("bits_per_dim", "bits/dim", "{:.3f}"),
     ("kl", "KL", "{:.2f}"),
     ("active_units", "active units", "{}"),
+    ("accuracy", "accuracy", "{:.2%}"),
     ("train_seconds", "train s", "{:.1f}"),
 )
 
 
 def objective(config: RunConfig) -> str:
-    """What the run maximised, in words: the ELBO (with L particles, KL warm-up, free bits)
-    or, for a density flow, the exact log-likelihood."""
+    """What the run maximised, in words: the ELBO (with L particles, β, KL warm-up, free bits;
+    of p(x | y) for a conditional VAE, with the classification term for a semi-supervised
+    one) or, for a density flow, the exact log-likelihood."""
     if config.kind == "flow":
         return "exact log-likelihood"
     train = config.train
@@ -64,6 +69,12 @@ def objective(config: RunConfig) -> str:
         text = f"IWAE (K={train.particles})"
     else:
         text = "ELBO" if train.particles == 1 else f"ELBO (L={train.particles})"
+    if config.data.labels_per_class is not None:  # a semi-supervised run (recorded for it alone)
+        text += f" + α·classifier, {config.data.labels_per_class} labels/class"
+    elif config.model.get("num_classes") is not None:  # a conditional VAE
+        text += " of p(x|y)"
+    if getattr(train, "beta", 1.0) != 1.0:
+        text += f", β={train.beta:g}"
     if train.free_bits > 0:
         text += f", free bits {train.free_bits:g}"
     if train.kl_warmup > 0:
@@ -96,7 +107,7 @@ def data_description(config: RunConfig, result: Optional[Dict[str, Any]]) -> str
 
 
 #: eval.json's numbers that the table formats.
-NUMBERS = ("elbo", "nll", "nll_sem", "bits_per_dim", "kl", "active_units", "train_seconds", "epochs")
+NUMBERS = ("elbo", "nll", "nll_sem", "bits_per_dim", "kl", "active_units", "train_seconds", "epochs", "accuracy")
 
 
 def read_eval(run_dir: str) -> Optional[Dict[str, Any]]:
@@ -158,7 +169,8 @@ def run_row(run_dir: str) -> Dict[str, Any]:
                    k="exact" if result.get("estimator") == "exact" else result.get("iwae_samples"),
                    bits_per_dim=result.get("bits_per_dim"),
                    kl=result.get("kl") if config.kind == "vae" else None,
-                   active_units=result.get("active_units"))
+                   active_units=result.get("active_units"), accuracy=result.get("accuracy"),
+                   likelihood=result.get("likelihood", "p(x)"))
     return row
 
 
@@ -193,6 +205,10 @@ def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[st
             f"{e}: {', '.join(runs)}" for e, runs in estimators.items())
             + "): IWAE bounds tighten as k grows, an exact likelihood is no bound")
     warnings += [f"{row['run']}: {row['code']} (its parameters are not counted)" for row in rows if "code" in row]
+    conditional = [row["run"] for row in rows if row.get("likelihood") == "p(x | y)"]
+    if conditional and len(conditional) < len(rows):
+        warnings.append(f"the NLL of a conditional VAE is −log p(x | y), not −log p(x) (lower by up to log C for "
+                        f"C classes): {', '.join(conditional)}")
     pending = [row["run"] for row in rows if row["estimator"] is None]
     if pending:
         warnings.append(f"no eval.json yet (test ELBO of the last epoch, no NLL): {', '.join(pending)}")

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from pyro_vae.data_settings import check_binarize, folder_checks
+from pyro_vae.data_settings import check_binarize, check_condition, check_labels_per_class, folder_checks
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, TrainConfig
 from pyro_vae.options import check_fields, check_int, check_ranges, dataclass_from_dict, option, parse_pairs
@@ -56,6 +56,13 @@ class DataConfig:
                                             metavar="F")
     dataset_set: Tuple[str, ...] = option((), "option of the dataset's loader, e.g. --dataset-set size=14 "
                                               "(repeatable; JSON values)", metavar="KEY=VALUE")
+    labels_per_class: Optional[Union[str, int]] = option(
+        None, "ssvae: labelled training images per class, a balanced, seeded pick; the others' labels "
+              "are hidden (default all)", metavar="K|all")
+    #: The seed of the pick of labelled images (not ``--seed``: runs of every seed learn
+    #: from the same labels), and the indices it picked in the training split, recorded.
+    label_seed: int = option(0, "seed of the pick of labelled images", cli=False)
+    labelled: Optional[Tuple[int, ...]] = option(None, "indices of the labelled training images", cli=False)
     #: What identifies the data — a dataset file's ``sha256:…``, an image folder's hash of
     #: its files — and their path relative to the run directory, recorded so that the run can
     #: be moved with its data and the data checked when loaded again (:mod:`inference.rundir`).
@@ -65,6 +72,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.image_size, str):  # from the command line: "32" or "32x48"
             self.image_size = parse_image_size(self.image_size)
+        if self.labels_per_class is not None:  # "10" from the command line is 10
+            self.labels_per_class = check_labels_per_class(self.labels_per_class)
         check_fields(self, "data setting")
         parse_pairs(list(self.dataset_set), "--dataset-set")
         check_binarize(self.binarize)
@@ -73,6 +82,7 @@ class DataConfig:
             # the standard errors of the evaluation need two test images
             "test_size": (self.test_size is None or self.test_size >= 2, "≥ 2"),
             "seed": (self.seed >= 0, "≥ 0"),
+            "label_seed": (self.label_seed >= 0, "≥ 0"),
             **folder_checks(self.image_size, self.channels, self.test_fraction),
         }, "data settings")
 
@@ -87,7 +97,8 @@ class DataConfig:
         """The arguments of :func:`pyro_vae.data.load_dataset` (a source's options among
         them; ``None`` ones are left to the source)."""
         kwargs = self.to_dict()
-        del kwargs["fingerprint"], kwargs["path_from_run"], kwargs["dataset_set"]
+        for key in ("fingerprint", "path_from_run", "dataset_set", "labels_per_class", "label_seed", "labelled"):
+            del kwargs[key]
         return {**kwargs, **parse_pairs(list(self.dataset_set), "--dataset-set")}
 
 
@@ -116,6 +127,9 @@ class Choices:
                                              "(default bernoulli for binarized data, gaussian otherwise)",
                                        latent=True)
     prior: str = option("normal", "prior p(z): normal | realnvp (default normal)", latent=True)
+    condition: Optional[str] = option(None, "label: the conditional VAE — the label an input of guide and decoder "
+                                            "(needs labelled data; a learned p(z|y): --prior-set conditional=true)",
+                                      metavar="label", latent=True)
     guide: str = option("gaussian", "guide q(z|x): gaussian or a flow guide (see `pyro-vae list`)",
                         latent=True)
     flows: Optional[int] = option(None, "number of flow steps of a flow guide", metavar="K", latent=True)
@@ -128,6 +142,7 @@ class Choices:
 
     def __post_init__(self) -> None:
         check_fields(self, "option")
+        check_condition(self.condition)
 
     def specs(self, has_latent: bool, binarize: str) -> Tuple[Dict, Dict, Optional[Dict]]:
         """``(model, guide, prior)`` specs; a density flow gets the empty guide and no prior."""
@@ -137,10 +152,14 @@ class Choices:
         likelihood = self.likelihood or ("gaussian" if binarize == "none" else "bernoulli")
         model.update(z_dim=self.z_dim, likelihood=likelihood)
         options = parse_pairs(list(self.set), "--set")
-        for key in ("z_dim", "likelihood"):
+        for key in ("z_dim", "likelihood", "condition"):
             if key in options:
                 raise ConfigError(f"--set {key}=… is spelled --{key.replace('_', '-')}")
+        if "num_classes" in options:
+            raise ConfigError("--set num_classes=… comes from the data (their labels' classes)")
         model.update(options)
+        if self.condition is not None:
+            model["condition"] = self.condition
         guide: Dict[str, Any] = {"name": self.guide}
         if self.flows is not None:
             guide["num_flows"] = self.flows

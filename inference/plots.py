@@ -1,4 +1,5 @@
-"""Figures of a run: image grids (torchvision) and the loss curve (matplotlib)."""
+"""Figures of a run: image grids (torchvision), the loss curve and a classifier's confusion
+matrix (matplotlib)."""
 
 from __future__ import annotations
 
@@ -59,5 +60,32 @@ def loss_plot(metrics: List[Dict[str, float]], path: str, title: Optional[str] =
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def confusion_figure(confusion: List[List[int]], path: str, accuracy: Optional[float] = None,
+                     classes: Optional[List[str]] = None) -> None:
+    """The confusion matrix of a classifier (rows: true class, columns: predicted), each row
+    as shares of its class, with the counts written in the cells."""
+    counts = torch.tensor(confusion, dtype=torch.float64)
+    shares = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    n = len(counts)
+    names = classes or [str(i) for i in range(n)]
+    fig, ax = subplots(figsize=(1.2 + 0.5 * n, 1.0 + 0.5 * n))
+    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:  # numbers in the cells while they fit
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, fontsize=8, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted class (argmax q(y | x))")
+    ax.set_ylabel("true class")
+    if accuracy is not None:
+        ax.set_title(f"accuracy {100 * accuracy:.1f} %")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class")
     fig.tight_layout()
     save_figure(fig, path)

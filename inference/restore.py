@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
+import torch
 from torch import nn
 
 from pyro_vae import plugins
-from pyro_vae.build import code_sources
+from pyro_vae.build import code_sources, needs_labels
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.data_settings import ALL_LABELS
 from pyro_vae.datasets import DATASETS
 from pyro_vae.errors import CheckpointError, DataError
+from pyro_vae.labels import keep_labels, require_labels
 from pyro_vae.plugins import check_source
 
 from .checkpoint import build_from_checkpoint, load_checkpoint
@@ -70,6 +73,27 @@ def load_data(run_dir: str, data: DataConfig, download: bool = False) -> ImageDa
                         f"{data.fingerprint}, now {now}); `pyro-vae evaluate --dataset {data.name}` "
                         "evaluates on them as they are")
     return dataset
+
+
+def apply_labels(dataset: ImageDataset, data: DataConfig, model: Mapping[str, Any]) -> DataConfig:
+    """The labels the run's model (its spec ``model``) learns from: none for a model without
+    labels; otherwise the data must have labels (one clear error), and a semi-supervised run
+    keeps those of its recorded pick — or, new, picks ``labels_per_class`` per class
+    (:func:`~pyro_vae.labels.keep_labels`) and returns ``data`` recording the pick."""
+    if not needs_labels(model):
+        return data
+    require_labels(dataset, f"the {model['name']} model" if model.get("condition") is None
+                   else f"condition={model['condition']!r}")
+    if data.labelled is not None:  # the run's own pick, whatever the picking rule is today
+        if max(data.labelled, default=-1) >= len(dataset):
+            raise CheckpointError(f"the run's labelled images ({len(data.labelled)}) are not all among the "
+                                  f"{len(dataset)} training images of {data.name}: its data changed")
+        dataset.labelled = torch.tensor(data.labelled)
+        return data
+    if data.labels_per_class in (None, ALL_LABELS):
+        return data
+    picked = keep_labels(dataset, data.labels_per_class, data.label_seed)
+    return dataclasses.replace(data, labelled=tuple(picked.tolist()))
 
 
 def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunConfig, Dict[str, Any]]:

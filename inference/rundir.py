@@ -3,13 +3,14 @@
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
 ``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
 epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
-``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
+``tb/`` (and, for a density flow, ``samples_temperature.png``; for the semi-supervised VAE
+``confusion.png``); ``posterior`` adds ``posterior/``. Every command
 works from the directory alone, wherever it was moved: a dataset file is found by its
 absolute path or by its path relative to the run, and checked against its fingerprint (a
 file's sha256, a folder's hash of its files); :mod:`inference.restore` rebuilds a run from it.
 
 No command writes onto a run's own files except the command that owns them (``train``;
-``evaluate`` its ``eval.json``; ``sample`` the run's ``samples.png``), and every check of an
+``evaluate`` its ``eval.json`` and ``confusion.png``; ``sample`` the run's ``samples.png``), and every check of an
 output happens here, before the heavy imports and before any data are loaded. Importing
 this module does not import torch.
 """
@@ -37,8 +38,10 @@ POSTERIOR = "posterior"
 TB = "tb"
 #: The MLflow run a run logs to (``--tracker mlflow``: :mod:`inference.tracking`).
 MLFLOW = "mlflow.json"
+#: A classifier's confusion matrix (``train`` and ``evaluate`` of a semi-supervised VAE).
+CONFUSION = "confusion.png"
 #: The figures ``train`` writes.
-FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png")
+FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png", CONFUSION)
 #: Every file a run owns.
 RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL, MLFLOW) + FIGURES
 

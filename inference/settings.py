@@ -16,14 +16,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from pyro_vae.data_settings import check_split
+from pyro_vae.data_settings import ALL_LABELS, check_split
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig, check_temperature
 from pyro_vae.options import check_choice, check_fields, check_int, check_ranges, option
 
 from .config import RunConfig
 from .io import check_output_file, check_writable
-from .rundir import (POSTERIOR, check_analysis_output, check_new_run, check_output, check_run_output,
+from .rundir import (CONFUSION, POSTERIOR, check_analysis_output, check_new_run, check_output, check_run_output,
                      check_trained, paths, read_config)
 
 #: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
@@ -155,6 +155,7 @@ class EvaluateOptions(Common):
         if self.projector and config.kind == "flow":
             raise ConfigError(f"{self.run_dir} holds a density flow: it has no latent variable, so no latent "
                               "space for the projector", params=("projector",))
+        check_output_file(os.path.join(self.run_dir, CONFUSION))
         return config
 
 
@@ -164,7 +165,9 @@ class SampleOptions(Common):
     between two test images."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
-    n: Optional[int] = option(None, "number of samples (default 64)")
+    n: Optional[int] = option(None, "number of samples (default 64; with --label all, per class: default 10)")
+    label: Optional[str] = option(None, "a run that takes labels: samples of class K, or one row per class "
+                                        "(all)", metavar="K|all")
     out: Optional[str] = option(None, "default RUN_DIR/samples.png (RUN_DIR/interpolation_I_J.png)",
                                 metavar="FILE.png")
     temperature: Optional[float] = option(None, "flow models: sample z ~ N(0, T² I) (default 1)", metavar="T")
@@ -175,8 +178,13 @@ class SampleOptions(Common):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.label is not None and self.label != ALL_LABELS:
+            if not self.label.strip().isdigit():
+                raise ConfigError(f"label must be a class (an integer ≥ 0) or '{ALL_LABELS}', got {self.label!r}",
+                                  params=("label",))
+            self.label = str(int(self.label))
         if self.interpolate is not None:
-            for name in ("n", "temperature"):
+            for name in ("n", "temperature", "label"):
                 if getattr(self, name) is not None:
                     raise ConfigError(f"{name} does not apply to an interpolation (use steps)",
                                       params=(name, "interpolate"))
@@ -184,7 +192,8 @@ class SampleOptions(Common):
         else:
             if self.steps is not None:
                 raise ConfigError("steps goes with an interpolation (interpolate I J)", params=("steps",))
-            self.n = 64 if self.n is None else check_int(self.n, "n", 1, MAX_SAMPLES)
+            per_class = self.label == ALL_LABELS
+            self.n = (10 if per_class else 64) if self.n is None else check_int(self.n, "n", 1, MAX_SAMPLES)
             if self.temperature is not None:
                 check_temperature(self.temperature)
 
@@ -198,6 +207,17 @@ class SampleOptions(Common):
         if self.temperature is not None and config.kind != "flow":
             raise ConfigError("temperature applies to flow models (nice, realnvp, glow) only",
                               params=("temperature",))
+        if self.label is not None:
+            classes = config.model.get("num_classes")
+            if classes is None:
+                raise ConfigError(f"{self.run_dir} holds a model that takes no labels (train with --condition label, "
+                                  "or --model ssvae, for class-conditional samples)", params=("label",))
+            if self.label != ALL_LABELS and int(self.label) >= classes:
+                raise ConfigError(f"{self.label} is not a class of {self.run_dir}: its labels are 0..{classes - 1}",
+                                  params=("label",))
+            if self.label == ALL_LABELS and classes * self.n > MAX_SAMPLES:
+                raise ConfigError(f"{classes} classes × n={self.n} is more than {MAX_SAMPLES} images",
+                                  params=("n", "label"))
         self.out = self.out or os.path.join(self.run_dir, self.own)
         check_run_output(self.out, self.run_dir, own=(self.own,))
         return config

@@ -35,6 +35,7 @@ from pyro_vae.infer.usage import posterior_means
 
 from .io import output_error
 from .plots import reconstruction_grid
+from .sample import figure_samples, image_labels
 
 try:  # optional (the extra [tensorboard]): without it no events are written
     from torch.utils.tensorboard import SummaryWriter
@@ -50,13 +51,15 @@ EPOCH_SCALARS = {
     "test_rec": ("test/reconstruction", 1.0),
     "test_kl": ("test/kl", 1.0),
     "test_elbo_bpd": ("test/elbo_bits_per_dim", 1.0),
+    "test_accuracy": ("test/accuracy", 1.0),
     "kl_scale": ("train/beta", 1.0),
     "lr": ("train/lr", 1.0),
     "seconds": ("train/seconds", 1.0),
 }
 #: eval.json key → TensorBoard tag of the final evaluation.
 FINAL_SCALARS = {"elbo": "eval/elbo", "nll": "eval/nll", "nll_sem": "eval/nll_sem",
-                 "bits_per_dim": "eval/bits_per_dim", "kl": "eval/kl", "active_units": "eval/active_units"}
+                 "bits_per_dim": "eval/bits_per_dim", "kl": "eval/kl", "active_units": "eval/active_units",
+                 "accuracy": "eval/accuracy"}
 #: Images per grid (samples; originals + reconstructions).
 GRID_IMAGES = 32
 #: The projector's embedding: its tag, how many test images at most, and the largest side
@@ -139,9 +142,10 @@ class Board:
         x = data.eval_data("test", dequantize=model.dequantize)[:GRID_IMAGES // 2]
         x = x.to(next(model.parameters()).device)
         with frozen(model, guide), isolated(x, seed):
-            samples = model.generate(GRID_IMAGES)
-            recon = reconstruction_grid(x, model.reconstruct(x, guide))
-        for tag, images, nrow in (("samples", samples, 8), ("reconstructions", recon, min(8, len(x)))):
+            samples, per_row = figure_samples(model, GRID_IMAGES)
+            labels = image_labels(model, data, list(range(len(x))), x)
+            recon = reconstruction_grid(x, model.reconstruct(x, guide, labels))
+        for tag, images, nrow in (("samples", samples, per_row), ("reconstructions", recon, min(8, len(x)))):
             grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
             self.writer.add_image(tag, grid, step)
 

@@ -29,6 +29,7 @@ from pyro_vae import plugins
 from pyro_vae.build import build_model_and_guide, check_specs, model_class
 from pyro_vae.contract import Model
 from pyro_vae.data import ImageDataset, load_dataset
+from pyro_vae.data_settings import ALL_LABELS
 from pyro_vae.errors import CheckpointError, ConfigError, OutputError
 from pyro_vae.infer import distributed
 from pyro_vae.infer.config import TrainConfig
@@ -38,13 +39,15 @@ from .args import given_flag_names
 from .checkpoint import save_checkpoint
 from .config import Choices, DataConfig, RunConfig, defaults_for
 from .distributed import check_device, process_group
-from .evaluate import evaluate_model, summarize
+from .evaluate import evaluate_model, evaluation_figures, summarize
 from .io import append_text, atomic_write_json, atomic_write_text, check_writable
 from .launch import launch
 from .plots import loss_plot, reconstruction_grid, save_grid
-from .restore import check_sources, dataset_path, load_data, load_run, record_dataset, record_sources
+from .restore import (apply_labels, check_sources, dataset_path, load_data, load_run, record_dataset,
+                      record_sources)
 from .rundir import (CONFIG, EVAL, FIGURES, check_new_run, clean_run, describe_checkpoint, paths, read_config,
                      read_metrics, run_dataset)
+from .sample import figure_samples, image_labels
 from .settings import TrainOptions
 from .tensorboard import Board
 from .tracking import MLflowTracker, logs_to_mlflow
@@ -104,6 +107,13 @@ def run_config(opts: TrainOptions) -> RunConfig:
     train = TrainConfig(**{**defaults.train, **given["TrainConfig"]})
     model, guide, prior = choices.specs(cls.has_latent, data.binarize)
     check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
+    if cls.label_is_latent:  # a model that sums its label out: not every objective can
+        train.check_enumeration(choices.model)
+        data = dataclasses.replace(data, labels_per_class=data.labels_per_class or ALL_LABELS)
+    elif data.labels_per_class is not None:
+        raise ConfigError(f"labels_per_class applies to a model that learns from a few labels (ssvae), not to "
+                          f"{choices.model!r}" + (": a conditional VAE learns from every label"
+                                                  if choices.condition else ""), params=("labels_per_class",))
     iwae_samples = given["RunConfig"].get("iwae_samples", defaults.final_iwae_samples)
     return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow")
 
@@ -143,13 +153,15 @@ def train_run(
         restart = check_new_run(run_dir)
     # Everything that can fail on bad input happens before the directory is created.
     dataset = load_dataset(**config.data.load_kwargs(), download=download)
+    data_config = apply_labels(dataset, config.data, config.model)
     set_seed(config.train.seed)
-    model, guide = build_model_and_guide(config.model, config.guide, config.prior, x_shape=dataset.x_shape)
+    model, guide = build_model_and_guide(config.model, config.guide, config.prior, x_shape=dataset.x_shape,
+                                         num_classes=dataset.num_classes)
     model.to(device)
     guide.to(device)
     trainer = Trainer(model, guide, dataset, config.train)
     config = built_config(config, model, guide)
-    config = record_sources(dataclasses.replace(config, data=record_dataset(config.data, run_dir,
+    config = record_sources(dataclasses.replace(config, data=record_dataset(data_config, run_dir,
                                                                             dataset.source.get("fingerprint"))))
     if distributed.is_main():
         os.makedirs(run_dir, exist_ok=True)
@@ -209,6 +221,7 @@ def resume_run(
     if target != config.train.epochs:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=target))
     dataset = load_data(run_dir, config.data, download=download)
+    apply_labels(dataset, config.data, config.model)
     trainer = Trainer(model, guide, dataset, config.train)
     trainer.load_state_dict(payload["trainer"])
     on_disk = read_metrics(run_dir)
@@ -256,6 +269,7 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
         result["epochs"] = trainer.epoch
         result["train_seconds"] = sum(m["seconds"] for m in metrics)
         if main:
+            evaluation_figures(run_dir, result)
             atomic_write_json(paths(run_dir)["eval"], result)
             board.log_final(result, summarize(result))
             board.log_projector(model, guide, dataset, seed=config.train.seed, step=trainer.epoch)
@@ -334,10 +348,11 @@ def run_figures(run_dir: str, model: Model, guide: nn.Module, data: ImageDataset
     round trip x → z → x), ``loss.png``, and a flow's ``samples_temperature.png``."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        save_grid(model.generate(64), os.path.join(run_dir, "samples.png"))
+        images, nrow = figure_samples(model, 64)  # a model that takes labels: a row per class
+        save_grid(images, os.path.join(run_dir, "samples.png"), nrow=nrow)
         x = data.eval_data("test", dequantize=model.dequantize)[:32]
         x = x.to(next(model.parameters()).device)
-        recon = model.reconstruct(x, guide)
+        recon = model.reconstruct(x, guide, image_labels(model, data, list(range(len(x))), x))
         save_grid(reconstruction_grid(x, recon), os.path.join(run_dir, "reconstructions.png"),
                   nrow=min(8, len(x)))
         if not model.has_latent:  # one row of 8 samples per temperature

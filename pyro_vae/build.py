@@ -1,5 +1,10 @@
 """Build a model by name — a VAE or a density flow — and its guide, from the specs a run
-records (``{"name": ..., **options}``)."""
+records (``{"name": ..., **options}``).
+
+A VAE's spec may say that it takes labels: ``"num_classes": C`` (what a built model records),
+or ``"condition": "label"`` (a conditional VAE whose number of classes comes from the data,
+``build_model(..., num_classes=data.num_classes)``); the semi-supervised ``ssvae`` always
+takes them (:func:`needs_labels`)."""
 
 from __future__ import annotations
 
@@ -15,8 +20,28 @@ from .flows import FLOW_MODELS, build_flow_model
 from .guides import GUIDES
 from .likelihoods import build_likelihood
 from .models import MODELS, build_vae
+from .data_settings import check_condition
 from .plates import check_z_dim
 from .priors import PRIORS
+
+
+def _label_options(options: dict, cls: type) -> bool:
+    """Pop the label keys of a model spec's ``options`` (``condition``, ``num_classes``) and
+    say whether the model takes labels; ``condition`` is checked, and refused for a model
+    that has no latent or that takes its label already."""
+    condition = check_condition(options.pop("condition", None))
+    if condition is not None:
+        if not cls.has_latent or cls.label_is_latent:
+            what = "it has no latent variable" if not cls.has_latent else "its label is a latent variable already"
+            raise ConfigError(f"condition={condition!r} does not apply to the {cls.registry_name} model: {what}",
+                              params=("condition",))
+    return condition is not None or cls.label_is_latent or options.get("num_classes") is not None
+
+
+def needs_labels(spec: Mapping[str, Any]) -> bool:
+    """Whether the model of ``spec`` takes labels (then its data must have them)."""
+    options = dict(spec)
+    return _label_options(options, model_class(options.get("name")))
 
 
 def model_class(name: str) -> type:
@@ -84,6 +109,8 @@ def check_specs(
     name = options.pop("name", None)
     options.pop("x_shape", None)
     cls = model_class(name)
+    _label_options(options, cls)
+    options.pop("num_classes", None)
     if not cls.has_latent:
         FLOW_MODELS.options(name, options)
         if binary:
@@ -105,6 +132,7 @@ def build_model(
     spec: Mapping[str, Any],
     prior: Optional[Mapping[str, Any]] = None,
     x_shape: Optional[Sequence[int]] = None,
+    num_classes: Optional[int] = None,
 ) -> Model:
     """A model from its spec ``{"name": ..., "x_shape": ..., **options}``.
 
@@ -112,10 +140,17 @@ def build_model(
         spec: the model's name and options (``x_shape`` may come separately).
         prior: a VAE's prior spec (``None``: N(0, I)); a flow takes none.
         x_shape: image shape, overriding any in ``spec``.
+        num_classes: the data's number of classes, for a model that takes labels and whose
+            spec does not record it.
     """
     options = dict(spec)
     name = options.pop("name", None)
     cls = model_class(name)
+    if _label_options(options, cls):
+        options["num_classes"] = options.get("num_classes") or num_classes
+        if options["num_classes"] is None:
+            raise ConfigError(f"the {name} model takes labels: it needs num_classes, the data's number of classes",
+                              params=("num_classes",))
     if x_shape is not None:
         options["x_shape"] = tuple(x_shape)
     if "x_shape" not in options:
@@ -133,7 +168,8 @@ def build_model_and_guide(
     guide: Optional[Mapping[str, Any]] = None,
     prior: Optional[Mapping[str, Any]] = None,
     x_shape: Optional[Sequence[int]] = None,
+    num_classes: Optional[int] = None,
 ) -> Tuple[Model, nn.Module]:
     """A model (see :func:`build_model`) and the guide ``model.make_guide(guide)``."""
-    built = build_model(model, prior, x_shape)
+    built = build_model(model, prior, x_shape, num_classes)
     return built, built.make_guide(guide)

@@ -4,14 +4,16 @@ builds — a VAE (:class:`~pyro_vae.models.base.VAE`) or a density flow
 
 A :class:`Model` is an ``nn.Module`` and a Pyro program:
 
-* ``model(x, num_data=None, kl_scale=1.0)`` — the generative model, observing ``"x"`` inside
-  the ``"data"`` plate (:mod:`pyro_vae.plates`);
+* ``model(x, num_data=None, kl_scale=1.0, y=None)`` — the generative model, observing ``"x"``
+  inside the ``"data"`` plate (:mod:`pyro_vae.plates`), and the images' labels ``y`` where the
+  model takes labels (:attr:`Model.num_classes`: a conditional VAE needs them, the
+  semi-supervised VAE sums out those it is not given);
 * ``guide`` — its default guide, a callable with the same signature and the model's latent
   sites (``vae.guide``, the amortized Gaussian; a density flow's is empty), and
   :meth:`Model.make_guide` to build another one from a spec;
 * ``has_latent`` — whether there is a latent variable at all (a density flow has none, so
   its likelihood is exact and "IWAE" with k = 1 is log p(x));
-* ``generate(n)``, ``reconstruct(x, guide)`` — images in [0, 1] to look at;
+* ``generate(n, y=None)``, ``reconstruct(x, guide, y=None)`` — images in [0, 1] to look at;
 * the data contract: ``dequantize`` (a continuous density over dequantized grey levels),
   ``check_data(binary)``, ``bits_per_dim(nll)``.
 
@@ -38,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
-from .plates import check_finite, check_images, check_range, validating
+from .plates import check_finite, check_images, check_labels, check_range, validating
 
 _instance_counter = itertools.count()
 
@@ -75,6 +77,10 @@ class Model(nn.Module, abc.ABC):
     #: Upper bound on samples × images per decoder pass of the IWAE evaluation (memory and,
     #: on a CPU, cache); an expensive decoder lowers it.
     max_eval_rows: ClassVar[int] = 20_000
+    #: Whether the label is a random variable of the model — p(y), and q(y | x) in the guide
+    #: (the semi-supervised VAE, which sums out the labels it is not given). Otherwise a model
+    #: that takes labels (a conditional VAE) needs the label of every image.
+    label_is_latent: ClassVar[bool] = False
 
     def __init__(self, x_shape) -> None:
         super().__init__()
@@ -85,6 +91,8 @@ class Model(nn.Module, abc.ABC):
         #: What the model was built from (``{"name": ..., **options}``); set by the builder and
         #: recorded in checkpoints, so the model can be rebuilt from it.
         self.spec: Dict[str, Any] = {}
+        #: Number of classes of the label ``y`` the model takes (``None``: it takes none).
+        self.num_classes: Optional[int] = None
 
     @property
     def param_dtype(self) -> Optional[torch.dtype]:
@@ -113,6 +121,19 @@ class Model(nn.Module, abc.ABC):
         if values or (values is None and validating()):
             self.check_values(check_finite(x))
         return x
+
+    def check_y(self, y: Optional[Tensor], batch: int, values: Optional[bool] = None) -> Optional[Tensor]:
+        """The labels ``y`` of a batch of ``batch`` images, checked against what the model
+        takes (:func:`~pyro_vae.plates.check_labels`; the values, an O(B) scan, as for
+        :meth:`check_x`); ``None`` where the model takes no label or sums it out."""
+        if y is None:
+            if self.num_classes is not None and not self.label_is_latent:
+                raise ConfigError("a conditional VAE needs the label y of every image (y=…)", params=("y",))
+            return None
+        if self.num_classes is None:
+            raise ConfigError(f"the {self.spec.get('name') or type(self).__name__} model takes no labels "
+                              "(build it with num_classes=… for a conditional VAE)", params=("y",))
+        return check_labels(y, batch, self.num_classes, values=values or (values is None and validating()))
 
     def check_values(self, x: Tensor) -> None:
         """Refuse finite images outside the model's support with a :class:`DataError`
@@ -143,13 +164,16 @@ class Model(nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ Pyro program
     @abc.abstractmethod
-    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0):
-        """The generative model for a mini-batch ``x`` of ``num_data`` examples."""
+    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+              y: Optional[Tensor] = None):
+        """The generative model for a mini-batch ``x`` of ``num_data`` examples (and their
+        labels ``y``, for a model that takes labels)."""
 
-    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0):
+    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+                y: Optional[Tensor] = None):
         """The Pyro model, so that the module itself stands for it: ``Trace_ELBO()(model,
         guide)`` is then an ``ELBOModule`` whose parameters are the model's and the guide's."""
-        return self.model(x, num_data, kl_scale)
+        return self.model(x, num_data, kl_scale, y)
 
     @abc.abstractmethod
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> nn.Module:
@@ -157,11 +181,12 @@ class Model(nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ images
     @abc.abstractmethod
-    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
-        """``n`` images of the model, in [0, 1]."""
+    def generate(self, n: int, temperature: Optional[float] = None, y: Optional[Tensor] = None) -> Tensor:
+        """``n`` images of the model, in [0, 1] (of the classes ``y``, (n,), for a model that
+        takes labels)."""
 
     @abc.abstractmethod
-    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
+    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None, y: Optional[Tensor] = None) -> Tensor:
         """Reconstructions of ``x`` through ``guide`` (the default guide when ``None``)."""
 
 

@@ -170,6 +170,9 @@ class ImageDataset:
                 if len(labels) != self.num_examples(split):
                     raise DataError(f"{name}: {split} labels and images differ in number")
             self._labels[split] = labels
+        #: Indices of the training images whose labels a model may learn from (``None``: all;
+        #: a semi-supervised run keeps a few, :func:`pyro_vae.labels.pick_labelled`).
+        self.labelled: Optional[Tensor] = None
         self._static: Dict[str, Tensor] = {}
         if binarize == "static":
             if self.streamed("train"):
@@ -240,6 +243,15 @@ class ImageDataset:
         self.split_levels(split)
         return self._labels[split]
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Number of classes of the labels — the source's class names (an image folder's
+        sub-folders), else the largest label + 1 — or ``None`` if the training split has none."""
+        if self._labels["train"] is None:
+            return None
+        names = self.source.get("classes")
+        return len(names) if names else 1 + max(int(y.max()) for y in self._labels.values() if y is not None)
+
     def __len__(self) -> int:
         return self.num_examples("train")
 
@@ -273,31 +285,38 @@ class ImageDataset:
         dequantize: bool = False,
         generator: Optional[torch.Generator] = None,
         drop_last: bool = False,
-    ) -> Iterator[Tensor]:
+        indices: Optional[Tensor] = None,
+        labels: bool = False,
+    ) -> Iterator[Any]:
         """Iterate prepared mini-batches of ``split`` by slicing the in-memory tensor (or,
         for a streamed split, reading the same images through ``DataLoader`` workers).
 
         With ``binarize="dynamic"`` every pass draws a new binarization; with ``"static"``
-        the fixed one; with ``"none"`` grey levels (dequantized if asked).
+        the fixed one; with ``"none"`` grey levels (dequantized if asked). ``indices``
+        restricts the pass to those images of the split; with ``labels`` each batch is
+        ``(x, y)``, the images and their labels.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}", params=("batch_size",))
         source = self._static.get(split, self.split_levels(split))
-        n = self.num_examples(split)
+        n = self.num_examples(split) if indices is None else len(indices)
         device = generator.device if generator is not None else self.device
         order = (torch.randperm(n, generator=generator, device=device) if shuffle
                  else torch.arange(n, device=device))
+        if indices is not None:
+            order = indices.to(device)[order]
         stop = n - n % batch_size if drop_last else n
         chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
         if isinstance(source, Tensor):
-            held = (source[idx] if shuffle else source[idx[0] : idx[-1] + 1] for idx in chunks)
+            slices = shuffle or indices is not None
+            held = (source[idx] if slices else source[idx[0] : idx[-1] + 1] for idx in chunks)
         else:
             held = _load(source, [idx.tolist() for idx in chunks], _workers(n))
-        for xb in held:
+        for xb, idx in zip(held, chunks):
             xb = _grey(xb.to(device, non_blocking=True))
             if self.binarize != "static":
                 xb = self.prepare(xb, dequantize=dequantize, generator=generator)
-            yield xb
+            yield (xb, self._labels[split][idx]) if labels else xb
 
     def eval_data(self, split: str = "test", dequantize: bool = False) -> Tensor:
         """The fixed, seeded version of ``split`` used for evaluation.
@@ -318,6 +337,7 @@ class ImageDataset:
         and each batch moved); returns the dataset."""
         self._levels = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self._levels.items()}
         self._static = {k: v.to(device) for k, v in self._static.items()}
+        self._labels = {k: None if v is None else v.to(device) for k, v in self._labels.items()}
         return self
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
+from .errors import ConfigError
 from .options import check_choice
 
 #: How images are presented to a model (see :mod:`pyro_vae.data`).
@@ -58,3 +59,28 @@ def folder_checks(image_size: Optional[Sequence[int]], channels: Optional[int],
         "channels": (channels is None or channels in CHANNELS, "1 (grey) or 3 (RGB)"),
         "test_fraction": (test_fraction is None or 0 < test_fraction < 1, "strictly between 0 and 1"),
     }
+
+
+#: ``labels_per_class`` that keeps every label.
+ALL_LABELS = "all"
+
+
+def check_labels_per_class(value: object) -> object:
+    """``value`` as ``labels_per_class``: a positive number of labelled training images per
+    class, or ``"all"`` (every label; also given as the text of a number, from the command
+    line); else a ConfigError."""
+    if isinstance(value, str) and value != ALL_LABELS:
+        value = int(value) if value.strip().isdigit() else value
+    if value == ALL_LABELS or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigError(f"labels_per_class must be a positive integer or '{ALL_LABELS}', got {value!r}",
+                      params=("labels_per_class",))
+
+
+#: What a VAE may be conditioned on (``condition``): its images' labels.
+CONDITIONS = ("label",)
+
+
+def check_condition(condition: object) -> object:
+    """``condition`` if it is ``None`` or one of :data:`CONDITIONS`; else a ConfigError."""
+    return condition if condition is None else check_choice(condition, CONDITIONS, "condition", "condition")

@@ -70,6 +70,20 @@ def check_range(x: Tensor, what: str = "grey levels", support: Optional[Tuple[fl
                         "are k / 255")
 
 
+def check_labels(y: Tensor, batch: int, num_classes: int, values: bool = True) -> Tensor:
+    """``y`` checked as the integer labels (B,) of a batch of ``batch`` images, each a class
+    in 0..num_classes−1 (with ``values``: one pass over y); else one :class:`DataError`."""
+    if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != batch:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise DataError(f"expected the labels of the {batch} images as a tensor of shape ({batch},), got {shape}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise DataError(f"labels must be integer classes 0..{num_classes - 1}, got {y.dtype}")
+    if values and batch and not bool(((y >= 0) & (y < num_classes)).all()):
+        lo, hi = int(y.min()), int(y.max())
+        raise DataError(f"labels must be classes 0..{num_classes - 1}, got values in [{lo}, {hi}]")
+    return y
+
+
 def validating() -> bool:
     """Whether Pyro's validation is on (the default outside the training engine): then the
     models also scan their input's values, as Pyro's distributions do."""

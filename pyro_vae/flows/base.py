@@ -159,10 +159,13 @@ class FlowModel(Model):
         return self.distribution().log_prob(self.check_x(x))
 
     # ------------------------------------------------------------------ Pyro program
-    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
+    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+              y: Optional[Tensor] = None) -> None:
         """p_θ(x) for a mini-batch ``x`` of shape (B, C, H, W); ``kl_scale`` is accepted
-        for the common signature and ignored (there is no latent to weight)."""
+        for the common signature and ignored (there is no latent to weight), and labels
+        ``y`` are refused (a density flow takes none)."""
         x = self.check_x(x)
+        self.check_y(y, len(x))
         register(self.pyro_prefix, self)
         with data_plate(x, num_data):
             pyro.sample("x", self.distribution(), obs=x)
@@ -190,15 +193,17 @@ class FlowModel(Model):
         return pre(flow.inv(z))
 
     @torch.no_grad()
-    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
+    def generate(self, n: int, temperature: Optional[float] = None, y: Optional[Tensor] = None) -> Tensor:
         """``n`` samples of p_θ at ``temperature`` (z ~ N(0, T² I), default T = 1), clamped
-        to [0, 1]."""
+        to [0, 1] (labels ``y`` are refused)."""
+        self.check_y(y, n)
         return self.distribution(1.0 if temperature is None else temperature).sample((n,)).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
+    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None, y: Optional[Tensor] = None) -> Tensor:
         """The round trip ``decode(encode(x))`` — equal to ``x`` up to rounding; a visual
-        check of invertibility."""
+        check of invertibility (labels ``y`` are refused)."""
+        self.check_y(y, len(x))
         return self.decode(self.encode(self.check_x(x)).clone()).clamp(0.0, 1.0)
 
 
@@ -211,7 +216,8 @@ class EmptyGuide(nn.Module):
         self.x_shape = tuple(x_shape)
         self.spec: Dict[str, Any] = {"name": "empty"}
 
-    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
+    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+                y: Optional[Tensor] = None) -> None:
         check_images(x, self.x_shape)
 
 

@@ -101,16 +101,16 @@ class FlowGuide(JointGuide):
         """Fresh transforms f_1(·; h), ..., f_K(·; h) for features ``h`` (B, h_dim)."""
         return [t.condition(h) for t in self.flows]
 
-    def _distribution(self, x: Tensor) -> dist.TransformedDistribution:
-        """q_φ(z | x), batch shape (B,), event shape (z_dim,)."""
+    def _distribution(self, x: Tensor, y: Optional[Tensor] = None) -> dist.TransformedDistribution:
+        """q_φ(z | x) (q_φ(z | x, y) given labels), batch shape (B,), event shape (z_dim,)."""
         encoder = self.vae.encoder
-        h = encoder.features(x)
+        h = encoder.features(x, y)
         return dist.TransformedDistribution(encoder.base(h), self.conditioned_flows(h))
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The encoder mean μ_φ(x) pushed through the flows (B, z_dim)."""
         encoder = self.vae.encoder
-        h = encoder.features(x)
+        h = encoder.features(x, y)
         z, _ = encoder.loc_scale(h)
         for t in self.conditioned_flows(h):
             z = t(z)

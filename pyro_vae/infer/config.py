@@ -18,6 +18,8 @@ from ..options import check_choice, check_fields, check_ranges, dataclass_from_d
 MAX_PARTICLES = 1000
 #: Largest ``free_bits``, in nats per latent dimension.
 MAX_FREE_BITS = 100.0
+#: Largest ``beta``: beyond it the KL terms swamp any likelihood (a β of 10⁶ is a typo).
+MAX_BETA = 1000.0
 
 #: Seeds are 32-bit (numpy's limit).
 MAX_SEED = 2**32 - 1
@@ -61,6 +63,8 @@ class TrainConfig:
             importance-weighted bound L_K of Burda et al. 2015, arXiv:1509.00519, with
             K = ``particles``; :class:`~pyro_vae.infer.elbo.IWAE_ELBO`).
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
+        beta: β, the weight of the KL terms (the β-VAE of Higgins et al. 2017; 1 = the ELBO),
+            a ``poutine.scale`` of the latent sites in model and guide, as the warm-up's.
         free_bits: λ, nats per latent dimension below which the KL is not penalised
             (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
         seed: seed of torch, numpy and Pyro (and of the data order, shared by all ranks).
@@ -82,6 +86,7 @@ class TrainConfig:
     objective: str = option("elbo", "training objective: elbo | iwae (the importance-weighted bound "
                                     "with K = --particles; default elbo)", latent=True)
     kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
+    beta: float = option(1.0, "β-VAE: weight of the KL terms (default 1: the ELBO)", metavar="BETA", latent=True)
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
     seed: int = option(0, "seed of torch, numpy and Pyro (default 0)")
@@ -103,6 +108,7 @@ class TrainConfig:
             # hardly moves (Burda et al. used up to 50)
             "particles": (1 <= self.particles <= MAX_PARTICLES, f"from 1 to {MAX_PARTICLES}"),
             "kl_warmup": (self.kl_warmup >= 0, "≥ 0"),
+            "beta": (0 < self.beta <= MAX_BETA, f"> 0 and ≤ {MAX_BETA:g}"),
             # λ is nats per latent dimension: beyond a few the KL is never penalised at all
             "free_bits": (0 <= self.free_bits <= MAX_FREE_BITS, f"from 0 to {MAX_FREE_BITS:g}"),
             "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
@@ -130,10 +136,19 @@ class TrainConfig:
         return asdict(self)
 
     def kl_scale(self, epoch: int) -> float:
-        """β for 0-based ``epoch``: min(1, (epoch + 1) / (W + 1))."""
+        """The weight of the KL terms at 0-based ``epoch``: β · min(1, (epoch + 1) / (W + 1))."""
         if self.kl_warmup <= 0:
-            return 1.0
-        return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+            return self.beta
+        return self.beta * min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+
+    def check_enumeration(self, model: str) -> None:
+        """Refuse the objectives that cannot sum out the discrete label of ``model`` (the
+        semi-supervised VAE, trained by ``TraceEnum_ELBO``): the IWAE bound and free bits."""
+        for name, used in (("objective", self.objective == "iwae"), ("free_bits", self.free_bits > 0)):
+            if used:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not available for the {model} model: it sums "
+                                  "its label out by enumeration (TraceEnum_ELBO), which the IWAE bound and free "
+                                  "bits do not", params=(name,))
 
 
 def check_temperature(temperature: Any, name: str = "temperature") -> float:

@@ -39,7 +39,7 @@ import math
 from typing import Any, Tuple
 
 import torch
-from pyro.infer import RenyiELBO, Trace_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import is_identically_zero, torch_item
 from pyro.util import warn_if_nan
@@ -240,17 +240,25 @@ class IWAE_ELBO(RenyiELBO):
         return torch_item(loss)
 
 
-def make_elbo(config: TrainConfig):
+def make_elbo(config: TrainConfig, enumerate: bool = False):
     """The Pyro ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: ``Trace_ELBO``
     (:class:`SyncFreeTrace_ELBO`; :class:`FreeBitsTrace_ELBO` with ``free_bits``) with L =
     ``particles`` vectorized particles, or :class:`IWAE_ELBO` with K = ``particles`` for
-    ``objective="iwae"``. Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an
-    ``ELBOModule`` whose forward is the differentiable loss.
+    ``objective="iwae"``; with ``enumerate`` (a model with a discrete latent, the
+    semi-supervised VAE's label) Pyro's ``TraceEnum_ELBO``, which sums the sites its guide
+    marks for parallel enumeration out exactly. ``max_plate_nesting=1``: the ``"data"``
+    plate, so that enumeration (and vectorized particles) take the dimensions left of it.
+    Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an ``ELBOModule`` whose
+    forward is the differentiable loss.
 
     The config is trusted: a ``TrainConfig`` has refused unknown objectives and the IWAE
-    bound with free bits when it was built (its ``__post_init__``, the one place)."""
+    bound with free bits when it was built (its ``__post_init__``, the one place), and what
+    enumeration cannot do when asked (:meth:`TrainConfig.check_enumeration`)."""
     kwargs = dict(num_particles=config.particles, vectorize_particles=config.particles > 1,
                   max_plate_nesting=1)
+    if enumerate:
+        # a labelled batch has nothing to enumerate: no warning for it
+        return TraceEnum_ELBO(strict_enumeration_warning=False, **kwargs)
     if config.objective == "iwae":
         return IWAE_ELBO(**kwargs)
     if config.free_bits > 0:

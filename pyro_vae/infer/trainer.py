@@ -21,7 +21,15 @@ global batch exactly, shards of unequal size included. Each rank draws its own m
 (rank r > 0 seeded from (seed, r)). A final global batch smaller than R is dropped.
 
 KL warm-up multiplies the latent site by β_e = min(1, (e + 1) / (W + 1)) during the first W
-epochs, through ``poutine.scale`` in the model and guide (``kl_scale``).
+epochs, through ``poutine.scale`` in the model and guide (``kl_scale``); a β-VAE's β multiplies
+it throughout.
+
+**Labels.** A model that takes labels (``model.num_classes``) is trained on labelled
+mini-batches — the conditional VAE on every image with its label, the semi-supervised VAE on
+an unlabelled and a labelled mini-batch per step, its label summed out by ``TraceEnum_ELBO``
+where unknown — through :class:`~pyro_vae.infer.labels.LabelledLoss`, which wraps the same
+``ELBOModule`` (:mod:`pyro_vae.infer.labels`); the semi-supervised VAE's epochs also report
+the test accuracy of its classifier q(y | x).
 """
 
 from __future__ import annotations
@@ -42,11 +50,13 @@ from torch.nn.parallel import DistributedDataParallel
 from ..contract import Model
 from ..data import ImageDataset
 from ..errors import ConfigError
+from ..labels import require_labels, split_labelled
 from . import distributed
 from .config import TrainConfig
 from .context import seed_from
 from .elbo import make_elbo
 from .evaluate import evaluate
+from .labels import LabelledLoss, classification, labelled_steps
 
 
 def set_seed(seed: int) -> None:
@@ -121,9 +131,24 @@ class Trainer:
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
         # per-example clip threshold is scaled by N as well.
         self.optim = ClippedAdam(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data)
-        self.elbo = make_elbo(config)
-        #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
-        self.loss = self.elbo(model, guide)
+        #: whether the model learns from labels (mini-batches of :mod:`pyro_vae.infer.labels`)
+        self.labelled = model.num_classes is not None
+        if model.label_is_latent:
+            config.check_enumeration(model.spec.get("name", type(model).__name__))
+        self.elbo = make_elbo(config, enumerate=model.label_is_latent)
+        if self.labelled:
+            name = model.spec.get("name", type(model).__name__)
+            require_labels(data, f"the {name} model" if model.label_is_latent else "a conditional VAE")
+            if not model.label_is_latent and (data.labelled is not None or data.labels("test") is None):
+                raise ConfigError("a conditional VAE learns from the label of every image, and is judged on "
+                                  "log p(x | y) of labelled test images (a few labels are for the ssvae model)",
+                                  params=("labels_per_class",))
+            alpha = model.label_alpha(self.num_data) if model.label_is_latent else None
+            #: the loss as a module: the labelled parts of a step through Pyro's ELBOModule
+            self.loss = LabelledLoss(self.elbo, model, guide, alpha, len(split_labelled(data)[0]))
+        else:
+            #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
+            self.loss = self.elbo(model, guide)
         self._loss = self.loss
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -133,6 +158,9 @@ class Trainer:
         self.epoch = 0  # number of completed epochs
         self.data_rng = torch.Generator(device=self.device).manual_seed(config.seed)
         self._eval_x = data.eval_data("test", dequantize=self.dequantize)
+        # a conditional VAE is judged on log p(x | y); the semi-supervised VAE on log p(x), its
+        # classifier on the test labels
+        self._eval_y = data.labels("test") if self.labelled else None
 
     @property
     def lr(self) -> float:
@@ -154,6 +182,29 @@ class Trainer:
         self.optim.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def labelled_step(self, parts, kl_scale: float = 1.0) -> torch.Tensor:
+        """One optimisation step on this rank's labelled and unlabelled shards ``parts``
+        (:func:`~pyro_vae.infer.labels.labelled_steps`); returns the (unscaled) loss."""
+        with self.autocast:
+            weighted, loss = self._loss(parts, kl_scale=kl_scale)
+        weighted.backward()
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        return loss
+
+    def _steps(self, beta: float):
+        """The steps of an epoch: ``(loss, images of this rank)`` each."""
+        if self.labelled:
+            for parts, n in labelled_steps(self.data, self.config.batch_size, self.data_rng, self.dequantize):
+                yield self.labelled_step(parts, beta), n
+            return
+        for batch in self.data.batches("train", self.config.batch_size, shuffle=True,
+                                       dequantize=self.dequantize, generator=self.data_rng):
+            if len(batch) < self.world:  # a shard would be empty
+                continue
+            x = distributed.shard(batch)
+            yield self.step(x, beta, len(batch)), len(x)
+
     def train_epoch(self) -> Dict[str, float]:
         """Run one epoch; return its metrics (ELBOs in nats per example).
 
@@ -171,12 +222,7 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count, steps = 0, 0
         with pyro.validation_enabled(cfg.validate), pyro.settings.context(module_local_params=True):
-            for batch in self.data.batches("train", cfg.batch_size, shuffle=True,
-                                           dequantize=self.dequantize, generator=self.data_rng):
-                if len(batch) < self.world:  # a shard would be empty
-                    continue
-                x = distributed.shard(batch)
-                loss = self.step(x, beta, len(batch))
+            for loss, n in self._steps(beta):
                 value = loss.item()  # the one host–device round trip of a step
                 if not math.isfinite(value):
                     raise FloatingPointError(
@@ -184,14 +230,14 @@ class Trainer:
                         "stopped"
                     )
                 # loss estimates N × (−β-ELBO per example) from this shard
-                total += loss.double() / self.num_data * len(x)
-                count += len(x)
+                total += loss.double() / self.num_data * n
+                count += n
                 steps += 1
         seconds = time.perf_counter() - start
         total = distributed.all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
                                                                      device=self.device)]))
         test = evaluate(self.model, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch,
-                        sharded=self.world > 1)
+                        sharded=self.world > 1, y=None if self.model.label_is_latent else self._eval_y)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch,
@@ -207,6 +253,8 @@ class Trainer:
         }
         if not self.data.binary:
             metrics["test_elbo_bpd"] = self.model.bits_per_dim(-test["elbo"])
+        if self.model.label_is_latent and self._eval_y is not None:
+            metrics["test_accuracy"] = classification(self.model, self._eval_x, self._eval_y)["accuracy"]
         return metrics
 
     def state_dict(self) -> Dict[str, Any]:

@@ -8,9 +8,31 @@ from typing import Sequence, Tuple
 from torch import nn
 
 from ..errors import ConfigError
-from ..likelihoods import build_likelihood
+from ..likelihoods import Likelihood, build_likelihood
 from ..nets import MLP
 from .base import MODELS, VAE, Decoder, Encoder
+
+
+def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
+    """``hidden_dims`` as a tuple of positive widths; else a ConfigError."""
+    hidden: Tuple[int, ...] = tuple(int(h) for h in hidden_dims)
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {list(hidden)}",
+                          params=("hidden_dims",))
+    return hidden
+
+
+def dense_trunk(x_shape: Sequence[int], hidden: Sequence[int], activation: str) -> nn.Module:
+    """``x (..., C, H, W) → h (..., hidden[-1])``: the flattened image through an MLP."""
+    d = int(math.prod(x_shape))
+    return nn.Sequential(nn.Flatten(start_dim=-len(x_shape)),
+                         MLP(d, hidden[:-1], hidden[-1], act=activation, final_act=True))
+
+
+def dense_decoder_net(z_dim: int, hidden: Sequence[int], lik: Likelihood, activation: str) -> nn.Module:
+    """``z (..., z_dim) → params (..., *param_shape)``: the trunk's MLP mirrored."""
+    return nn.Sequential(MLP(z_dim, hidden[::-1], int(math.prod(lik.param_shape)), act=activation),
+                         nn.Unflatten(-1, lik.param_shape))
 
 
 @MODELS.register("dense", aliases={"hidden": "hidden_dims"})
@@ -37,18 +59,8 @@ class DenseVAE(VAE):
         hidden_dims: Sequence[int] = (512, 256),
         activation: str = "elu",
     ) -> None:
-        hidden: Tuple[int, ...] = tuple(int(h) for h in hidden_dims)
-        if not hidden or min(hidden) < 1:
-            raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {list(hidden)}",
-                              params=("hidden_dims",))
+        hidden = check_hidden_dims(hidden_dims)
         lik = build_likelihood(likelihood, x_shape)
-        d = int(math.prod(x_shape))
-        trunk = nn.Sequential(
-            nn.Flatten(start_dim=-len(x_shape)),
-            MLP(d, hidden[:-1], hidden[-1], act=activation, final_act=True),
-        )
-        net = nn.Sequential(
-            MLP(z_dim, hidden[::-1], int(math.prod(lik.param_shape)), act=activation),
-            nn.Unflatten(-1, lik.param_shape),
-        )
+        trunk = dense_trunk(x_shape, hidden, activation)
+        net = dense_decoder_net(z_dim, hidden, lik, activation)
         super().__init__(x_shape, z_dim, Encoder(trunk, hidden[-1], z_dim), Decoder(net, lik))

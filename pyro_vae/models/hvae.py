@@ -39,7 +39,6 @@ they read as plain vectors in a trace and in ArviZ, and NUTS can sample them.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import pyro
@@ -54,12 +53,9 @@ from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
 from ..nets.mlp import activation
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
-from ..priors import StandardNormalPrior
+from ..priors import SOFTPLUS_ONE, StandardNormalPrior
 from .base import MODELS, VAE, Decoder
 from .conv import check_widths
-
-#: softplus⁻¹(1): a zero-initialised head gives σ = 1.
-_SOFTPLUS_ONE = math.log(math.expm1(1.0))
 
 
 def _normal(params: Tensor, min_scale: float) -> dist.TorchDistribution:
@@ -115,7 +111,7 @@ class TopDownLayer(nn.Module):
             nn.init.zeros_(self.prior_head[-1].weight)
             with torch.no_grad():
                 self.prior_head[-1].bias.copy_(torch.cat([torch.zeros(z_dim),
-                                                          torch.full((z_dim,), _SOFTPLUS_ONE)]))
+                                                          torch.full((z_dim,), SOFTPLUS_ONE)]))
         self.step: Optional[nn.Module] = None
         if not bottom:
             self.step = nn.Sequential(nn.Linear(width + z_dim, mid), make(), nn.Linear(mid, width))
@@ -162,11 +158,16 @@ class HierarchicalEncoder(nn.Module):
                                    for d in sizes)
         self.h_dim = 2 * width
         self.min_scale = min_scale
+        self.labels: Optional[nn.Embedding] = None
 
-    def features(self, x: Tensor) -> List[Tensor]:
-        """Bottom-up features ``[h_L, …, h_1]``, each (B, H): h_1 from the ResNet trunk, each
-        further layer one residual block up."""
-        hs = [self.trunk(x)]
+    def condition(self, num_classes: int) -> None:
+        """Condition the bottom-up path on a label: h_1 = trunk(x) + e_y."""
+        self.labels = nn.Embedding(num_classes, self.h_dim // 2)
+
+    def features(self, x: Tensor, y: Optional[Tensor] = None) -> List[Tensor]:
+        """Bottom-up features ``[h_L, …, h_1]``, each (B, H): h_1 from the ResNet trunk (plus
+        e_y given labels ``y``), each further layer one residual block up."""
+        hs = [self.trunk(x) if y is None else self.trunk(x) + self.labels(y)]
         for block in self.up:
             hs.append(block(hs[-1]))
         return hs[::-1]
@@ -257,12 +258,13 @@ class HierarchicalVAE(VAE):
         super().register_model()
         self._register("top_down", self.top_down)  # once, here: the guide uses it unregistered
 
-    def latents(self) -> Tensor:
-        """z_L ~ p(z_L), then z_l ~ p(z_l | z_{>l}) down to z_1, in the caller's plate;
-        returns the decoder's input, the joint latent [z_L, …, z_1] (..., z_dim)."""
+    def latents(self, y: Optional[Tensor] = None) -> Tensor:
+        """z_L ~ p(z_L) (p(z_L | y) for a conditional prior), then z_l ~ p(z_l | z_{>l}) down to
+        z_1, in the caller's plate; returns the decoder's input, the joint latent [z_L, …, z_1]
+        (..., z_dim)."""
         state, values = None, {}
         for i, (name, layer) in enumerate(zip(self.sizes, self.top_down.layers)):
-            values[name] = z = pyro.sample(name, self.prior() if i == 0 else layer.prior(state))
+            values[name] = z = pyro.sample(name, self.prior(y) if i == 0 else layer.prior(state))
             if layer.step is not None:
                 state = layer(self.top_down.start(z.shape[:-1]) if i == 0 else state, z)
         return self.join_latents(values)
@@ -295,14 +297,14 @@ class HierarchicalGuide(Guide):
         super().__init__(vae)
         self.flows = nn.ModuleList(nn.ModuleList(f) for f in flows) if flows is not None else None
 
-    def _layers(self, x: Tensor, pick):
-        """Run the layers top first for checked images ``x``; ``pick(name, base, transforms)``
-        returns z_l (a sample or a summary)."""
+    def _layers(self, x: Tensor, y: Optional[Tensor], pick):
+        """Run the layers top first for checked images ``x`` (and labels ``y``);
+        ``pick(name, base, transforms)`` returns z_l (a sample or a summary)."""
         vae: HierarchicalVAE = self.vae
         encoder = vae.encoder
-        hs = encoder.features(x)
+        hs = encoder.features(x, y)
         values: Dict[str, Tensor] = {}
-        state = vae.top_down.start(x.shape[:1])
+        state = vae.top_down.start(hs[0].shape[:-1])
         for i, (name, layer, h) in enumerate(zip(vae.sizes, vae.top_down.layers, hs)):
             context = encoder.context(state, h)
             base = encoder.posterior(i, context)
@@ -313,15 +315,15 @@ class HierarchicalGuide(Guide):
                 state = layer(state, z)
         return vae.join_latents(values)
 
-    def sample(self, x: Tensor) -> Tensor:
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Sites ``"z_L"``, …, ``"z_1"``; returns the joint latent."""
         def draw(name, base, transforms):
             q = dist.TransformedDistribution(base, transforms) if transforms else base
             return pyro.sample(name, q)
 
-        return self._layers(x, draw)
+        return self._layers(x, y, draw)
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Each layer's posterior mean (pushed through its flows), given the means above."""
         def mean(name, base, transforms):
             z = base.mean
@@ -329,7 +331,7 @@ class HierarchicalGuide(Guide):
                 z = t(z)
             return z
 
-        return self._layers(x, mean)
+        return self._layers(x, y, mean)
 
     def local_parameters(self) -> List[nn.Parameter]:
         """The bias of every layer's posterior head and the flows (see ``Guide``)."""

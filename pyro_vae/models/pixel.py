@@ -18,7 +18,7 @@ A. Courville. PixelVAE: A Latent Variable Model for Natural Images. arXiv:1611.0
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -137,8 +137,8 @@ class PixelVAE(VAE):
         )
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """Images drawn pixel by pixel from p(x | z) (the mean of an autoregressive decoder has
-        no closed form): samples, reconstructions and traversals show global structure from z,
-        local detail redrawn."""
-        return self.decoder.distribution(z).sample()
+    def decode(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Images drawn pixel by pixel from p(x | z) (p(x | z, y) given labels; the mean of an
+        autoregressive decoder has no closed form): samples, reconstructions and traversals
+        show global structure from z, local detail redrawn."""
+        return self.decoder.distribution(self.labelled(z, y)).sample()
