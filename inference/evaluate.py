@@ -60,6 +60,8 @@ def evaluate_model(
     if not model.has_latent:  # no latent site: the k = 1 "IWAE" is log p(x) itself
         iwae_samples = 1
     labels = data.labels(split)
+    if labels is not None and model.num_classes is not None:  # another label set: refused before the work
+        model.check_y(labels, len(labels), values=True)
     given = None  # the labels the bounds are conditioned on: a conditional VAE's
     if model.num_classes is not None and not model.label_is_latent:
         if labels is None:

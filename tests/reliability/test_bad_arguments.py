@@ -97,6 +97,39 @@ CASES = [
     (["--prior", "vamp", "--prior-set", "components=1000000000"], ["components from 1 to 10000"]),
     (["--image-size", "100000", "--dataset", "{tmp}/pngs"], ["argument --image-size: invalid data settings: image_size=(100000, 100000) (must be H and W from 1 to 4096)"]),
     (["--test-size", "1"], ["test_size=1 (must be ≥ 2)"]),
+    # labels: the conditional VAE, the semi-supervised VAE, β (issue 22)
+    (["--model", "ssvae", "--dataset", "{tmp}/grey.npz"], ["the ssvae model needs labelled data, but",
+                                                           "grey.npz has no labels", "train_labels"]),
+    (["--condition", "label", "--dataset", "{tmp}/grey.npz"], ["condition='label' needs labelled data"]),
+    (["--condition", "labels"], ["argument --condition: unknown condition 'labels'; valid conditions: label"]),
+    (["--model", "ssvae", "--condition", "label"], ["argument --condition:", "does not apply to the ssvae model"]),
+    (["--model", "nice", "--condition", "label"], ["--condition cannot be used with the density flow 'nice'"]),
+    (["--model", "ssvae", "--labels-per-class", "0"], ["argument --labels-per-class: labels_per_class must be a "
+                                                       "positive integer or 'all', got 0"]),
+    (["--model", "ssvae", "--labels-per-class", "ten"], ["labels_per_class must be a positive integer or 'all', "
+                                                         "got 'ten'"]),
+    (["--model", "ssvae", "--labels-per-class", "100"], ["argument --labels-per-class: labels_per_class=100 is more "
+                                                         "than the", "training images of class"]),
+    (["--labels-per-class", "10"], ["argument --labels-per-class: labels_per_class applies to a model that learns "
+                                    "from a few labels (ssvae), not to 'dense'"]),
+    (["--condition", "label", "--labels-per-class", "10"], ["a conditional VAE learns from every label"]),
+    (["--model", "ssvae", "--objective", "iwae", "--particles", "2"], ["argument --objective:",
+                                                                       "not available for the ssvae model"]),
+    (["--model", "ssvae", "--free-bits", "0.5"], ["argument --free-bits:", "enumeration"]),
+    (["--prior-set", "conditional=true"], ["conditional normal prior p(z | y) needs a VAE that takes labels"]),
+    (["--model", "ssvae", "--set", "network=mlp"], ["argument --set: unknown network 'mlp'; valid networks: dense, "
+                                                   "conv"]),
+    (["--model", "ssvae", "--set", "channels=[4]"], ["channels and hidden are options of network='conv'"]),
+    (["--model", "ssvae", "--set", "network=conv", "--set", "hidden_dims=[4]"], ["hidden_dims is an option of "
+                                                                                "network='dense'"]),
+    (["--model", "ssvae", "--set", "alpha=-1"], ["argument --set: invalid options of the ssvae model: "
+                                                 "alpha=-1.0 (must be ≥ 0)"]),
+    (["--set", "num_classes=3"], ["num_classes=… comes from the data"]),
+    (["--beta", "0"], ["argument --beta: invalid training settings: beta=0.0 (must be > 0 and ≤ 1000)"]),
+    (["--beta", "-1"], ["beta=-1.0"]),
+    (["--beta", "nan"], ["beta must be a finite number, got nan"]),
+    (["--beta", "big"], ["argument --beta: invalid float value: 'big'"]),
+    (["--model", "realnvp", "--beta", "2"], ["--beta cannot be used with the density flow 'realnvp'"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
@@ -112,6 +145,7 @@ def files(tmp_path_factory):
     np.savez(tmp / "flat.npz", train=np.zeros((10, 16), np.float32), test=np.zeros((2, 16), np.float32))
     np.savez(tmp / "empty.npz", train=grey[:0], test=grey[:2])
     np.savez(tmp / "nolabel.npz", images=grey)
+    np.savez(tmp / "grey.npz", train=grey, test=grey[:2])  # images without labels
     np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((20, 1, 1, 1), np.float32),
              test=np.full((4, 1, 1, 1), 0.5, np.float32))
     (tmp / "text.npz").write_text("train,test\n0.5,0.5\n")

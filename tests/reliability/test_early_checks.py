@@ -36,6 +36,9 @@ def test_refusals_come_before_torch_is_imported(trained_run, tmp_path):
         ["sample", run, "--out", t],
         ["sample", run, "--n", "0"],
         ["sample", run, "--temperature", "nan"],
+        ["sample", run, "--label", "3"],  # a run without labels
+        ["sample", run, "--label", "three"],
+        ["sample", run, "--label", "all", "--interpolate", "0", "1"],
         ["posterior", run, "--out", run],
         ["posterior", run, "--seed", "-1"],
         # the resource bounds and the options of issue 24
