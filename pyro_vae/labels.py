@@ -11,8 +11,10 @@ unlabelled mini-batches from it (:mod:`pyro_vae.infer.labels`).
 
 Example:
     >>> import torch
-    >>> pick_labelled(torch.tensor([0, 1, 0, 1, 0, 1]), 2, seed=0).tolist()
-    [0, 1, 2, 3]
+    >>> labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    >>> picked = pick_labelled(labels, 2, seed=0)
+    >>> picked.tolist(), labels[picked].tolist()
+    ([0, 2, 3, 5], [0, 0, 1, 1])
 """
 
 from __future__ import annotations

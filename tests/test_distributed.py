@@ -32,6 +32,18 @@ class DeltaGuide(JointGuide):
         return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x, y))[0], event_dim=1)
 
 
+def _join(rank, world, port):
+    """One thread, float64, this rank in the process group (if several), seed 0."""
+    import pyro
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    pyro.set_rng_seed(0)
+
+
 def _train_steps(rank, world, batches, port, out):
     """K engine steps on `batches` (each a global batch) in a world of `world` processes."""
     import pyro
@@ -40,12 +52,7 @@ def _train_steps(rank, world, batches, port, out):
     from pyro_vae.infer.config import TrainConfig
     from pyro_vae.infer.trainer import Trainer
 
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    pyro.set_rng_seed(0)
+    _join(rank, world, port)
     data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
     vae = build_vae("dense", data.x_shape, z_dim=3, likelihood="gaussian", hidden_dims=(8,)).double()
     guide = DeltaGuide(vae)
@@ -89,12 +96,7 @@ def _ssvae_steps(rank, world, batches, port, out):
     from pyro_vae.labels import keep_labels
     from pyro_vae.models.ssvae import SemiSupervisedGuide
 
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    pyro.set_rng_seed(0)
+    _join(rank, world, port)
     data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
     keep_labels(data, 2)
     vae = build_vae("ssvae", data.x_shape, z_dim=3, likelihood="gaussian", num_classes=10, hidden_dims=(8,))

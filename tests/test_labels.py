@@ -114,6 +114,10 @@ def test_a_step_adds_the_unlabelled_the_labelled_and_the_classification_parts():
     classify = -10.0 / 30 * 30 / 3 * vae.label_posterior(xl).log_prob(yl).sum()
     assert torch.allclose(total, unlabelled + labelled + classify)
     assert torch.allclose(weighted, 0.5 * unlabelled + 2.0 * (labelled + classify))
+    # λ weighs the labelled images' ELBO (not the classification term): 1 is J^α
+    _, heavier = LabelledLoss(elbo, vae, guide, alpha=10.0, num_labelled=30, labelled_weight=3.0)(
+        [(xu, None, 60, 0.5), (xl, yl, 30, 2.0)])
+    assert torch.allclose(heavier, unlabelled + 3.0 * labelled + classify)
     # a labelled image: log p(y) + the conditional VAE's ELBO, y observed in the model
     z = vae.encoder.loc_scale(vae.encoder.features(xl, yl))[0]
     by_hand = (vae.decoder.distribution(vae.labelled(z, yl)).log_prob(xl) + vae.prior().log_prob(z)

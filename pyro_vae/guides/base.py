@@ -7,7 +7,7 @@ sampled inside the same ``"data"`` plate and ``poutine.scale`` as the model::
     def forward(self, x, num_data=None, kl_scale=1.0, y=None):
         x, y = self.check_x(x), self.check_y(y, len(x))
         with pyro.plate("data", N, subsample_size=B), poutine.scale(scale=kl_scale):
-            return self.sample(x, y)   # the joint latent z, (B, z_dim)
+            return self.sample(x, y)   # the joint latent z, (B, z_dim); sample(x) without labels
 
 ``y`` are the images' labels, for a VAE that takes them: q(z | x, y) conditions on them
 (through the encoder's features, :meth:`~pyro_vae.models.base.Encoder.features`); the
@@ -103,13 +103,14 @@ class Guide(nn.Module, abc.ABC):
         y = self.check_y(y, len(x))
         self.register()
         with data_plate(x, num_data), kl_scaled(kl_scale):
-            return self.sample(x, y)
+            return self.sample(x) if y is None else self.sample(x, y)
 
     @abc.abstractmethod
     def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The latent sites, sampled inside the caller's plate and scale for the checked
         images ``x`` (and labels ``y``); returns the joint latent z (B, z_dim) (see the
-        module docstring)."""
+        module docstring). The labels are passed only where there are some: a guide of
+        VAEs without labels may implement ``sample(x)``."""
 
     def local_parameters(self) -> List[nn.Parameter]:
         """What a per-image copy of this guide frees (:func:`~pyro_vae.infer.gaps.local_guide`):
@@ -125,7 +126,8 @@ class Guide(nn.Module, abc.ABC):
         """A deterministic summary z of q_φ(z | x) (of q_φ(z | x, y) given labels), (B, z_dim):
         see :meth:`_location`."""
         x = self.check_x(x)
-        return self._location(x, self.check_y(y, len(x)))
+        y = self.check_y(y, len(x))
+        return self._location(x) if y is None else self._location(x, y)
 
     def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """:meth:`location` of checked images: the encoder mean μ_φ(x) here; flow guides push
@@ -151,7 +153,8 @@ class JointGuide(Guide):
     def distribution(self, x: Tensor, y: Optional[Tensor] = None) -> "pyro.distributions.TorchDistribution":
         """q_φ(z | x) (q_φ(z | x, y) given labels) with batch shape (B,) and event shape (z_dim,)."""
         x = self.check_x(x)
-        return self._distribution(x, self.check_y(y, len(x)))
+        y = self.check_y(y, len(x))
+        return self._distribution(x) if y is None else self._distribution(x, y)
 
     @abc.abstractmethod
     def _distribution(self, x: Tensor, y: Optional[Tensor] = None) -> "pyro.distributions.TorchDistribution":
@@ -159,7 +162,7 @@ class JointGuide(Guide):
 
     def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Site ``"z"`` ~ q_φ(z | x, y)."""
-        return pyro.sample("z", self._distribution(x, y))
+        return pyro.sample("z", self._distribution(x) if y is None else self._distribution(x, y))
 
 
 class GaussianGuide(JointGuide):

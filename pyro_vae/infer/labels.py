@@ -62,15 +62,17 @@ class LabelledLoss(nn.Module):
         guide: its guide.
         alpha: α of the classification term (the semi-supervised VAE; ``None``: none).
         num_labelled: N_l, the labelled images of the training split (α / N_l per image).
+        labelled_weight: λ, the weight of the labelled images' ELBO (1: J^α).
     """
 
     def __init__(self, elbo: Any, model: Model, guide: nn.Module, alpha: Optional[float] = None,
-                 num_labelled: int = 1) -> None:
+                 num_labelled: int = 1, labelled_weight: float = 1.0) -> None:
         super().__init__()
         #: Pyro's ELBOModule of model and guide (its parameters are theirs)
         self.elbo = elbo(model, guide)
         self.classification = SyncFreeTrace_ELBO(max_plate_nesting=1) if alpha else None
         self.scale = (alpha or 0.0) / max(1, num_labelled)
+        self.labelled_weight = labelled_weight
 
     def forward(self, parts: Sequence[Part], kl_scale: float = 1.0) -> Tuple[Tensor, Tensor]:
         """``(Σ weight · loss, Σ loss)`` over the parts: what to differentiate on this rank,
@@ -78,6 +80,8 @@ class LabelledLoss(nn.Module):
         weighted, total = 0.0, 0.0
         for x, y, num_data, weight in parts:
             loss = self.elbo(x, num_data=num_data, kl_scale=kl_scale, **({} if y is None else {"y": y}))
+            if y is not None and self.labelled_weight != 1.0:
+                loss = self.labelled_weight * loss
             if y is not None and self.classification is not None:
                 loss = loss + self.classification.differentiable_loss(
                     self.elbo.model.classifier_model, _no_guide, x, y, num_data=num_data, scale=self.scale)

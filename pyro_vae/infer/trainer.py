@@ -144,8 +144,9 @@ class Trainer:
                                   "log p(x | y) of labelled test images (a few labels are for the ssvae model)",
                                   params=("labels_per_class",))
             alpha = model.label_alpha(self.num_data) if model.label_is_latent else None
+            weight = model.labelled_weight if model.label_is_latent else 1.0
             #: the loss as a module: the labelled parts of a step through Pyro's ELBOModule
-            self.loss = LabelledLoss(self.elbo, model, guide, alpha, len(split_labelled(data)[0]))
+            self.loss = LabelledLoss(self.elbo, model, guide, alpha, len(split_labelled(data)[0]), weight)
         else:
             #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
             self.loss = self.elbo(model, guide)

@@ -250,11 +250,21 @@ class VAE(Model):
             raise ConfigError("this VAE's decoder needs the label y", params=("y",))
         return with_label(h, y, self.num_classes)
 
+    def latents_of(self, y: Optional[Tensor]) -> Tensor:
+        """:meth:`latents` given the labels ``y``; without labels ``latents()``, so that a VAE
+        without labels may override ``latents(self)`` alone."""
+        return self.latents() if y is None else self.latents(y)
+
+    def prior_of(self, y: Optional[Tensor]):
+        """The prior module's distribution given the labels ``y`` (``prior()`` without them,
+        the call of a prior that takes no labels)."""
+        return self.prior() if y is None else self.prior(y)
+
     def latents(self, y: Optional[Tensor] = None) -> Tensor:
         """The latent sites drawn from p_θ(z) (p_θ(z | y) for a conditional prior) inside the
         caller's ``"data"`` plate; returns what the decoder network takes (here z itself,
         (..., z_dim))."""
-        z = pyro.sample("z", self.prior(y))
+        z = pyro.sample("z", self.prior_of(y))
         if z.shape[-1] != self.z_dim:  # replayed from a guide of another VAE
             raise ConfigError(f"the guide drew z of dimension {z.shape[-1]}, but this VAE's z_dim is "
                               f"{self.z_dim}: the guide was built for another model")
@@ -290,7 +300,7 @@ class VAE(Model):
         with data_plate(x, num_data):
             with kl_scaled(kl_scale):
                 y = self.label_site(y)
-                h = self.latents(y)
+                h = self.latents_of(y)
             pyro.sample("x", self.decoder.distribution(self.labelled(h, y)), obs=x)
         return h
 
@@ -303,7 +313,7 @@ class VAE(Model):
         y = self.check_y(y, len(x))
         self.register_model()
         with data_plate(x, num_data), kl_scaled(kl_scale):
-            return self.latents(self.label_site(y))
+            return self.latents_of(self.label_site(y))
 
     def make_guide(self, spec: Optional[Mapping[str, Any]] = None) -> Guide:
         """A registered guide from ``{"name": ..., **options}`` (``None``: ``{"name":
@@ -339,7 +349,7 @@ class VAE(Model):
     def _prior_draw(self, y: Optional[Tensor]) -> Optional[Tensor]:
         """The label and latent sites of the model, drawn from the prior; returns the label."""
         y = self.label_site(y)
-        self.latents(y)
+        self.latents_of(y)
         return y
 
     @torch.no_grad()

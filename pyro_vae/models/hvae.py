@@ -264,7 +264,7 @@ class HierarchicalVAE(VAE):
         (..., z_dim)."""
         state, values = None, {}
         for i, (name, layer) in enumerate(zip(self.sizes, self.top_down.layers)):
-            values[name] = z = pyro.sample(name, self.prior(y) if i == 0 else layer.prior(state))
+            values[name] = z = pyro.sample(name, self.prior_of(y) if i == 0 else layer.prior(state))
             if layer.step is not None:
                 state = layer(self.top_down.start(z.shape[:-1]) if i == 0 else state, z)
         return self.join_latents(values)

@@ -29,7 +29,9 @@ a classification term on the labelled ones — the training objective of N image
 
     J^α = Σ_labelled L(x, y) + Σ_unlabelled U(x) + α · (1 / N_l) Σ_labelled log q(y | x),
 
-with α = 0.1 · N by default, as in the paper. :meth:`SemiSupervisedVAE.classifier_model` is
+with α = 0.1 · N by default, as in the paper. ``labelled_weight`` λ multiplies the first sum:
+λ = 1 is J^α; with N_l ≪ N_u the labelled images then shape the decoder's classes little,
+and λ = N_u / N_l weighs the labelled and the unlabelled halves of a step alike. :meth:`SemiSupervisedVAE.classifier_model` is
 that term as a Pyro program (an observed site under ``poutine.scale``, as Pyro's own
 ``examples/vae/ss_vae_M2.py`` has it); :class:`~pyro_vae.infer.labels.LabelledLoss` adds the
 three parts in one training step.
@@ -82,6 +84,9 @@ class SemiSupervisedVAE(VAE):
         activation: ``softplus`` (the paper's), ``elu``, ``relu`` or ``tanh``.
         alpha: α, the weight of the classification term; ``None``: 0.1 × the number of
             training images, the paper's.
+        labelled_weight: λ, the weight of the labelled images' ELBO against the unlabelled
+            ones' — 1 is J^α; N_u / N_l weighs the two halves of every step alike, as the
+            per-mini-batch means of many implementations do (see the module docstring).
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -103,6 +108,7 @@ class SemiSupervisedVAE(VAE):
         hidden: Optional[int] = None,
         activation: str = "softplus",
         alpha: Optional[float] = None,
+        labelled_weight: float = 1.0,
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
         lik = build_likelihood(likelihood, x_shape)
@@ -123,13 +129,16 @@ class SemiSupervisedVAE(VAE):
             check_stages(x_shape, len(widths), "ssvae")
             trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation) for _ in range(2))
             net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation)
-        if alpha is not None:
-            check_ranges({"alpha": alpha}, {"alpha": (alpha >= 0, "≥ 0")}, "options of the ssvae model")
+        check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
+            "alpha": (alpha is None or alpha >= 0, "≥ 0"),
+            "labelled_weight": (labelled_weight > 0, "> 0"),
+        }, "options of the ssvae model")
         super().__init__(x_shape, z_dim, Encoder(trunk, h_dim, z_dim), Decoder(net, lik))
         #: the classifier's trunk; its head, h → C logits, comes with the number of classes
         self.classifier_trunk = classifier_trunk
         self.classifier_head: Optional[nn.Linear] = None
         self.alpha = alpha
+        self.labelled_weight = float(labelled_weight)
         self.guide = SemiSupervisedGuide(self, GaussianGuide(self))
         self.guide.spec = {"name": "gaussian"}
 
