@@ -1,10 +1,11 @@
-"""The data settings the library accepts — binarizations, splits, the image-folder options —
-and their checks, without torch.
+"""The data settings the library accepts — binarizations, splits, the image-folder options,
+what a model does with the labels (``labels_per_class``, ``condition``) — and their checks,
+without torch.
 
 Each value and each bound is defined here once: :func:`~pyro_vae.data.load_dataset`,
-:class:`~pyro_vae.data.ImageDataset` and the image-folder source
-(:mod:`pyro_vae.datasets.folder`) check their arguments with these functions, and so does
-the command line, before it imports torch. (The module sits outside
+:class:`~pyro_vae.data.ImageDataset`, the image-folder source
+(:mod:`pyro_vae.datasets.folder`), :mod:`pyro_vae.labels` and :mod:`pyro_vae.build` check
+their arguments with these functions, and so does the command line, before it imports torch. (The module sits outside
 :mod:`pyro_vae.datasets`, whose package imports every source and so torch.)
 
 Example:
@@ -14,6 +15,8 @@ Example:
     Traceback (most recent call last):
     ...
     pyro_vae.errors.ConfigError: unknown split 'valid'; valid splits: train, test
+    >>> check_labels_per_class("10"), check_labels_per_class("all")
+    (10, 'all')
 """
 
 from __future__ import annotations
