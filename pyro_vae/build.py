@@ -25,7 +25,7 @@ from .plates import check_z_dim
 from .priors import PRIORS
 
 
-def _label_options(options: dict, cls: type) -> bool:
+def _label_options(options: dict, cls: type, name: str) -> bool:
     """Pop the label keys of a model spec's ``options`` (``condition``, ``num_classes``) and
     say whether the model takes labels; ``condition`` is checked, and refused for a model
     that has no latent or that takes its label already."""
@@ -33,7 +33,7 @@ def _label_options(options: dict, cls: type) -> bool:
     if condition is not None:
         if not cls.has_latent or cls.label_is_latent:
             what = "it has no latent variable" if not cls.has_latent else "its label is a latent variable already"
-            raise ConfigError(f"condition={condition!r} does not apply to the {cls.registry_name} model: {what}",
+            raise ConfigError(f"condition={condition!r} does not apply to the {name} model: {what}",
                               params=("condition",))
     return condition is not None or cls.label_is_latent or options.get("num_classes") is not None
 
@@ -41,7 +41,7 @@ def _label_options(options: dict, cls: type) -> bool:
 def needs_labels(spec: Mapping[str, Any]) -> bool:
     """Whether the model of ``spec`` takes labels (then its data must have them)."""
     options = dict(spec)
-    return _label_options(options, model_class(options.get("name")))
+    return _label_options(options, model_class(options.get("name")), options.get("name"))
 
 
 def model_class(name: str) -> type:
@@ -109,7 +109,7 @@ def check_specs(
     name = options.pop("name", None)
     options.pop("x_shape", None)
     cls = model_class(name)
-    _label_options(options, cls)
+    _label_options(options, cls, name)
     options.pop("num_classes", None)
     if not cls.has_latent:
         FLOW_MODELS.options(name, options)
@@ -146,7 +146,7 @@ def build_model(
     options = dict(spec)
     name = options.pop("name", None)
     cls = model_class(name)
-    if _label_options(options, cls):
+    if _label_options(options, cls, name):
         options["num_classes"] = options.get("num_classes") or num_classes
         if options["num_classes"] is None:
             raise ConfigError(f"the {name} model takes labels: it needs num_classes, the data's number of classes",
