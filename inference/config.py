@@ -22,15 +22,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from pyro_vae.data_settings import check_binarize, folder_checks
+from pyro_vae.data_settings import TRAIN_SIZES, check_binarize, folder_checks, valid_checks
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, TrainConfig
 from pyro_vae.options import check_fields, check_int, check_ranges, dataclass_from_dict, option, parse_pairs
 
 FORMAT = "pyro-vae-run"
-#: Version 2: specs of model, guide and prior side by side (version 1, written by
-#: pyro-vae 0.1, kept the prior's name inside the model spec and had no version key).
-VERSION = 2
+#: Version 3: a validation split (``data.valid_fraction``) and the selection settings;
+#: version 2 (pyro-vae 0.2) had specs of model, guide and prior side by side and no
+#: validation split; version 1 (0.1) kept the prior's name inside the model spec.
+VERSION = 3
+#: The versions :meth:`RunConfig.from_dict` reads.
+READS = (1, 2, 3)
 
 
 
@@ -53,6 +56,12 @@ class DataConfig:
     test_fraction: Optional[float] = option(None, "image folders without train/ and test/ sub-folders: "
                                                   "share of the images in the test split (default 0.1)",
                                             metavar="F")
+    valid_fraction: float = option(0.1, "share of the training images held out as the validation split "
+                                        "(a fixed shuffle, whatever --seed; a folder's valid/ or a file's "
+                                        "'valid' array instead when there is one); 0: none (default 0.1)",
+                                   metavar="F")
+    #: The images in each split and where the validation split came from, as loaded.
+    splits: Optional[Dict[str, Any]] = option(None, "images per split, as loaded", cli=False)
     #: What identifies the data — a dataset file's ``sha256:…``, an image folder's hash of
     #: its files — and their path relative to the run directory, recorded so that the run can
     #: be moved with its data and the data checked when loaded again (:mod:`inference.rundir`).
@@ -70,6 +79,9 @@ class DataConfig:
             "test_size": (self.test_size is None or self.test_size >= 2, "≥ 2"),
             "seed": (self.seed >= 0, "≥ 0"),
             **folder_checks(self.image_size, self.channels, self.test_fraction),
+            # a named dataset's size is known before it is read; a file's or a folder's is
+            # checked when it is loaded (pyro_vae.splits.carve)
+            **valid_checks(self.valid_fraction, self.train_size or TRAIN_SIZES.get(self.name)),
         }, "data settings")
 
     @classmethod
@@ -83,7 +95,7 @@ class DataConfig:
         """The arguments of :func:`pyro_vae.data.load_dataset` (a source's options among
         them; ``None`` ones are left to the source)."""
         kwargs = self.to_dict()
-        del kwargs["fingerprint"], kwargs["path_from_run"]
+        del kwargs["fingerprint"], kwargs["path_from_run"], kwargs["splits"]
         return kwargs
 
 
@@ -182,6 +194,7 @@ class RunConfig:
         self.iwae_samples = check_int(self.iwae_samples, "iwae_samples", 1, MAX_IWAE_SAMPLES)
         if self.kind not in ("vae", "flow"):
             raise ConfigError(f"kind must be 'vae' or 'flow', got {self.kind!r}")
+        self.train.check_selection(self.data.valid_fraction > 0)  # before any data are loaded
 
     def to_dict(self) -> Dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "kind": self.kind, "model": self.model,
@@ -208,16 +221,19 @@ class RunConfig:
 def upgrade(d: Dict[str, Any], where: str) -> Dict[str, Any]:
     """A ``config.json`` dict of any version as the current version's dict."""
     version = d.get("version", 1)
-    if version not in (1, VERSION):
-        raise CheckpointError(f"{where} has run-config version {version!r}; this pyro-vae reads 1 and {VERSION}")
+    if version not in READS:
+        raise CheckpointError(f"{where} has run-config version {version!r}; this pyro-vae reads "
+                              f"{', '.join(map(str, READS[:-1]))} and {READS[-1]}")
     missing = [k for k in ("model", "guide", "data", "train") if k not in d]
     if missing:
         raise CheckpointError(f"{where} lacks {missing[0]!r}")
+    d = dict(d)
     if version == 1:
-        d = dict(d)
         d["model"], d["prior"] = upgrade_model_spec(d["model"], d.get("kind", "vae"))
     elif "prior" not in d:
         raise CheckpointError(f"{where} lacks 'prior'")
+    if version < 3 and isinstance(d["data"], dict):  # trained without a validation split
+        d["data"] = {**d["data"], "valid_fraction": 0.0}
     return d
 
 

@@ -40,16 +40,22 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_writes_a_complete_run_directory(trained_run):
-    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png",
+    for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "samples.png",
                  "reconstructions.png", "loss.png", "eval.json"):
         assert os.path.isfile(os.path.join(trained_run, name)), name
     metrics = [json.loads(line) for line in open(os.path.join(trained_run, "metrics.jsonl"))]
     assert [m["epoch"] for m in metrics] == [1, 2]
+    # every epoch is monitored on the validation split; the test split is never named
+    assert all("valid_elbo" in m and not any("test" in k for k in m) for m in metrics)
     result = json.load(open(os.path.join(trained_run, "eval.json")))
     assert result["iwae_samples"] == 20 and result["num_examples"] == 40
     assert result["nll"] <= -result["elbo"] + 1e-6  # IWAE bound is tighter than the ELBO
     config = json.load(open(os.path.join(trained_run, "config.json")))
     assert config["model"]["hidden_dims"] == [32] and config["guide"] == {"name": "gaussian"}
+    assert config["data"]["valid_fraction"] == 0.1
+    assert {k: config["data"]["splits"][k] for k in ("train", "valid", "test")} == {"train": 180, "valid": 20,
+                                                                                    "test": 40}
+    assert result["checkpoint"] == "best" and result["checkpoint_epoch"] == metrics[-1]["best_epoch"]
 
 
 def test_train_prints_elbo_and_iwae_with_k(tmp_path, capsys):
@@ -87,12 +93,13 @@ def test_evaluate_and_sample_from_the_run_directory_alone(trained_run, tmp_path,
     assert code == 0 and os.path.getsize(tmp_path / "s.png") > 100
 
 
-def test_evaluate_train_split(trained_run, tmp_path, capsys):
+@pytest.mark.parametrize("split, images", [("train", 180), ("valid", 20)])
+def test_evaluate_train_and_validation_split(trained_run, tmp_path, capsys, split, images):
     run = str(tmp_path / "copy")
     shutil.copytree(trained_run, run)
-    code, _, _ = run_cli(capsys, "evaluate", run, "--iwae-samples", "5", "--split", "train", "--no-progress")
+    code, _, _ = run_cli(capsys, "evaluate", run, "--iwae-samples", "5", "--split", split, "--no-progress")
     assert code == 0
-    assert json.load(open(os.path.join(run, "eval.json")))["num_examples"] == 200
+    assert json.load(open(os.path.join(run, "eval.json")))["num_examples"] == images
 
 
 def expect_error(capsys, argv, *fragments):

@@ -168,7 +168,7 @@ def test_a_streamed_split_gives_the_batches_of_the_in_memory_one(photo_folder, b
 @pytest.mark.parametrize("workers", [False, True])
 def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path, monkeypatch, workers):
     if workers:  # read by DataLoader worker processes, whose errors come back wrapped
-        monkeypatch.setattr("pyro_vae.data.MIN_WORKER_IMAGES", 0)
+        monkeypatch.setattr("pyro_vae.splits.MIN_WORKER_IMAGES", 0)
     write_digit_pngs(str(tmp_path / "train"), 12)
     write_digit_pngs(str(tmp_path / "test"), 2)
     png = (tmp_path / "train" / "00005.png").read_bytes()

@@ -1,0 +1,108 @@
+"""Generalization and honest model selection on mnist5k (docs/benchmarks.md, "Generalization").
+
+Every row is one ``pyro-vae train`` command (seed 0, IWAE k = 1000 on the 1,000 test images
+at the end, of the weights of the best validation epoch unless the run has no validation
+split), run in this process's working directory into ``--runs/NAME``; for each run the
+script also evaluates the *last* epoch's weights with the same k (``NAME.last.json`` beside
+the run), so that the gain of selection is measured on one training run. Then it prints
+the table: the targets of issue 21 and the ablation — no validation split and the last
+epoch (0.2's protocol), selection alone, + the moving average (EMA), + regularisation.
+Run it with one torch thread::
+
+    OMP_NUM_THREADS=1 python benchmarks/generalization.py --runs runs/gen --only dense-sel dense-ema
+    OMP_NUM_THREADS=1 python benchmarks/generalization.py --runs runs/gen --table-only
+
+A run directory that already holds ``eval.json`` is not trained again (``--table-only``
+trains nothing), so the rows can be run in several sittings and, with ``--only``, in two
+processes at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+#: name → (``pyro-vae train`` flags, what the row is).
+RUNS = {
+    # dense, dynamic binarization (the default run)
+    "dense-last": (["--valid-fraction", "0"], "no validation split, last epoch (0.2's protocol)"),
+    "dense-sel": ([], "selection alone"),
+    "dense-ema": (["--ema", "0.999"], "+ EMA 0.999"),
+    "dense-ema-d1": (["--ema", "0.999", "--set", "dropout=0.1"], "+ EMA + dropout 0.1"),
+    "dense-ema-d2": (["--ema", "0.999", "--set", "dropout=0.2"], "+ EMA + dropout 0.2"),
+    "dense-ema-wd": (["--ema", "0.999", "--weight-decay", "0.1"], "+ EMA + weight decay 0.1"),
+    "dense-ema-400": (["--ema", "0.999", "--epochs", "400"], "+ EMA, 400 epochs"),
+    # dense, static binarization (the pythae comparison)
+    "static-last": (["--binarize", "static", "--valid-fraction", "0"], "static, 0.2's protocol"),
+    "static-sel": (["--binarize", "static"], "static, selection alone"),
+    "static-ema": (["--binarize", "static", "--ema", "0.999"], "static, + EMA"),
+    "static-ema-d2": (["--binarize", "static", "--ema", "0.999", "--set", "dropout=0.2"], "static, + EMA + dropout 0.2"),
+    # VampPrior
+    "vamp-sel": (["--prior", "vamp"], "VampPrior, selection alone"),
+    # conv, resnet, hvae
+    "conv-sel": (["--model", "conv"], "conv, selection alone"),
+    "resnet-sel": (["--model", "resnet"], "resnet, selection alone"),
+    "hvae-sel": (["--model", "hvae"], "hvae, selection alone"),
+}
+
+
+def command(name: str, runs: str, extra: list) -> list:
+    return [sys.executable, "-m", "inference.cli", "train", *RUNS[name][0], *extra, "--out",
+            os.path.join(runs, name), "--no-progress"]
+
+
+def evaluate_last(run: str, k: int = 1000) -> dict:
+    """The IWAE-k evaluation of the last epoch's weights of ``run`` on its test split."""
+    from inference.evaluate import evaluate_model, record_weights
+    from inference.restore import load_data, load_run
+
+    model, guide, config, payload = load_run(run, checkpoint="last")
+    data = load_data(run, config.data)
+    return record_weights(evaluate_model(model, guide, data, "test", k), payload, config)
+
+
+def row(name: str, runs: str) -> str:
+    run = os.path.join(runs, name)
+    result = json.load(open(os.path.join(run, "eval.json")))
+    last_path = os.path.join(runs, f"{name}.last.json")
+    last = json.load(open(last_path)) if os.path.exists(last_path) else None
+    metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    seconds = sum(m["seconds"] for m in metrics)
+    best = result.get("best_epoch") or "—"
+    stop = f"stopped at {result['epochs']}" if result.get("stopped_early") else f"{result['epochs']}"
+    last_text = f"{last['nll']:.2f}" if last else "—"
+    gain = f"{last['nll'] - result['nll']:+.2f}" if last else "—"
+    return (f"| {name} | {RUNS[name][1]} | {stop} | {best} | {result['elbo']:.2f} | "
+            f"**{result['nll']:.2f}** ± {result['nll_sem']:.2f} | {last_text} | {gain} | {seconds:.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default="runs/gen")
+    p.add_argument("--only", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train flags for every row")
+    a = p.parse_args()
+    if not a.table_only:
+        for name in a.only:
+            run = os.path.join(a.runs, name)
+            if not os.path.exists(os.path.join(run, "eval.json")):
+                print(" ".join(command(name, a.runs, a.extra)), flush=True)
+                subprocess.run(command(name, a.runs, a.extra), check=True)
+            last = os.path.join(a.runs, f"{name}.last.json")
+            if not os.path.exists(last):
+                with open(last, "w") as f:
+                    json.dump(evaluate_last(run), f, indent=1)
+    print("| run | what | epochs | best epoch | test ELBO | test NLL (k=1000), selected | NLL of the last epoch | "
+          "gain of selection | train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in a.only:
+        if os.path.exists(os.path.join(a.runs, name, "eval.json")):
+            print(row(name, a.runs))
+
+
+if __name__ == "__main__":
+    main()
