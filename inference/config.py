@@ -253,16 +253,23 @@ class RunDefaults:
 
     Attributes:
         train: training settings (fields of ``TrainConfig``), e.g. ``{"epochs": 20}``.
+        model: model options (what ``--set`` gives), e.g. ``{"dropout": 0.1}``.
         binarize: how the data are presented.
         final_iwae_samples: k of the IWAE estimate at the end of ``train``.
         eval_iwae_samples: k of ``pyro-vae evaluate``.
     """
 
-    train: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=lambda: dict(VAE_TRAIN))
+    model: Mapping[str, Any] = field(default_factory=dict)
     binarize: str = "dynamic"
     final_iwae_samples: int = 1000
     eval_iwae_samples: int = 5000
 
+
+#: The training defaults of a VAE on the command line, chosen by measurement on mnist5k
+#: (docs/benchmarks.md, "Generalization"): the weights validated, selected and evaluated are a
+#: moving average with β = 0.999 (≈ 1,000 steps).
+VAE_TRAIN: Dict[str, Any] = {"ema": 0.999}
 
 #: Models whose defaults differ from :class:`RunDefaults`'. The pixel VAE: a PixelCNN epoch
 #: costs ~7× a conv one, and free bits of 0.25 nats per latent dimension guard z against

@@ -101,8 +101,12 @@ def run_config(opts: TrainOptions) -> RunConfig:
         data_given["name"] = dataset_path(data_given["name"])
     data = DataConfig(**{"binarize": defaults.binarize, **data_given,
                          "data_dir": os.path.abspath(data_given.get("data_dir", "data"))})
-    train = TrainConfig(**{**defaults.train, **given["TrainConfig"]})
+    train_defaults = dict(defaults.train)
+    if data.valid_fraction == 0:  # no validation split: a default patience has nothing to stop on
+        train_defaults.pop("patience", None)
+    train = TrainConfig(**{**train_defaults, **given["TrainConfig"]})
     model, guide, prior = choices.specs(cls.has_latent, data.binarize)
+    model = {**{k: v for k, v in defaults.model.items() if cls.has_latent}, **model}
     check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
     iwae_samples = given["RunConfig"].get("iwae_samples", defaults.final_iwae_samples)
     return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow")
@@ -164,7 +168,7 @@ def train_run(
         log(f"training {what} on {dataset.describe()}" + (f", {ranks} processes" if ranks > 1 else ""))
         if not dataset.has_split("valid"):
             log("no validation split (--valid-fraction 0): nothing is selected, the last epoch's weights "
-                "are evaluated" + (" (averaged)" if config.train.ema is not None else ""))
+                "are evaluated" + (" (averaged)" if config.train.ema else ""))
         log(f"run directory: {run_dir}")
     return _fit(run_dir, model, guide, dataset, trainer, config, [], progress, tensorboard, log)
 

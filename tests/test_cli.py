@@ -179,10 +179,14 @@ def test_missing_foreign_and_corrupt_runs(trained_run, tmp_path, capsys):
 
     bad_weights = tmp_path / "bad_weights"
     shutil.copytree(trained_run, bad_weights)
-    ckpt = torch.load(bad_weights / "checkpoint.pt", weights_only=True)
-    ckpt["model_state"].pop(next(iter(ckpt["model_state"])))
-    torch.save(ckpt, bad_weights / "checkpoint.pt")
-    expect_error(capsys, ["sample", str(bad_weights)], "weights do not match")
+    # the trained weights (what a resume loads), then the averaged ones (what commands evaluate)
+    for part, argv in (("model_state", ["train", "--resume", "--out", str(bad_weights), "--epochs", "3"]),
+                       ("average", ["sample", str(bad_weights)])):
+        ckpt = torch.load(bad_weights / "checkpoint.pt", weights_only=True)
+        state = ckpt["model_state"] if part == "model_state" else ckpt["trainer"]["average"]["model"]
+        state.pop(next(iter(state)))
+        torch.save(ckpt, bad_weights / "checkpoint.pt")
+        expect_error(capsys, argv, "weights do not match")
 
 
 def test_evaluate_on_a_dataset_of_another_shape(trained_run, tmp_path, capsys):

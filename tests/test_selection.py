@@ -165,7 +165,7 @@ def test_decoupled_weight_decay_follows_torch_adamw_on_a_toy_problem():
 
 
 @pytest.mark.parametrize("bad", [dict(weight_decay=-0.1), dict(weight_decay=1e4), dict(patience=0),
-                                 dict(ema=0.0), dict(ema=1.0), dict(skip_threshold=0.0)])
+                                 dict(ema=-0.5), dict(ema=1.0), dict(skip_threshold=0.0)])
 def test_bad_selection_settings_are_refused(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         TrainConfig(**bad)

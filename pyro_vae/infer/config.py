@@ -58,8 +58,8 @@ class TrainConfig:
         eval_samples: importance samples for the per-epoch validation ELBO estimate.
         patience: stop when the validation ELBO has not improved for this many epochs
             (``None``: train all ``epochs``); needs a validation split.
-        ema: β of an exponential moving average of the weights (``None``: none), used for
-            validation, the best checkpoint and evaluation
+        ema: β of an exponential moving average of the weights (``None`` or 0: none), used
+            for validation, the best checkpoint and evaluation
             (:class:`~pyro_vae.infer.selection.WeightAverage`).
         weight_decay: λ of the decoupled weight decay (AdamW's;
             :class:`~pyro_vae.infer.optim.ClippedAdamW`).
@@ -87,8 +87,9 @@ class TrainConfig:
     eval_samples: int = option(1, "importance samples of the per-epoch validation ELBO", cli=False)
     patience: Optional[int] = option(None, "stop when the validation ELBO has not improved for N epochs "
                                            "(default: train every epoch)", metavar="N", on_resume=True)
-    ema: Optional[float] = option(None, "decay of an exponential moving average of the weights, used for "
-                                        "validation, best.pt and evaluation, e.g. 0.999 (default: none)",
+    ema: Optional[float] = option(None, "decay β of an exponential moving average of the weights, used for "
+                                        "validation, best.pt and evaluation; 0: none (default 0.999 for "
+                                        "VAEs, none for the pixel model and density flows)",
                                   metavar="DECAY")
     weight_decay: float = option(0.0, "decoupled weight decay λ (as AdamW) (default 0)", metavar="LAMBDA")
     skip_threshold: Optional[float] = option(None, "skip an update whose gradient norm (of the per-example "
@@ -113,7 +114,8 @@ class TrainConfig:
             "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
             "eval_samples": (self.eval_samples >= 1, "≥ 1"),
             "patience": (self.patience is None or self.patience >= 1, "≥ 1"),
-            "ema": (self.ema is None or 0 < self.ema < 1, "strictly between 0 and 1"),
+            # β = 0 averages nothing (θ̄ = θ): the way to turn a default average off
+            "ema": (self.ema is None or 0 <= self.ema < 1, "from 0 (no averaging) to below 1"),
             # a step shrinks the weights by the factor 1 − lr·λ: from lr·λ = 1 on it zeroes or flips them
             "weight_decay": (self.weight_decay >= 0 and self.lr * self.weight_decay < 1, "≥ 0, with lr × λ < 1"),
             "skip_threshold": (self.skip_threshold is None or self.skip_threshold > 0, "> 0"),

@@ -138,7 +138,7 @@ class Trainer:
         has_valid = data.has_split("valid")
         config.check_selection(has_valid)
         #: the moving average of the weights (``ema``), or ``None``
-        self.average = WeightAverage(model, guide, config.ema) if config.ema is not None else None
+        self.average = WeightAverage(model, guide, config.ema) if config.ema else None
         #: the best validation epoch so far, and whether patience has run out
         self.stopping = EarlyStopping(config.patience)
         self.skipped = 0  # updates skipped (skip_threshold) since the run started

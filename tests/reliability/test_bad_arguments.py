@@ -109,8 +109,8 @@ CASES = [
     (["--patience", "2.5"], ["argument --patience: invalid int value: '2.5'"]),
     (["--patience", "3", "--valid-fraction", "0"], ["argument --patience/--valid-fraction: patience needs a "
                                                     "validation split"]),
-    (["--ema", "1"], ["argument --ema", "ema=1.0 (must be strictly between 0 and 1)"]),
-    (["--ema", "0"], ["ema=0.0 (must be strictly between 0 and 1)"]),
+    (["--ema", "1"], ["argument --ema", "ema=1.0 (must be from 0 (no averaging) to below 1)"]),
+    (["--ema", "1.5"], ["ema=1.5 (must be from 0 (no averaging) to below 1)"]),
     (["--ema", "-0.5"], ["ema=-0.5"]),
     (["--weight-decay", "-0.1"], ["argument --weight-decay", "weight_decay=-0.1 (must be ≥ 0, with lr × λ < 1)"]),
     (["--weight-decay", "1000"], ["weight_decay=1000.0"]),
