@@ -270,9 +270,7 @@ def _fit(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset, tr
                 f"{trainer.stopping.best:.2f})")
         payload = {"model_spec": model.spec, "guide_spec": guide.spec, "prior_spec": config.prior,
                    "model_state": model.state_dict(), "guide_state": guide.state_dict(),
-                   "trainer": {"epoch": trainer.epoch, "stopping": trainer.stopping.state_dict()}}
-        if trainer.average is not None:
-            payload["trainer"]["average"] = trainer.average.state_dict()
+                   "trainer": trainer.selection_state()}
         payload["selected"] = select_weights(payload, "best", paths(run_dir)["best"])
         best_model, best_guide = build_from_checkpoint({**payload, **payload["selected"]})
         best_model.to(trainer.device).eval()

@@ -268,10 +268,14 @@ class Trainer:
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly where it stopped (every rank's RNG
         state in a process group: call it on every rank)."""
-        state = {"epoch": self.epoch, "optim": self.optim.state_dict(), "rng": rng_state(),
-                 "data_rng": self.data_rng.get_state(), "world_size": self.world,
-                 "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None,
-                 "stopping": self.stopping.state_dict(), "skipped": self.skipped}
+        return {**self.selection_state(), "optim": self.optim.state_dict(), "rng": rng_state(),
+                "data_rng": self.data_rng.get_state(), "world_size": self.world,
+                "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None, "skipped": self.skipped}
+
+    def selection_state(self) -> Dict[str, Any]:
+        """The part of :meth:`state_dict` that says which weights are selected — the epoch,
+        the early-stopping state and the moving average — without the collective parts."""
+        state = {"epoch": self.epoch, "stopping": self.stopping.state_dict()}
         if self.average is not None:
             state["average"] = self.average.state_dict()
         return state
