@@ -315,10 +315,9 @@ def _epochs(run_dir: str, model: Model, guide: nn.Module, dataset: ImageDataset,
                 append_text(p["metrics"], json.dumps(m) + "\n")
                 board.log_epoch(m, model, guide, dataset, seed=config.train.seed)
                 save_checkpoint(p["checkpoint"], model, guide, state)
-                if m.get("best_epoch") == m["epoch"]:
-                    save_best(p["best"], *trainer.evaluated(), m["epoch"], m["valid_elbo"],
-                              trainer.average is not None)
             checkpointed = trainer.epoch
+            if main and m.get("best_epoch") == m["epoch"]:
+                save_best(p["best"], *trainer.evaluated(), m["epoch"], m["valid_elbo"], trainer.average is not None)
             if bar is not None:
                 bar.update(1)
                 shown = {"train": f"{-m['train_loss']:.1f}"}

@@ -331,7 +331,7 @@ def load_dataset(
             own (a folder's ``valid/``, a file's ``valid`` array) or, without one, the share F
             of the (first ``train_size``) training images, carved out by a fixed shuffle that
             no seed changes (:func:`~pyro_vae.splits.carve`; mnist5k at 0.1: 3,600 / 400 /
-            1,000). 0 (the default here; ``pyro-vae train`` carves 0.1): no validation split.
+            1,000). 0 (the default here; ``pyro-vae train`` carves 0.05): no validation split.
         **options: options of the source, e.g. a folder's ``image_size``, ``channels`` and
             ``test_fraction`` (``None`` values are left out: the source's default).
 

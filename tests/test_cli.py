@@ -52,8 +52,8 @@ def test_train_writes_a_complete_run_directory(trained_run):
     assert result["nll"] <= -result["elbo"] + 1e-6  # IWAE bound is tighter than the ELBO
     config = json.load(open(os.path.join(trained_run, "config.json")))
     assert config["model"]["hidden_dims"] == [32] and config["guide"] == {"name": "gaussian"}
-    assert config["data"]["valid_fraction"] == 0.1
-    assert {k: config["data"]["splits"][k] for k in ("train", "valid", "test")} == {"train": 180, "valid": 20,
+    assert config["data"]["valid_fraction"] == 0.05
+    assert {k: config["data"]["splits"][k] for k in ("train", "valid", "test")} == {"train": 190, "valid": 10,
                                                                                     "test": 40}
     assert result["checkpoint"] == "best" and result["checkpoint_epoch"] == metrics[-1]["best_epoch"]
 
@@ -93,7 +93,7 @@ def test_evaluate_and_sample_from_the_run_directory_alone(trained_run, tmp_path,
     assert code == 0 and os.path.getsize(tmp_path / "s.png") > 100
 
 
-@pytest.mark.parametrize("split, images", [("train", 180), ("valid", 20)])
+@pytest.mark.parametrize("split, images", [("train", 190), ("valid", 10)])
 def test_evaluate_train_and_validation_split(trained_run, tmp_path, capsys, split, images):
     run = str(tmp_path / "copy")
     shutil.copytree(trained_run, run)

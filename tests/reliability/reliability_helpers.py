@@ -20,8 +20,8 @@ TINY = ["--train-size", "128", "--test-size", "16", "--z-dim", "2", "--set", "hi
 #: Epochs of every fault test's run and of the straight run it must reproduce.
 EPOCHS = 4
 #: TINY with every selection and regularisation option on: a moving average, early stopping,
-#: skipped updates (the gradient norms of this run are 20–32 per example), weight decay, dropout.
-SELECTED = [*TINY, "--ema", "0.9", "--patience", "3", "--skip-threshold", "29", "--weight-decay", "0.01",
+#: skipped updates (the gradient norms of this run are 21–33 per example: one update of epoch 1 is skipped), weight decay, dropout.
+SELECTED = [*TINY, "--ema", "0.9", "--patience", "3", "--skip-threshold", "31", "--weight-decay", "0.01",
             "--set", "dropout=0.1"]
 
 
