@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from train_rows import print_table, train_missing
 
 #: Flags that turn the command line's selection defaults off: no moving average.
 NO_EMA = ["--ema", "0"]
@@ -96,21 +97,14 @@ def main() -> None:
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train flags for every row")
     a = p.parse_args()
     if not a.table_only:
+        train_missing(a.only, a.runs, lambda name: command(name, a.runs, a.extra))
         for name in a.only:
-            run = os.path.join(a.runs, name)
-            if not os.path.exists(os.path.join(run, "eval.json")):
-                print(" ".join(command(name, a.runs, a.extra)), flush=True)
-                subprocess.run(command(name, a.runs, a.extra), check=True)
             last = os.path.join(a.runs, f"{name}.last.json")
             if not os.path.exists(last):
                 with open(last, "w") as f:
-                    json.dump(evaluate_last(run), f, indent=1)
-    print("| run | what | epochs | best epoch | test ELBO | test NLL (k=1000), selected | NLL of the last epoch | "
-          "gain of selection | train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in a.only:
-        if os.path.exists(os.path.join(a.runs, name, "eval.json")):
-            print(row(name, a.runs))
+                    json.dump(evaluate_last(os.path.join(a.runs, name)), f, indent=1)
+    print_table(["run", "what", "epochs", "best epoch", "test ELBO", "test NLL (k=1000), selected",
+                 "NLL of the last epoch", "gain of selection", "train s"], a.only, a.runs, row)
 
 
 if __name__ == "__main__":
