@@ -106,7 +106,8 @@ def run_config(opts: TrainOptions) -> RunConfig:
         train_defaults.pop("patience", None)
     train = TrainConfig(**{**train_defaults, **given["TrainConfig"]})
     model, guide, prior = choices.specs(cls.has_latent, data.binarize)
-    model = {**{k: v for k, v in defaults.model.items() if cls.has_latent}, **model}
+    if cls.has_latent:  # the model's own defaults, under what --set gave
+        model = {**defaults.model, **(defaults.static_model if data.binarize == "static" else {}), **model}
     check_specs(model, guide, prior, binary=data.binarize != "none")  # before any data are loaded
     iwae_samples = given["RunConfig"].get("iwae_samples", defaults.final_iwae_samples)
     return RunConfig(model, guide, prior, data, train, iwae_samples, kind="vae" if cls.has_latent else "flow")

@@ -95,3 +95,22 @@ def test_the_curves_keep_the_late_epochs_readable():
     low, high = readable_limits([curve])
     assert low > -110 and high < -97
     assert readable_limits([[(1, -5.0), (2, -4.0)]]) == pytest.approx((-5.08, -3.92))
+
+
+@pytest.mark.parametrize("argv, model, ema, epochs, dropout", [
+    ([], "dense", 0.999, 300, 0.0),
+    (["--binarize", "static"], "dense", 0.999, 300, 0.1),  # a static binarization is memorised: dropout
+    (["--binarize", "static", "--set", "dropout=0"], "dense", 0.999, 300, 0.0),
+    (["--model", "conv", "--ema", "0"], "conv", 0.0, 200, 0.0),
+    (["--model", "pixel"], "pixel", None, 20, 0.0),
+    (["--valid-fraction", "0"], "dense", 0.999, 300, 0.0),
+])
+def test_the_defaults_of_the_command_line(argv, model, ema, epochs, dropout):
+    from inference.args import build_parser, options
+    from inference.train import run_config
+
+    argv = ["train", *argv]
+    config = run_config(options(build_parser().parse_args(argv), argv))
+    assert config.model["name"] == model and config.model.get("dropout", 0.0) == dropout
+    assert (config.train.ema, config.train.epochs, config.data.valid_fraction) == (
+        ema, epochs, 0.0 if "--valid-fraction" in argv else 0.05)
