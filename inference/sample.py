@@ -20,10 +20,10 @@ from .settings import SampleOptions, check_indices
 
 def sample_run(opts: SampleOptions) -> str:
     """Write a grid of ``opts.n`` images decoded from z ~ p(z) (for a flow model: samples at
-    ``opts.temperature``, z ~ N(0, T² I)) to ``opts.out`` (default ``RUN_DIR/samples.png``);
-    return the file's path."""
+    ``opts.temperature``, z ~ N(0, T² I)) of the weights ``opts.checkpoint`` names to
+    ``opts.out`` (default ``RUN_DIR/samples.png``); return the file's path."""
     opts.check_paths()
-    model, _, _, _ = load_run(opts.run_dir, device=opts.device)
+    model, _, _, _ = load_run(opts.run_dir, device=opts.device, checkpoint=opts.checkpoint)
     with torch.random.fork_rng():
         torch.manual_seed(opts.seed)
         images = model.generate(opts.n, opts.temperature)
@@ -65,7 +65,7 @@ def interpolate_run(opts: SampleOptions) -> str:
     """
     opts.check_paths()
     (i, j), steps, seed, run_dir, device = opts.interpolate, opts.steps, opts.seed, opts.run_dir, opts.device
-    model, guide, config, _ = load_run(run_dir, device=device)
+    model, guide, config, _ = load_run(run_dir, device=device, checkpoint=opts.checkpoint)
     data = load_data(run_dir, config.data)
     n = data.num_examples("test")
     check_indices((i, j), n, "test", "interpolate")

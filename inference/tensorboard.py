@@ -1,8 +1,9 @@
 """TensorBoard event files of a run, in ``RUN_DIR/tb/`` (``tensorboard --logdir runs/``).
 
 Per epoch: the scalars of ``metrics.jsonl`` — train objective (the β-ELBO per example),
-test ELBO and its reconstruction and KL terms, β, the learning rate, seconds (and test
-bits/dim for grey levels); every few epochs a grid of samples and one of reconstructions
+validation ELBO and its reconstruction and KL terms, the best validation ELBO so far and
+its epoch (the best epoch marked: ``valid/best_elbo`` steps up where it improves), β, the
+learning rate, seconds, skipped updates (and validation bits/dim for grey levels); every few epochs a grid of samples and one of reconstructions
 (originals and reconstructions in alternate rows, as ``reconstructions.png``); at the end
 the final evaluation (ELBO, NLL with k, bits/dim, KL, active units) and its summary line, and
 — for a model with a latent variable — the latent space in TensorBoard's projector: the
@@ -46,13 +47,16 @@ TB_DIR = "tb"
 #: metrics.jsonl key → (TensorBoard tag, sign): the train loss is −(β-ELBO).
 EPOCH_SCALARS = {
     "train_loss": ("train/objective", -1.0),
-    "test_elbo": ("test/elbo", 1.0),
-    "test_rec": ("test/reconstruction", 1.0),
-    "test_kl": ("test/kl", 1.0),
-    "test_elbo_bpd": ("test/elbo_bits_per_dim", 1.0),
+    "valid_elbo": ("valid/elbo", 1.0),
+    "valid_rec": ("valid/reconstruction", 1.0),
+    "valid_kl": ("valid/kl", 1.0),
+    "valid_elbo_bpd": ("valid/elbo_bits_per_dim", 1.0),
+    "best_valid_elbo": ("valid/best_elbo", 1.0),
+    "best_epoch": ("valid/best_epoch", 1.0),
     "kl_scale": ("train/beta", 1.0),
     "lr": ("train/lr", 1.0),
     "seconds": ("train/seconds", 1.0),
+    "skipped": ("train/skipped_updates", 1.0),
 }
 #: eval.json key → TensorBoard tag of the final evaluation.
 FINAL_SCALARS = {"elbo": "eval/elbo", "nll": "eval/nll", "nll_sem": "eval/nll_sem",
@@ -146,7 +150,8 @@ class Board:
             self.writer.add_image(tag, grid, step)
 
     def log_final(self, result: Dict[str, Any], summary: str) -> None:
-        """The final evaluation at the last epoch's step."""
+        """The final evaluation at the last epoch's step (its summary says which weights:
+        the best epoch's)."""
         if self.writer is None:
             return
         step = int(result.get("epochs", self.epochs))

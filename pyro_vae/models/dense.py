@@ -27,6 +27,8 @@ class DenseVAE(VAE):
         hidden_dims: hidden widths of the encoder's MLP; the decoder mirrors them (the old
             spelling ``hidden`` is accepted too).
         activation: ``relu``, ``elu``, ``softplus`` or ``tanh``.
+        dropout: probability of dropout after every hidden activation of the encoder and
+            the decoder (0: none; off in evaluation).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class DenseVAE(VAE):
         likelihood: str = "bernoulli",
         hidden_dims: Sequence[int] = (512, 256),
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         hidden: Tuple[int, ...] = tuple(int(h) for h in hidden_dims)
         if not hidden or min(hidden) < 1:
@@ -45,10 +48,10 @@ class DenseVAE(VAE):
         d = int(math.prod(x_shape))
         trunk = nn.Sequential(
             nn.Flatten(start_dim=-len(x_shape)),
-            MLP(d, hidden[:-1], hidden[-1], act=activation, final_act=True),
+            MLP(d, hidden[:-1], hidden[-1], act=activation, final_act=True, dropout=dropout),
         )
         net = nn.Sequential(
-            MLP(z_dim, hidden[::-1], int(math.prod(lik.param_shape)), act=activation),
+            MLP(z_dim, hidden[::-1], int(math.prod(lik.param_shape)), act=activation, dropout=dropout),
             nn.Unflatten(-1, lik.param_shape),
         )
         super().__init__(x_shape, z_dim, Encoder(trunk, hidden[-1], z_dim), Decoder(net, lik))
