@@ -196,8 +196,9 @@ def options(args: argparse.Namespace, argv: Sequence[str]) -> Any:
         elif given["TrainConfig"] or given["DataConfig"] or given["Choices"]:
             # each value checked now, before torch: the model's own defaults, which fill in the
             # rest once the model is known (inference.train.run_config), never make a value bad
-            for cls in (Choices, DataConfig, TrainConfig):
-                cls(**given[cls.__name__])
+            _, data, train = [cls(**given[cls.__name__]) for cls in (Choices, DataConfig, TrainConfig)]
+            if "patience" in given["TrainConfig"]:  # asked for, not a model's default
+                train.check_selection(data.valid_fraction > 0)
         return TrainOptions(run=run, given=given, argv=list(argv))
     if args.command == "posterior":
         opts = given_flags(args, PosteriorOptions)

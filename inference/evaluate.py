@@ -18,7 +18,8 @@ from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.infer.labels import classification
 from pyro_vae.infer.usage import latent_usage
 
-from .config import defaults_for
+from .checkpoint import stopping
+from .config import RunConfig, defaults_for
 from .distributed import check_device
 from .io import atomic_write_json
 from .plots import confusion_figure
@@ -94,7 +95,8 @@ def evaluate_model(
 
 
 def summarize(result: Dict[str, Any]) -> str:
-    """One human line: test ELBO and IWAE NLL (nats; bits/dim for grey levels)."""
+    """One human line: test ELBO and IWAE NLL (nats; bits/dim for grey levels), and which
+    weights they are of."""
     if result.get("estimator") == "exact":  # a density flow: no latent, no bound
         return (
             f"{result['split']} log-likelihood {-result['nll']:.2f} nats (exact: no latent "
@@ -119,7 +121,34 @@ def summarize(result: Dict[str, Any]) -> str:
         line += " (" + ", ".join(
             f"{name}: KL {'?' if site['kl'] is None else format(site['kl'], '.2f')}, "
             f"{site['active_units']}/{site['dims']} active" for name, site in layers.items()) + ")"
-    return line
+    return line + weights_text(result)
+
+
+def weights_text(result: Dict[str, Any]) -> str:
+    """Which weights a result is of, for its summary line: ``; best checkpoint (epoch 47 of
+    57, averaged)`` — nothing for an ``eval.json`` of pyro-vae ≤ 0.2, which does not say."""
+    if "checkpoint" not in result:
+        return ""
+    text = f"; {result['checkpoint']} checkpoint (epoch {result['checkpoint_epoch']}"
+    if result.get("epochs") and result["epochs"] != result["checkpoint_epoch"]:
+        text += f" of {result['epochs']}"
+    if result.get("stopped_early"):
+        text += ", stopped early"
+    return text + (", averaged weights)" if result.get("averaged") else ")")
+
+
+def record_weights(result: Dict[str, Any], payload: Dict[str, Any], config: RunConfig) -> Dict[str, Any]:
+    """``result`` with which weights it is of — ``checkpoint`` (``best`` or ``last``),
+    ``checkpoint_epoch``, ``averaged`` (the moving average), as
+    :func:`~inference.restore.load_run` selected them from ``payload`` (``checkpoint.pt``) — the
+    run's ``epochs`` and its best epoch, and whether it ``stopped_early``: the keys
+    ``eval.json`` holds for them."""
+    selected = payload["selected"]
+    state = stopping(payload, config.train.patience)
+    result.update(checkpoint=selected["checkpoint"], checkpoint_epoch=int(selected["epoch"]),
+                  averaged=bool(selected["averaged"]), epochs=int(payload.get("trainer", {}).get("epoch", 0)),
+                  best_epoch=state.best_epoch or None, stopped_early=state.stopped)
+    return result
 
 
 def evaluation_figures(run_dir: str, result: Dict[str, Any]) -> None:
@@ -135,7 +164,7 @@ def evaluate_run(opts: EvaluateOptions) -> Dict[str, Any]:
     decoder, :func:`~inference.config.defaults_for`).
     """
     opts.check_paths()  # before the work, not after it
-    model, guide, config, payload = load_run(opts.run_dir, device=opts.device)
+    model, guide, config, payload = load_run(opts.run_dir, device=opts.device, checkpoint=opts.checkpoint)
     iwae_samples = opts.iwae_samples
     if iwae_samples is None:
         iwae_samples = defaults_for(config.model["name"], model.has_latent).eval_iwae_samples
@@ -146,13 +175,14 @@ def evaluate_run(opts: EvaluateOptions) -> Dict[str, Any]:
         data_cfg = dataclasses.replace(
             data_cfg, name=dataset, train_size=None, test_size=None, fingerprint=None, path_from_run=None,
             test_fraction=None, dataset_set=(), labels_per_class=None, labelled=None,
+            valid_fraction=data_cfg.valid_fraction if opts.split == "valid" else 0.0,
             image_size=data_cfg.image_size if folder else None, channels=data_cfg.channels if folder else None)
     if opts.data_dir is not None:
         data_cfg = dataclasses.replace(data_cfg, data_dir=opts.data_dir)
     data = load_data(opts.run_dir, data_cfg, download=opts.download)
     result = evaluate_model(model, guide, data, opts.split, iwae_samples, seed=opts.seed,
                             progress=not opts.no_progress)
-    result["epochs"] = int(payload.get("trainer", {}).get("epoch", 0))
+    record_weights(result, payload, config)
     evaluation_figures(opts.run_dir, result)
     atomic_write_json(paths(opts.run_dir)["eval"], result)
     if opts.projector:  # at the run's last step, beside training's (nothing is purged)

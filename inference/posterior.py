@@ -54,7 +54,8 @@ def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) ->
     opts.check_paths()  # before the work, not after it
     config, nuts, local, out, run_dir = opts, opts.nuts, opts.local, opts.out, opts.run_dir
     progress, device = not opts.no_progress, opts.device
-    vae, guide, run_config, _ = load_run(run_dir, device=device)
+    vae, guide, run_config, payload = load_run(run_dir, device=device, checkpoint=opts.checkpoint)
+    log(f"weights: the {payload['selected']['checkpoint']} checkpoint (epoch {payload['selected']['epoch']})")
     data = load_data(run_dir, run_config.data)
     x_all = data.eval_data(config.split, dequantize=vae.dequantize).to(device)
     check_indices(config.index, len(x_all), config.split, "index")

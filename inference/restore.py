@@ -22,7 +22,7 @@ from pyro_vae.errors import CheckpointError, DataError
 from pyro_vae.labels import keep_labels, require_labels
 from pyro_vae.plugins import check_source
 
-from .checkpoint import build_from_checkpoint, load_checkpoint
+from .checkpoint import build_from_checkpoint, load_checkpoint, select_weights
 from .config import DataConfig, RunConfig
 from .rundir import CONFIG, clean_run, fingerprint, paths, read_config, run_dataset
 
@@ -96,12 +96,17 @@ def apply_labels(dataset: ImageDataset, data: DataConfig, model: Mapping[str, An
     return dataclasses.replace(data, labelled=tuple(picked.tolist()))
 
 
-def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunConfig, Dict[str, Any]]:
+def load_run(run_dir: str, device: str = "cpu",
+             checkpoint: str = "best") -> Tuple[Model, nn.Module, RunConfig, Dict[str, Any]]:
     """Rebuild a run's model and guide from its directory, on ``device`` (removing debris
-    of killed writers first).
+    of killed writers first), with the weights ``checkpoint`` names (see
+    :func:`~inference.checkpoint.select_weights`: ``best``, ``last``, or ``train`` to resume);
+    in evaluation mode (dropout off) unless they are to be trained.
 
     Returns:
-        ``(model, guide, config, checkpoint)``.
+        ``(model, guide, config, checkpoint)``: ``checkpoint`` is ``checkpoint.pt`` as
+        loaded, with ``"selected"``: which weights were loaded (``checkpoint``, ``epoch``,
+        ``averaged``).
     """
     config = read_config(run_dir)
     check_sources(config)
@@ -112,7 +117,13 @@ def load_run(run_dir: str, device: str = "cpu") -> Tuple[Model, nn.Module, RunCo
         raise CheckpointError(
             f"{run_dir}: the checkpoint's model/guide do not match {CONFIG} (foreign checkpoint?)"
         )
-    model, guide = build_from_checkpoint(payload)
+    selected = select_weights(payload, checkpoint, paths(run_dir)["best"])
+    model, guide = build_from_checkpoint({**payload, "model_state": selected.pop("model_state"),
+                                          "guide_state": selected.pop("guide_state")})
+    payload["selected"] = selected
     model.to(device)
     guide.to(device)
+    if checkpoint != "train":
+        model.eval()
+        guide.eval()
     return model, guide, config, payload

@@ -1,9 +1,10 @@
 """The run directory: its files, reading them back, and what may be written where.
 
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
-``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
-epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
-``tb/`` (and, for a density flow, ``samples_temperature.png``; for the semi-supervised VAE
+``checkpoint.pt`` (written atomically after every epoch), ``best.pt`` (the weights of the
+best validation epoch, written after it), ``metrics.jsonl`` (one line per epoch),
+``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's ``tb/``
+(and, for a density flow, ``samples_temperature.png``; for the semi-supervised VAE
 ``confusion.png``); ``posterior`` adds ``posterior/``. Every command
 works from the directory alone, wherever it was moved: a dataset file is found by its
 absolute path or by its path relative to the run, and checked against its fingerprint (a
@@ -31,6 +32,9 @@ from .io import check_can_create, check_output_file, check_writable, clean_stale
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+#: The weights a command may use (``--checkpoint``): of the best validation epoch, or of the last.
+CHECKPOINTS = ("best", "last")
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
 POSTERIOR = "posterior"
@@ -43,13 +47,13 @@ CONFUSION = "confusion.png"
 #: The figures ``train`` writes.
 FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png", CONFUSION)
 #: Every file a run owns.
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL, MLFLOW) + FIGURES
+RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, EVAL, MLFLOW) + FIGURES
 
 
 def paths(run_dir: str) -> Dict[str, str]:
-    """``config``, ``checkpoint``, ``metrics``, ``eval``: the paths of a run's own files."""
+    """``config``, ``checkpoint``, ``best``, ``metrics``, ``eval``: the paths of a run's own files."""
     return {k: os.path.join(run_dir, v) for k, v in
-            dict(config=CONFIG, checkpoint=CHECKPOINT, metrics=METRICS, eval=EVAL).items()}
+            dict(config=CONFIG, checkpoint=CHECKPOINT, best=BEST, metrics=METRICS, eval=EVAL).items()}
 
 
 def is_run(run_dir: str) -> bool:
@@ -198,6 +202,30 @@ def read_metrics(run_dir: str) -> List[Dict[str, Any]]:
                     break
                 rows.append(row)
     return rows
+
+
+#: The per-epoch held-out ELBO of a metrics line: the validation split's (pyro-vae ≥ 0.3), or
+#: the test split's in the lines of pyro-vae ≤ 0.2, which monitored the test split.
+HELD_OUT_KEYS = ("valid_elbo", "test_elbo")
+
+
+def held_out_curve(metrics: List[Dict[str, Any]]) -> Tuple[str, List[Tuple[int, float]]]:
+    """``(label, [(epoch, ELBO), …])``: the held-out ELBO per epoch of a run's metrics lines
+    (validation; a 0.2 run's test split, labelled as such); no points without one."""
+    for key in HELD_OUT_KEYS:
+        points = [(m["epoch"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
+        if points:
+            return ("validation ELBO" if key == "valid_elbo" else "test ELBO (pyro-vae ≤ 0.2)"), points
+    return "validation ELBO", []
+
+
+def best_of(metrics: List[Dict[str, Any]]) -> Optional[Tuple[int, float]]:
+    """``(epoch, validation ELBO)`` of the best epoch the last metrics line records (``None``:
+    no validation split, or a run of pyro-vae ≤ 0.2)."""
+    for m in reversed(metrics):
+        if m.get("best_epoch"):
+            return int(m["best_epoch"]), float(m["best_valid_elbo"])
+    return None
 
 
 def clean_run(run_dir: str) -> List[str]:

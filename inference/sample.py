@@ -33,10 +33,10 @@ def labelled_samples(model: Model, classes: Iterable[int], per_class: int) -> Te
 def sample_run(opts: SampleOptions) -> str:
     """Write a grid of ``opts.n`` images decoded from z ~ p(z) (for a flow model: samples at
     ``opts.temperature``, z ~ N(0, T² I); with ``opts.label``, of that class, or ``n`` of
-    each class in a row) to ``opts.out`` (default ``RUN_DIR/samples.png``); return the
-    file's path."""
+    each class in a row) of the weights ``opts.checkpoint`` names to ``opts.out`` (default
+    ``RUN_DIR/samples.png``); return the file's path."""
     opts.check_paths()
-    model, _, _, _ = load_run(opts.run_dir, device=opts.device)
+    model, _, _, _ = load_run(opts.run_dir, device=opts.device, checkpoint=opts.checkpoint)
     nrow = max(1, int(round(opts.n**0.5)))
     with torch.random.fork_rng():
         torch.manual_seed(opts.seed)
@@ -87,7 +87,7 @@ def interpolate_run(opts: SampleOptions) -> str:
     """
     opts.check_paths()
     (i, j), steps, seed, run_dir, device = opts.interpolate, opts.steps, opts.seed, opts.run_dir, opts.device
-    model, guide, config, _ = load_run(run_dir, device=device)
+    model, guide, config, _ = load_run(run_dir, device=device, checkpoint=opts.checkpoint)
     data = load_data(run_dir, config.data)
     n = data.num_examples("test")
     check_indices((i, j), n, "test", "interpolate")

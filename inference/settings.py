@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from pyro_vae.data_settings import ALL_LABELS, check_split
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig, check_temperature
-from pyro_vae.options import check_choice, check_fields, check_int, check_ranges, option
+from pyro_vae.options import check_choice, check_fields, check_int, check_positive, check_ranges, option
 
 from .config import RunConfig
 from .io import check_output_file, check_writable
-from .rundir import (CONFUSION, POSTERIOR, check_analysis_output, check_new_run, check_output, check_run_output,
-                     check_trained, paths, read_config)
+from .rundir import (CHECKPOINTS, CONFUSION, POSTERIOR, check_analysis_output, check_new_run, check_output,
+                     check_run_output, check_trained, paths, read_config)
 
 #: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
 MAX_SAMPLES = 10_000
@@ -64,6 +64,19 @@ class Common:
         if self.device not in DEVICES and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ConfigError(f"unknown device {self.device!r}; valid devices: cpu, cuda, cuda:K",
                               params=("device",))
+
+
+@dataclass
+class Weights:
+    """Which weights of a run a command uses: the option of every command that reads a
+    trained run (``evaluate``, ``sample``, ``posterior``, ``compare``)."""
+
+    checkpoint: str = option("best", "best | last: the weights of the best validation epoch (best.pt; a run "
+                                     "without a validation split has only its last) or of the last epoch "
+                                     "(default best)", metavar="best|last")
+
+    def check_weights(self) -> None:
+        check_choice(self.checkpoint, CHECKPOINTS, "checkpoint", "checkpoint")
 
 
 @dataclass
@@ -126,14 +139,14 @@ class TrainOptions:
 
 
 @dataclass
-class EvaluateOptions(Common):
+class EvaluateOptions(Common, Weights):
     """``pyro-vae evaluate RUN_DIR``."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
     iwae_samples: Optional[int] = option(None, "importance samples (default 5000; 500 for the pixel model, "
                                                "whose decoder costs about a thousand times a dense one's)",
                                          metavar="K")
-    split: str = option("test", "train | test")
+    split: str = option("test", "train | valid | test")
     dataset: Optional[str] = option(None, "evaluate on another dataset of the same image shape")
     data_dir: Optional[str] = option(None, "where torchvision datasets live", metavar="DIR")
     download: bool = option(False, "allow downloading a torchvision dataset")
@@ -148,6 +161,7 @@ class EvaluateOptions(Common):
         if self.projector and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("the projector is TensorBoard's: pip install \"pyro-vae[tensorboard]\"",
                               params=("projector",))
+        self.check_weights()
 
     def check_paths(self) -> RunConfig:
         config = check_trained(self.run_dir)
@@ -160,7 +174,7 @@ class EvaluateOptions(Common):
 
 
 @dataclass
-class SampleOptions(Common):
+class SampleOptions(Common, Weights):
     """``pyro-vae sample RUN_DIR``: a grid of samples, or with ``interpolate`` the path
     between two test images."""
 
@@ -183,6 +197,7 @@ class SampleOptions(Common):
                 raise ConfigError(f"label must be a class (an integer ≥ 0) or '{ALL_LABELS}', got {self.label!r}",
                                   params=("label",))
             self.label = str(int(self.label))
+        self.check_weights()
         if self.interpolate is not None:
             for name in ("n", "temperature", "label"):
                 if getattr(self, name) is not None:
@@ -224,15 +239,18 @@ class SampleOptions(Common):
 
 
 @dataclass
-class CompareOptions:
-    """``pyro-vae compare RUN_DIR...``."""
+class CompareOptions(Weights):
+    """``pyro-vae compare RUN_DIR...``: ``checkpoint`` says which weights the NLLs must come
+    from (an ``eval.json`` of the others is flagged, not shown)."""
 
     run_dirs: Tuple[str, ...] = option((), "the runs", flag="run_dirs", metavar="RUN_DIR", nargs="+")
     out: Optional[str] = option(None, "also write the table as FILE.md, .csv or .json", metavar="FILE")
-    figure: str = option("compare.png", "the test-ELBO curves (default compare.png)", metavar="FILE.png")
+    figure: str = option("compare.png", "the validation-ELBO curves, best epochs marked (default compare.png)",
+                         metavar="FILE.png")
 
     def __post_init__(self) -> None:
         check_fields(self, "option")
+        self.check_weights()
 
     def check_paths(self) -> None:
         """The outputs: writable, no file of a run, of a known format."""
@@ -246,14 +264,14 @@ class CompareOptions:
 
 
 @dataclass
-class PosteriorOptions(Common):
+class PosteriorOptions(Common, Weights):
     """``pyro-vae posterior RUN_DIR``: which images, and the settings of NUTS (:attr:`nuts`)
     and of the locally optimal guides (:attr:`local`)."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
     index: Tuple[int, ...] = option((0, 1, 2), "indices of the images in --split (default 0 1 2)",
                                     metavar="I", nargs="+")
-    split: str = option("test", "train | test")
+    split: str = option("test", "train | valid | test")
     guide_draws: Optional[int] = option(None, "guide draws per image (default chains × draws)")
     iwae_samples: int = option(5000, "k of log p(x) and the ELBOs", metavar="K")
     out: Optional[str] = option(None, "default RUN_DIR/posterior", metavar="DIR")
@@ -269,6 +287,7 @@ class PosteriorOptions(Common):
             raise ConfigError(f"index takes at most {MAX_INDICES} image indices, got {len(self.index)}",
                               params=("index",))
         check_split(self.split)
+        self.check_weights()
         check_ranges(self, {
             "guide_draws": (self.guide_draws is None or 4 <= self.guide_draws <= MAX_IWAE_SAMPLES,
                             f"from 4 to {MAX_IWAE_SAMPLES}"),

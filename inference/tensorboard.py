@@ -1,8 +1,9 @@
 """TensorBoard event files of a run, in ``RUN_DIR/tb/`` (``tensorboard --logdir runs/``).
 
 Per epoch: the scalars of ``metrics.jsonl`` — train objective (the β-ELBO per example),
-test ELBO and its reconstruction and KL terms, β, the learning rate, seconds (and test
-bits/dim for grey levels); every few epochs a grid of samples and one of reconstructions
+validation ELBO and its reconstruction and KL terms, the best validation ELBO so far and
+its epoch (the best epoch marked: ``valid/best_elbo`` steps up where it improves), β, the
+learning rate, seconds, skipped updates (and validation bits/dim for grey levels); every few epochs a grid of samples and one of reconstructions
 (originals and reconstructions in alternate rows, as ``reconstructions.png``); at the end
 the final evaluation (ELBO, NLL with k, bits/dim, KL, active units) and its summary line, and
 — for a model with a latent variable — the latent space in TensorBoard's projector: the
@@ -47,14 +48,17 @@ TB_DIR = "tb"
 #: metrics.jsonl key → (TensorBoard tag, sign): the train loss is −(β-ELBO).
 EPOCH_SCALARS = {
     "train_loss": ("train/objective", -1.0),
-    "test_elbo": ("test/elbo", 1.0),
-    "test_rec": ("test/reconstruction", 1.0),
-    "test_kl": ("test/kl", 1.0),
-    "test_elbo_bpd": ("test/elbo_bits_per_dim", 1.0),
-    "test_accuracy": ("test/accuracy", 1.0),
+    "valid_elbo": ("valid/elbo", 1.0),
+    "valid_rec": ("valid/reconstruction", 1.0),
+    "valid_kl": ("valid/kl", 1.0),
+    "valid_elbo_bpd": ("valid/elbo_bits_per_dim", 1.0),
+    "valid_accuracy": ("valid/accuracy", 1.0),
+    "best_valid_elbo": ("valid/best_elbo", 1.0),
+    "best_epoch": ("valid/best_epoch", 1.0),
     "kl_scale": ("train/beta", 1.0),
     "lr": ("train/lr", 1.0),
     "seconds": ("train/seconds", 1.0),
+    "skipped": ("train/skipped_updates", 1.0),
 }
 #: eval.json key → TensorBoard tag of the final evaluation.
 FINAL_SCALARS = {"elbo": "eval/elbo", "nll": "eval/nll", "nll_sem": "eval/nll_sem",
@@ -150,7 +154,8 @@ class Board:
             self.writer.add_image(tag, grid, step)
 
     def log_final(self, result: Dict[str, Any], summary: str) -> None:
-        """The final evaluation at the last epoch's step."""
+        """The final evaluation at the last epoch's step (its summary says which weights:
+        the best epoch's)."""
         if self.writer is None:
             return
         step = int(result.get("epochs", self.epochs))
@@ -171,13 +176,17 @@ class Board:
             return
         n = min(PROJECTOR_IMAGES, data.num_examples(split))
         x = data.eval_data(split, dequantize=model.dequantize)[:n].to(next(model.parameters()).device)
-        means = posterior_means(model, guide, x, seed=seed).detach().float().cpu()
+        labels = data.labels(split)
+        # a conditional VAE's posterior is q(z | x, y): its means given the images' labels
+        given = (labels[:n].to(x.device) if labels is not None and model.num_classes is not None
+                 and not model.label_is_latent else None)
+        means = posterior_means(model, guide, x, seed=seed, y=given).detach().float().cpu()
         thumbs = data.split(split)[:n].float().cpu()
         if max(thumbs.shape[-2:]) > THUMBNAIL:
             scale = THUMBNAIL / max(thumbs.shape[-2:])
             size = [max(1, round(s * scale)) for s in thumbs.shape[-2:]]
             thumbs = F.interpolate(thumbs, size=size, mode="area")
-        labels, tag = data.labels(split), f"{PROJECTOR_TAG}_{split}"
+        tag = f"{PROJECTOR_TAG}_{split}"
         with self._writing():
             folder = os.path.join(self.dir, f"{step:05d}", tag)
             if os.path.isdir(folder):  # the same step again (evaluate --projector): replace it

@@ -21,6 +21,7 @@ from .guides import GUIDES
 from .likelihoods import build_likelihood
 from .models import MODELS, build_vae
 from .data_settings import check_condition
+from .nets.mlp import check_dropout
 from .plates import check_z_dim
 from .priors import PRIORS
 
@@ -118,6 +119,9 @@ def check_specs(
         return
     bound = MODELS.options(name, options)
     check_z_dim(bound["z_dim"])
+    if "dropout" in bound:  # every VAE's option, whose range needs no image shape
+        with MODELS.scoped():
+            check_dropout(bound["dropout"])
     if binary is not None:
         build_likelihood(bound["likelihood"], (1, 1, 1)).check_data(binary)
     if prior is not None:

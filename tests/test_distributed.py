@@ -56,7 +56,7 @@ def _train_steps(rank, world, batches, port, out):
     data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
     vae = build_vae("dense", data.x_shape, z_dim=3, likelihood="gaussian", hidden_dims=(8,)).double()
     guide = DeltaGuide(vae)
-    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2))
+    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2, ema=0.5, weight_decay=0.1))
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         for x in batches:
             x = x.double()
@@ -64,6 +64,8 @@ def _train_steps(rank, world, batches, port, out):
             trainer.step(shard, global_batch=len(x))
     if rank == 0:
         torch.save({k: v.clone() for k, v in vae.state_dict().items()}, out)
+    # the moving average of the weights: every rank keeps its own
+    torch.save({k: v.clone() for k, v in trainer.average.model.state_dict().items()}, f"{out}.average{rank}")
     if world > 1:
         torch.distributed.destroy_process_group()
 
@@ -76,10 +78,16 @@ def test_two_processes_take_the_single_process_steps_on_the_same_global_batches(
     port = 29500 + os.getpid() % 1000
     mp.spawn(_train_steps, args=(2, batches, port, tmp_path / "two.pt"), nprocs=2, join=True)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    moved = False
     for name in one:
         # float64; the two processes sum their halves of the gradient in another order
         torch.testing.assert_close(two[name], one[name], rtol=1e-10, atol=1e-12, msg=name)
+    # the moving average of two processes is the one process's (issue 21), and not the weights
+    one_avg = torch.load(tmp_path / "one.pt.average0")
+    two_avg = [torch.load(tmp_path / f"two.pt.average{rank}") for rank in (0, 1)]
+    for name in one_avg:
+        torch.testing.assert_close(two_avg[0][name], one_avg[name], rtol=1e-10, atol=1e-12, msg=name)
+        assert torch.equal(two_avg[1][name], two_avg[0][name])  # identical on every rank
+    assert any(not torch.allclose(one_avg[k], one[k]) for k in one)
     first = _initial_parameters()
     moved = any(not torch.allclose(first[k], one[k]) for k in one)
     assert moved  # the steps did change the parameters

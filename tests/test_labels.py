@@ -220,12 +220,14 @@ def test_beta_scales_the_kl_terms_and_records_itself():
 
 
 def test_training_reports_the_accuracy_and_refuses_what_it_cannot_use(small_data):
-    data = load_dataset("mnist5k", train_size=200, test_size=20)
-    keep_labels(data, 3)
+    data = load_dataset("mnist5k", train_size=200, test_size=20, valid_fraction=0.1)
+    keep_labels(data, 3)  # of the 180 training images: 30 labelled, 150 not
     vae = build_vae("ssvae", data.x_shape, z_dim=2, num_classes=C, hidden_dims=(8,))
     trainer = Trainer(vae, vae.guide, data, TrainConfig(batch_size=64))
     metrics = trainer.train_epoch()
-    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["steps"] == math.ceil(170 / 64)
+    # the classifier is judged on the validation labels; the test split is not read
+    assert 0 <= metrics["valid_accuracy"] <= 1 and metrics["steps"] == math.ceil(150 / 64)
+    assert not any(key.startswith("test") for key in metrics)
     cvae = build_vae("dense", data.x_shape, z_dim=2, num_classes=C, hidden_dims=(8,))
     with pytest.raises(ConfigError, match="every image"):  # a conditional VAE and a few labels
         Trainer(cvae, cvae.guide, data, TrainConfig())

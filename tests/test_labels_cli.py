@@ -44,7 +44,7 @@ def test_the_ssvae_prints_its_accuracy_beside_the_nll_and_records_its_labels(ssv
     assert sum(map(sum, result["confusion"])) == 30 and result["label_sum"] == 10
     assert os.path.getsize(os.path.join(ssvae_run, "confusion.png")) > 1000
     metrics = [json.loads(x) for x in open(os.path.join(ssvae_run, "metrics.jsonl"))]
-    assert 0 <= metrics[-1]["test_accuracy"] <= 1
+    assert 0 <= metrics[-1]["valid_accuracy"] <= 1
 
 
 def test_samples_of_a_class_and_a_row_per_class(ssvae_run, tmp_path, capsys):
@@ -94,7 +94,7 @@ def test_an_image_folder_with_class_sub_folders(labelled_digit_folder, ssvae_run
                  "--epochs", "1", "--out", run, "--z-dim", "2", "--iwae-samples", "2", "--no-progress",
                  "--no-tensorboard", "--set", "network=conv", "--set", "channels=[4,8]", "--set", "hidden=16"]) == 0
     out = capsys.readouterr().out
-    assert "135 train / 15 test images" in out and "accuracy" in out
+    assert "128 train / 7 valid / 15 test images" in out and "accuracy" in out
     assert main(["sample", run, "--label", "all", "--n", "2"]) == 0
     # the mnist5k run evaluated on the folder: its accuracy on the folder's test images
     assert main(["evaluate", ssvae_run, "--dataset", labelled_digit_folder, "--split", "test",

@@ -47,7 +47,7 @@ def test_a_run_and_its_resume_are_one_mlflow_run(store):
     assert params["train.lr"] == str(config["train"]["lr"]) and params["data.train_size"] == "96"
     assert "train.epochs" not in params and tags["train.epochs"] == "3"  # what a resume may change: a tag
     lines = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    for key in ("train_loss", "test_elbo", "test_kl", "seconds"):
+    for key in ("train_loss", "valid_elbo", "valid_kl", "seconds"):
         history = sorted((m.step, m.value) for m in client.get_metric_history(record["run_id"], key))
         assert history == [(m["epoch"], pytest.approx(m[key])) for m in lines], key
     result = json.load(open(os.path.join(run, "eval.json")))
@@ -75,7 +75,7 @@ def test_a_resume_may_leave_mlflow(store):
     assert main(["train", "--tracker", "mlflow", "--epochs", "1", "--out", run, *QUICK]) == 0
     assert main(["train", "--resume", "--out", run, "--epochs", "2", "--tracker", "none", "--no-progress"]) == 0
     record = json.load(open(os.path.join(run, "mlflow.json")))
-    history = MlflowClient(tracking_uri=record["tracking_uri"]).get_metric_history(record["run_id"], "test_elbo")
+    history = MlflowClient(tracking_uri=record["tracking_uri"]).get_metric_history(record["run_id"], "valid_elbo")
     assert [m.step for m in history] == [1]
 
 

@@ -144,7 +144,7 @@ def test_two_models_in_one_process_do_not_share_parameters():
 def test_spec_records_defaults():
     vae = build_vae("dense", x_shape=(1, 28, 28))
     assert vae.spec == {"name": "dense", "x_shape": [1, 28, 28], "z_dim": 32,
-                        "likelihood": "bernoulli", "hidden_dims": [512, 256], "activation": "elu"}
+                        "likelihood": "bernoulli", "hidden_dims": [512, 256], "activation": "elu", "dropout": 0.0}
     assert vae.prior.spec == {"name": "normal", "conditional": False}
 
 

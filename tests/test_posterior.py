@@ -452,7 +452,7 @@ def test_posterior_command_writes_everything(z2_run, capsys):
     (["--chains", "1"], "chains"),
     (["--draws", "0"], "draws"),
     (["--local-method", "newton"], "unknown local-guide method"),
-    (["--split", "valid"], "unknown split"),
+    (["--split", "validation"], "unknown split"),
 ])
 def test_posterior_command_refuses_bad_input(z2_run, capsys, args, message):
     code, out, err = run_cli(capsys, "posterior", z2_run, "--no-progress", *args)

@@ -1,5 +1,6 @@
 """Datasets in a file: a ``.npz`` (NumPy) or ``.pt`` / ``.pth`` (torch) file holding arrays
-``train`` and ``test`` (and optionally ``train_labels``, ``test_labels``)."""
+``train`` and ``test`` (and optionally ``train_labels``, ``test_labels``, and a validation
+split ``valid`` with ``valid_labels``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, DatasetNotFoundError
-from .base import register_path_source
+from .base import Arrays, register_path_source
 
 SUFFIXES = (".npz", ".pt", ".pth")
 #: The first bytes of a zip archive (what np.savez and torch.save write).
@@ -49,4 +50,5 @@ def load_arrays(path: str, data_dir: str, download: bool):
         raise DataError(f"dataset file {path} is not {what} ({first})") from None
     if not isinstance(arrays, dict) or "train" not in arrays or "test" not in arrays:
         raise DataError(f"dataset file {path} must hold arrays named 'train' and 'test'")
-    return arrays["train"], arrays.get("train_labels"), arrays["test"], arrays.get("test_labels")
+    return Arrays(arrays["train"], arrays.get("train_labels"), arrays["test"], arrays.get("test_labels"),
+                  valid=arrays.get("valid"), valid_labels=arrays.get("valid_labels"))

@@ -6,7 +6,8 @@ saying which paths it reads. A loader is called as ``load(name_or_path, data_dir
 **options)`` — its options are keyword parameters with annotations and defaults, checked
 by :func:`~pyro_vae.options.bind_options`, so a source that takes none refuses any — and
 returns ``(train, train_labels, test, test_labels)`` or an :class:`Arrays` that adds
-``source`` (what the source says of the data: a folder's path, fingerprint, skipped files).
+``source`` (what the source says of the data: a folder's path, fingerprint, skipped files)
+and, where the source has one, a validation split (``valid``, ``valid_labels``).
 Images are uint8 levels or floats in [0, 1], (N, C, H, W) or (N, H, W), or a map-style
 ``Dataset`` of uint8 images (C, H, W) read one by one; labels or ``None``;
 :class:`~pyro_vae.data.ImageDataset` checks them.
@@ -23,13 +24,16 @@ from ..registry import Registry
 
 
 class Arrays(NamedTuple):
-    """What a loader returns (a plain 4-tuple is read as one with ``source=None``)."""
+    """What a loader returns (a plain 4-tuple is read as one with ``source=None``): a source
+    with a validation split of its own returns it as ``valid`` (and ``valid_labels``)."""
 
     train: Any
     train_labels: Optional[Any]
     test: Any
     test_labels: Optional[Any]
     source: Optional[Dict[str, Any]] = None
+    valid: Optional[Any] = None
+    valid_labels: Optional[Any] = None
 
 
 Loader = Callable[..., Arrays]

@@ -72,7 +72,16 @@ class TrainConfig:
             bfloat16, the distributions, log-likelihood sums and the ELBO in float32.
         validate: keep Pyro's per-step distribution validation on (data are validated
             once when loaded, so it is off by default for speed).
-        eval_samples: importance samples for the per-epoch test ELBO estimate.
+        eval_samples: importance samples for the per-epoch validation ELBO estimate.
+        patience: stop when the validation ELBO has not improved for this many epochs
+            (``None``: train all ``epochs``); needs a validation split.
+        ema: β of an exponential moving average of the weights (``None`` or 0: none), used
+            for validation, the best checkpoint and evaluation
+            (:class:`~pyro_vae.infer.selection.WeightAverage`).
+        weight_decay: λ of the decoupled weight decay (AdamW's;
+            :class:`~pyro_vae.infer.optim.ClippedAdamW`).
+        skip_threshold: skip an update whose gradient norm (of the per-example −ELBO)
+            exceeds it, as VDVAE does (``None``: never skip); skipped updates are counted.
     """
 
     epochs: int = option(200, "total epochs (default 200; 20 for pixel, 10 for density flows)",
@@ -93,7 +102,17 @@ class TrainConfig:
     precision: str = option("float32", "float32 | bf16: the networks in bfloat16 under torch.autocast, "
                                        "the ELBO in float32 (default float32)")
     validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
-    eval_samples: int = option(1, "importance samples of the per-epoch test ELBO", cli=False)
+    eval_samples: int = option(1, "importance samples of the per-epoch validation ELBO", cli=False)
+    patience: Optional[int] = option(None, "stop when the validation ELBO has not improved for N epochs "
+                                           "(default: train every epoch)", metavar="N", on_resume=True)
+    ema: Optional[float] = option(None, "decay β of an exponential moving average of the weights, used for "
+                                        "validation, best.pt and evaluation; 0: none (default 0.999 for "
+                                        "VAEs, none for the pixel model and density flows)",
+                                  metavar="DECAY")
+    weight_decay: float = option(0.0, "decoupled weight decay λ (as AdamW) (default 0)", metavar="LAMBDA")
+    skip_threshold: Optional[float] = option(None, "skip an update whose gradient norm (of the per-example "
+                                                   "loss) exceeds G; counted per epoch (default: never)",
+                                             metavar="G")
 
     def __post_init__(self) -> None:
         check_fields(self, "training setting")
@@ -113,6 +132,12 @@ class TrainConfig:
             "free_bits": (0 <= self.free_bits <= MAX_FREE_BITS, f"from 0 to {MAX_FREE_BITS:g}"),
             "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
             "eval_samples": (self.eval_samples >= 1, "≥ 1"),
+            "patience": (self.patience is None or self.patience >= 1, "≥ 1"),
+            # β = 0 averages nothing (θ̄ = θ): the way to turn a default average off
+            "ema": (self.ema is None or 0 <= self.ema < 1, "from 0 (no averaging) to below 1"),
+            # a step shrinks the weights by the factor 1 − lr·λ: from lr·λ = 1 on it zeroes or flips them
+            "weight_decay": (self.weight_decay >= 0 and self.lr * self.weight_decay < 1, "≥ 0, with lr × λ < 1"),
+            "skip_threshold": (self.skip_threshold is None or self.skip_threshold > 0, "> 0"),
         }, "training settings")
         check_choice(self.precision, PRECISIONS, "precision", "precision")
         check_choice(self.objective, OBJECTIVES, "objective", "objective")
@@ -134,6 +159,14 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def check_selection(self, has_valid: bool) -> None:
+        """Refuse early stopping without a validation split (nothing to stop on) — the one
+        place this is checked: the command line calls it before any data are loaded
+        (``valid_fraction=0``), the trainer with the data it is given."""
+        if self.patience is not None and not has_valid:
+            raise ConfigError("patience needs a validation split to stop on (valid_fraction > 0)",
+                              params=("patience", "valid_fraction"))
 
     def kl_scale(self, epoch: int) -> float:
         """The weight of the KL terms at 0-based ``epoch``: β · min(1, (epoch + 1) / (W + 1))."""

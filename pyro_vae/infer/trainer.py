@@ -29,7 +29,17 @@ mini-batches — the conditional VAE on every image with its label, the semi-sup
 an unlabelled and a labelled mini-batch per step, its label summed out by ``TraceEnum_ELBO``
 where unknown — through :class:`~pyro_vae.infer.labels.LabelledLoss`, which wraps the same
 ``ELBOModule`` (:mod:`pyro_vae.infer.labels`); the semi-supervised VAE's epochs also report
-the test accuracy of its classifier q(y | x).
+the validation accuracy of its classifier q(y | x).
+
+**Selection and regularisation.** After every epoch the ELBO of the *validation* split
+(when the data have one) is measured on the weights being selected — the exponential
+moving average of :class:`~pyro_vae.infer.selection.WeightAverage` with ``ema``, else the
+trained weights — and followed by :class:`~pyro_vae.infer.selection.EarlyStopping`, which
+says which epoch is best and when ``patience`` has run out; the test split is never read
+here. The optimizer is :class:`~pyro_vae.infer.optim.ClippedAdamW` (decoupled
+``weight_decay``), and with ``skip_threshold`` an update whose gradient norm is larger, or
+not finite, is not taken (VDVAE, Child 2021, arXiv:2011.10650): all ranks see the same
+all-reduced gradient, so all skip alike.
 """
 
 from __future__ import annotations
@@ -38,12 +48,11 @@ import contextlib
 import math
 import random
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import pyro
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,6 +66,8 @@ from .context import seed_from
 from .elbo import make_elbo
 from .evaluate import evaluate
 from .labels import LabelledLoss, classification, labelled_steps
+from .optim import ClippedAdamW
+from .selection import EarlyStopping, WeightAverage
 
 
 def set_seed(seed: int) -> None:
@@ -96,7 +107,8 @@ class Trainer:
         model: the model (a VAE or a density flow: any :class:`~pyro_vae.contract.Model`),
             on the device to train on; the data are moved there once.
         guide: its guide (``model.guide``, :func:`~pyro_vae.guides.build_guide`, …).
-        data: the dataset (its ``train`` split is fitted, ``test`` monitored).
+        data: the dataset (its ``train`` split is fitted, its ``valid`` split — if it has
+            one — monitored; its ``test`` split is never read).
         config: optimisation settings.
 
     Inside a ``torch.distributed`` process group the trainer is data parallel (see the
@@ -105,12 +117,12 @@ class Trainer:
 
     Example:
         >>> from pyro_vae import build_vae, build_guide, load_dataset
-        >>> data = load_dataset("mnist5k", train_size=256, test_size=64)
+        >>> data = load_dataset("mnist5k", train_size=256, test_size=64, valid_fraction=0.25)
         >>> vae = build_vae("dense", data.x_shape, z_dim=4, hidden_dims=(32,))
         >>> trainer = Trainer(vae, build_guide("gaussian", vae), data, TrainConfig(epochs=1))
         >>> metrics = trainer.train_epoch()
-        >>> sorted(metrics)[:3]
-        ['epoch', 'kl_scale', 'lr']
+        >>> sorted(k for k in metrics if k.startswith("valid"))
+        ['valid_elbo', 'valid_kl', 'valid_rec']
     """
 
     def __init__(self, model: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig):
@@ -128,9 +140,18 @@ class Trainer:
         self.rank, self.world = distributed.world()
         params = list(model.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
+        self.params = params
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
         # per-example clip threshold is scaled by N as well.
-        self.optim = ClippedAdam(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data)
+        self.optim = ClippedAdamW(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data,
+                                  weight_decay=config.weight_decay)
+        has_valid = data.has_split("valid")
+        config.check_selection(has_valid)
+        #: the moving average of the weights (``ema``), or ``None``
+        self.average = WeightAverage(model, guide, config.ema) if config.ema else None
+        #: the best validation epoch so far, and whether patience has run out
+        self.stopping = EarlyStopping(config.patience)
+        self.skipped = 0  # updates skipped (skip_threshold) since the run started
         #: whether the model learns from labels (mini-batches of :mod:`pyro_vae.infer.labels`)
         self.labelled = model.num_classes is not None
         if model.label_is_latent:
@@ -158,10 +179,11 @@ class Trainer:
                 set_seed(seed_from(config.seed, self.rank))
         self.epoch = 0  # number of completed epochs
         self.data_rng = torch.Generator(device=self.device).manual_seed(config.seed)
-        self._eval_x = data.eval_data("test", dequantize=self.dequantize)
-        # a conditional VAE is judged on log p(x | y); the semi-supervised VAE on log p(x), its
-        # classifier on the test labels
-        self._eval_y = data.labels("test") if self.labelled else None
+        self._valid_x = data.eval_data("valid", dequantize=self.dequantize) if has_valid else None
+        # a conditional VAE is validated on log p(x | y); the semi-supervised VAE on log p(x),
+        # its classifier on the validation labels
+        self._valid_y = data.labels("valid") if self.labelled and has_valid else None
+        self._epoch_skipped = 0
 
     @property
     def lr(self) -> float:
@@ -179,9 +201,16 @@ class Trainer:
             loss = self._loss(x, num_data=self.num_data, kl_scale=kl_scale)
         scale = self.world * len(x) / (global_batch or len(x))
         (loss * scale if scale != 1 else loss).backward()
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
+        self._update()
         return loss.detach()
+
+    def _update(self) -> None:
+        """The optimizer's step (unless :meth:`_skip` says no) and the moving average's."""
+        if not self._skip():
+            self.optim.step()
+            if self.average is not None:
+                self.average.update()
+        self.optim.zero_grad(set_to_none=True)
 
     def labelled_step(self, parts, kl_scale: float = 1.0) -> torch.Tensor:
         """One optimisation step on this rank's labelled and unlabelled shards ``parts``
@@ -189,8 +218,7 @@ class Trainer:
         with self.autocast:
             weighted, loss = self._loss(parts, kl_scale=kl_scale)
         weighted.backward()
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
+        self._update()
         return loss
 
     def _steps(self, beta: float):
@@ -205,6 +233,30 @@ class Trainer:
                 continue
             x = distributed.shard(batch)
             yield self.step(x, beta, len(batch)), len(x)
+
+    def _skip(self) -> bool:
+        """Whether to skip this update: its gradient norm, of the per-example −ELBO (the loss
+        is the full-data one, N × per example), exceeds ``skip_threshold`` or is not finite.
+        Costs one host–device round trip, and only with a threshold."""
+        threshold = self.config.skip_threshold
+        if threshold is None:
+            return False
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads)) / self.num_data
+        if math.isfinite(norm) and norm <= threshold:
+            return False
+        self._epoch_skipped += 1
+        return True
+
+    def evaluated(self) -> Tuple[nn.Module, nn.Module]:
+        """The model and guide whose weights are validated, selected and evaluated: the
+        moving average with ``ema``, else the trained ones."""
+        return self.average.modules() if self.average is not None else (self.model, self.guide)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better validation ELBO."""
+        return self.stopping.stopped
 
     def train_epoch(self) -> Dict[str, float]:
         """Run one epoch; return its metrics (ELBOs in nats per example).
@@ -237,33 +289,48 @@ class Trainer:
         seconds = time.perf_counter() - start
         total = distributed.all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
                                                                      device=self.device)]))
-        test = evaluate(self.model, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch,
-                        sharded=self.world > 1, y=None if self.model.label_is_latent else self._eval_y)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch,
             "train_loss": float(total[0] / total[1]),
-            "test_elbo": test["elbo"],
-            "test_rec": test["rec"],
-            "test_kl": test["kl"],
             "kl_scale": beta,
             "objective": f"{cfg.objective}-{cfg.particles}",
             "lr": self.lr,
             "seconds": seconds,
             "steps": steps,
         }
-        if not self.data.binary:
-            metrics["test_elbo_bpd"] = self.model.bits_per_dim(-test["elbo"])
-        if self.model.label_is_latent and self._eval_y is not None:
-            metrics["test_accuracy"] = classification(self.model, self._eval_x, self._eval_y)["accuracy"]
+        if cfg.skip_threshold is not None:
+            metrics["skipped"], self._epoch_skipped = self._epoch_skipped, 0
+            self.skipped += metrics["skipped"]
+        if self._valid_x is not None:
+            model, guide = self.evaluated()
+            # the same noise at every epoch (common random numbers): the differences between
+            # epochs, which select the best one, are the model's, not the draws'
+            valid = evaluate(model, guide, self._valid_x, num_samples=cfg.eval_samples, seed=cfg.seed,
+                             sharded=self.world > 1, y=None if self.model.label_is_latent else self._valid_y)
+            metrics.update(valid_elbo=valid["elbo"], valid_rec=valid["rec"], valid_kl=valid["kl"])
+            if not self.data.binary:
+                metrics["valid_elbo_bpd"] = self.model.bits_per_dim(-valid["elbo"])
+            if self.model.label_is_latent and self._valid_y is not None:
+                metrics["valid_accuracy"] = classification(model, self._valid_x, self._valid_y)["accuracy"]
+            self.stopping.update(self.epoch, valid["elbo"])
+            metrics.update(best_epoch=self.stopping.best_epoch, best_valid_elbo=self.stopping.best)
         return metrics
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly where it stopped (every rank's RNG
         state in a process group: call it on every rank)."""
-        return {"epoch": self.epoch, "optim": self.optim.state_dict(), "rng": rng_state(),
+        return {**self.selection_state(), "optim": self.optim.state_dict(), "rng": rng_state(),
                 "data_rng": self.data_rng.get_state(), "world_size": self.world,
-                "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None}
+                "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None, "skipped": self.skipped}
+
+    def selection_state(self) -> Dict[str, Any]:
+        """The part of :meth:`state_dict` that says which weights are selected — the epoch,
+        the early-stopping state and the moving average — without the collective parts."""
+        state = {"epoch": self.epoch, "stopping": self.stopping.state_dict()}
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`. With the number of processes it was saved with,
@@ -271,6 +338,13 @@ class Trainer:
         and each rank's model noise is seeded from (seed, epoch, rank)."""
         self.epoch = int(state["epoch"])
         self.optim.load_state_dict(state["optim"])
+        for group in self.optim.param_groups:  # a checkpoint of pyro-vae ≤ 0.2 (Pyro's ClippedAdam)
+            group.setdefault("decoupled_weight_decay", self.config.weight_decay)
+        if "stopping" in state:
+            self.stopping.load_state_dict(state["stopping"])
+        self.skipped = int(state.get("skipped", 0))
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
         if "data_rng" in state:
             self.data_rng.set_state(state["data_rng"])
         else:  # written before the data had their own generator

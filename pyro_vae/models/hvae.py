@@ -51,7 +51,7 @@ from ..errors import ConfigError
 from ..guides.base import Guide
 from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
-from ..nets.mlp import activation
+from ..nets.mlp import act_dropout, activation
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
 from ..priors import SOFTPLUS_ONE, StandardNormalPrior
 from .base import MODELS, VAE, Decoder
@@ -71,13 +71,13 @@ def _cat(a: Tensor, b: Tensor) -> Tensor:
 
 
 class DenseResBlock(nn.Module):
-    """``h + W₂ act(W₁ act(h))``, the last layer zero-initialised (the block starts as the
-    identity, as the ResNet blocks of :mod:`pyro_vae.nets.resnet`)."""
+    """``h + W₂ drop(act(W₁ act(h)))``, the last layer zero-initialised (the block starts as
+    the identity, as the ResNet blocks of :mod:`pyro_vae.nets.resnet`)."""
 
-    def __init__(self, width: int, mid: int, act: str = "elu") -> None:
+    def __init__(self, width: int, mid: int, act: str = "elu", dropout: float = 0.0) -> None:
         super().__init__()
-        make = activation(act)
-        self.branch = nn.Sequential(make(), nn.Linear(width, mid), make(), nn.Linear(mid, width))
+        self.branch = nn.Sequential(activation(act)(), nn.Linear(width, mid), *act_dropout(act, dropout),
+                                    nn.Linear(mid, width))
         nn.init.zeros_(self.branch[-1].weight)
         nn.init.zeros_(self.branch[-1].bias)
 
@@ -98,10 +98,11 @@ class TopDownLayer(nn.Module):
         bottom: whether this is z_1.
         act: activation name.
         min_scale: lower bound on σ.
+        dropout: dropout probability inside the step.
     """
 
     def __init__(self, width: int, z_dim: int, mid: int, top: bool, bottom: bool = False,
-                 act: str = "elu", min_scale: float = 1e-4) -> None:
+                 act: str = "elu", min_scale: float = 1e-4, dropout: float = 0.0) -> None:
         super().__init__()
         make = activation(act)
         self.min_scale = min_scale
@@ -114,7 +115,8 @@ class TopDownLayer(nn.Module):
                                                           torch.full((z_dim,), SOFTPLUS_ONE)]))
         self.step: Optional[nn.Module] = None
         if not bottom:
-            self.step = nn.Sequential(nn.Linear(width + z_dim, mid), make(), nn.Linear(mid, width))
+            self.step = nn.Sequential(nn.Linear(width + z_dim, mid), *act_dropout(act, dropout),
+                                      nn.Linear(mid, width))
 
     def prior(self, state: Tensor) -> dist.TorchDistribution:
         """p(z_l | z_{>l}), batch shape ``state.shape[:-1]``, event (d_l,)."""
@@ -130,10 +132,10 @@ class TopDownPath(nn.Module):
     """The top-down path shared by model and guide: the learned top state h_top and one
     :class:`TopDownLayer` per stochastic layer (top first)."""
 
-    def __init__(self, width: int, sizes: Sequence[int], mid: int, act: str = "elu") -> None:
+    def __init__(self, width: int, sizes: Sequence[int], mid: int, act: str = "elu", dropout: float = 0.0) -> None:
         super().__init__()
         self.h_top = nn.Parameter(torch.zeros(width))
-        self.layers = nn.ModuleList(TopDownLayer(width, d, mid, i == 0, i == len(sizes) - 1, act)
+        self.layers = nn.ModuleList(TopDownLayer(width, d, mid, i == 0, i == len(sizes) - 1, act, dropout=dropout)
                                     for i, d in enumerate(sizes))
 
     def start(self, batch_shape: Sequence[int]) -> Tensor:
@@ -150,10 +152,10 @@ class HierarchicalEncoder(nn.Module):
     """
 
     def __init__(self, trunk: nn.Module, width: int, sizes: Sequence[int], mid: int, act: str = "elu",
-                 min_scale: float = 1e-4) -> None:
+                 min_scale: float = 1e-4, dropout: float = 0.0) -> None:
         super().__init__()
         self.trunk = trunk
-        self.up = nn.ModuleList(DenseResBlock(width, mid, act) for _ in sizes[1:])
+        self.up = nn.ModuleList(DenseResBlock(width, mid, act, dropout) for _ in sizes[1:])
         self.heads = nn.ModuleList(nn.Sequential(activation(act)(), nn.Linear(2 * width, 2 * d))
                                    for d in sizes)
         self.h_dim = 2 * width
@@ -200,6 +202,8 @@ class HierarchicalVAE(VAE):
             ResNet VAE's default 885,377).
         mid: width inside each dense residual block and top-down step.
         activation: ``elu``, ``relu``, ``softplus`` or ``tanh``.
+        dropout: probability of dropout in every residual branch, dense block and top-down
+            step (0: none; off in evaluation).
 
     Example:
         >>> vae = HierarchicalVAE((1, 28, 28), z_dim=4, levels=3, hidden=32, mid=16)
@@ -219,6 +223,7 @@ class HierarchicalVAE(VAE):
         hidden: int = 192,
         mid: int = 128,
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         if int(levels) < 2:
             raise ConfigError(f"levels must be at least 2 (use the resnet model for one), got {levels}",
@@ -233,13 +238,14 @@ class HierarchicalVAE(VAE):
                               params=("blocks", "mid"))
         width, top_first = int(hidden), sizes[::-1]
         lik = build_likelihood(likelihood, x_shape)
-        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), width, activation)
-        net = ResNetDecoderNet(sum(sizes), trunk.shapes, lik.param_shape[0], int(blocks), width, activation)
-        encoder = HierarchicalEncoder(trunk, width, top_first, int(mid), activation)
+        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), width, activation, dropout)
+        net = ResNetDecoderNet(sum(sizes), trunk.shapes, lik.param_shape[0], int(blocks), width, activation,
+                               dropout)
+        encoder = HierarchicalEncoder(trunk, width, top_first, int(mid), activation, dropout=dropout)
         super().__init__(x_shape, sum(sizes), encoder, Decoder(net, lik),
                          prior=StandardNormalPrior(top_first[0]))
         self.sizes = {f"z_{len(sizes) - i}": d for i, d in enumerate(top_first)}
-        self.top_down = TopDownPath(width, top_first, int(mid), activation)
+        self.top_down = TopDownPath(width, top_first, int(mid), activation, dropout)
         self.guide = HierarchicalGuide(self)
         self.guide.spec = {"name": "gaussian"}
 

@@ -87,6 +87,8 @@ class SemiSupervisedVAE(VAE):
         labelled_weight: λ, the weight of the labelled images' ELBO against the unlabelled
             ones' — 1 is J^α; N_u / N_l weighs the two halves of every step alike, as the
             per-mini-batch means of many implementations do (see the module docstring).
+        dropout: probability of dropout after every activation of the encoder, the decoder
+            and the classifier (0: none; off in evaluation).
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -109,6 +111,7 @@ class SemiSupervisedVAE(VAE):
         activation: str = "softplus",
         alpha: Optional[float] = None,
         labelled_weight: float = 1.0,
+        dropout: float = 0.0,
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
         lik = build_likelihood(likelihood, x_shape)
@@ -118,8 +121,8 @@ class SemiSupervisedVAE(VAE):
                                   "hidden_dims)", params=("channels", "hidden"))
             widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
             h_dim = widths[-1]
-            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation) for _ in range(2))
-            net = dense_decoder_net(z_dim, widths, lik, activation)
+            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, dropout) for _ in range(2))
+            net = dense_decoder_net(z_dim, widths, lik, activation, dropout)
         else:
             if hidden_dims is not None:
                 raise ConfigError("hidden_dims is an option of network='dense' (the conv network takes channels "
@@ -127,8 +130,9 @@ class SemiSupervisedVAE(VAE):
             h_dim = int(hidden if hidden is not None else 256)
             widths = check_widths(channels if channels is not None else (32, 64), h_dim)
             check_stages(x_shape, len(widths), "ssvae")
-            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation) for _ in range(2))
-            net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation)
+            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation, dropout)
+                                       for _ in range(2))
+            net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation, dropout)
         check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
             "alpha": (alpha is None or alpha >= 0, "≥ 0"),
             "labelled_weight": (labelled_weight > 0, "> 0"),

@@ -20,6 +20,14 @@ def test_refusals_come_before_torch_is_imported(trained_run, tmp_path):
     run, t = trained_run, str(tmp_path)
     cases = [
         ["train", "--epochs", "many"],
+        ["train", "--valid-fraction", "0.0001"],
+        ["train", "--patience", "0"],
+        ["train", "--ema", "1.5"],
+        ["train", "--weight-decay", "-1"],
+        ["train", "--skip-threshold", "inf"],
+        ["train", "--patience", "2", "--valid-fraction", "0"],
+        ["evaluate", run, "--checkpoint", "worst"],
+        ["sample", run, "--checkpoint", "first"],
         ["train", "--out", f"{t}/file/run"],
         ["train", "--out", "/proc/run"],
         ["train", "--out", run],
