@@ -5,6 +5,9 @@ from setuptools import find_packages, setup
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
 
+DOCS = ["sphinx>=7", "myst-nb>=1.1", "furo", "sphinx-argparse>=0.4", "ipykernel", "ipywidgets",
+        "tensorboard>=2.10"]
+
 setup(
     name="pyro-vae",
     version="0.2.0",
@@ -29,7 +32,12 @@ setup(
     extras_require={
         # TensorBoard event files in RUN_DIR/tb (skipped without it); the tests read them back
         "tensorboard": ["tensorboard>=2.10"],
-        "test": ["pytest>=7", "scipy", "tensorboard>=2.10"],
+        # `--tracker mlflow`: runs logged to an MLflow store (the client alone is enough)
+        "mlflow": ["mlflow-skinny>=2.0"],
+        # the documentation site: sphinx-build -W --keep-going -b html docs docs/_build/html
+        "docs": DOCS,
+        # the tests read MLflow runs back and build the documentation site (warnings as errors)
+        "test": ["pytest>=7", "scipy", "tensorboard>=2.10", "mlflow-skinny>=2.0", *DOCS],
     },
     entry_points={"console_scripts": ["pyro-vae=inference.cli:main"]},
     classifiers=[

@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from train_rows import print_table, train_missing
 
 #: name → the ``pyro-vae train`` flags of that row (all at the models' default 200 epochs)
 RUNS = {
@@ -108,17 +109,9 @@ def main() -> None:
         figures(a.figures, a.figure_dir)
         return
     if not a.table_only:
-        for name in a.only:
-            if os.path.exists(os.path.join(a.runs, name, "eval.json")):
-                continue
-            print(" ".join(command(name, a.runs)), flush=True)
-            subprocess.run(command(name, a.runs), check=True)
-    print("| run | objective | parameters | epochs | test ELBO | test NLL, IWAE k=1000 | KL | "
-          "active units per latent site |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name in a.only:
-        if os.path.exists(os.path.join(a.runs, name, "eval.json")):
-            print(row(name, a.runs))
+        train_missing(a.only, a.runs, lambda name: command(name, a.runs))
+    print_table(["run", "objective", "parameters", "epochs", "test ELBO", "test NLL, IWAE k=1000", "KL",
+                 "active units per latent site"], a.only, a.runs, row)
 
 
 if __name__ == "__main__":

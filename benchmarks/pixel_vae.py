@@ -35,8 +35,8 @@ def train_and_evaluate(name, data, epochs, iwae_samples, seed, train_options, mo
     history = []
     for _ in range(epochs):
         m = trainer.train_epoch()
-        history.append({k: m[k] for k in ("epoch", "test_elbo", "test_kl", "seconds")})
-        print(f"{name} epoch {m['epoch']}: test ELBO {m['test_elbo']:.2f} KL {m['test_kl']:.2f} "
+        history.append({k: m[k] for k in ("epoch", "valid_elbo", "valid_kl", "seconds")})
+        print(f"{name} epoch {m['epoch']}: validation ELBO {m['valid_elbo']:.2f} KL {m['valid_kl']:.2f} "
               f"({m['seconds']:.1f} s)", flush=True)
     x = data.eval_data("test")
     result = evaluate(vae, guide, x, num_samples=iwae_samples, seed=0)
@@ -81,7 +81,7 @@ def main():
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    data = load_dataset("mnist5k", binarize="dynamic")
+    data = load_dataset("mnist5k", binarize="dynamic", valid_fraction=0.1)  # curves on validation
     rows = []
     pixel = None
     for name in a.models:

@@ -147,7 +147,7 @@ SCOPED_FLAGS = {
     "guide": ("--guide-set", {"num_flows": "--flows"}),
     "prior": ("--prior-set", {}),
     "likelihood": ("--likelihood", {}),
-    "dataset": (None, {"name": "--dataset"}),
+    "dataset": ("--dataset-set", {"name": "--dataset"}),
 }
 #: Keyword parameters of library functions that a flag of this name feeds.
 ALIASES = {"num_samples": "--iwae-samples", "download": "--download", "data_dir": "--data-dir",
@@ -162,7 +162,7 @@ def flag_of(command: str, param: str):
     scope, _, name = param.rpartition(".")
     if scope in SCOPED_FLAGS:
         default, own = SCOPED_FLAGS[scope]
-        return own.get(name) or (_fields(command).get(name) if scope == "dataset" else default)
+        return own.get(name) or (_fields(command).get(name) if scope == "dataset" else None) or default
     return _fields(command).get(name) or ALIASES.get(name)
 
 
@@ -198,8 +198,9 @@ def options(args: argparse.Namespace, argv: Sequence[str]) -> Any:
         elif given["TrainConfig"] or given["DataConfig"] or given["Choices"]:
             # each value checked now, before torch: the model's own defaults, which fill in the
             # rest once the model is known (inference.train.run_config), never make a value bad
-            for cls in (Choices, DataConfig, TrainConfig):
-                cls(**given[cls.__name__])
+            _, data, train = [cls(**given[cls.__name__]) for cls in (Choices, DataConfig, TrainConfig)]
+            if "patience" in given["TrainConfig"]:  # asked for, not a model's default
+                train.check_selection(data.valid_fraction > 0)
         return TrainOptions(run=run, given=given, argv=list(argv))
     if args.command == "posterior":
         opts = given_flags(args, PosteriorOptions)

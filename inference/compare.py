@@ -1,11 +1,17 @@
 """``pyro-vae compare RUN_DIR...``: runs side by side — one table and one figure.
 
-Each run contributes a row read from its directory alone: model, guide, prior, objective
-and epochs from ``config.json`` and ``metrics.jsonl``, the number of parameters from the
-checkpoint (model and guide, each parameter once), and from ``eval.json`` the test ELBO,
-the NLL with its estimator (IWAE with k, or exact) and standard error, bits/dim where
-defined, the KL and the active units; training seconds are the sum of the epochs'. A run
-without ``eval.json`` (still training) shows its last epoch's test ELBO and no NLL.
+Each run contributes a row read from its directory alone: model, guide, prior, objective,
+epochs, the best validation epoch and its ELBO from ``config.json`` and ``metrics.jsonl``,
+the number of parameters from the checkpoint (model and guide, each parameter once), and
+from ``eval.json`` the test ELBO, the NLL with its estimator (IWAE with k, or exact) and
+standard error, which checkpoint (and epoch) they come from, bits/dim where defined, the
+KL and the active units, and a semi-supervised VAE's test accuracy; training seconds are the
+sum of the epochs'. A conditional VAE's NLL is −log p(x | y) (the model says which) and is
+flagged beside the others' −log p(x); the semi-supervised VAE's is −log p(x), its label summed
+out, and compares with any VAE's. A run without ``eval.json`` (still training) shows no test
+numbers; an ``eval.json`` of other weights than ``--checkpoint`` asks for is flagged, not
+shown. Runs of pyro-vae ≤ 0.2, which monitored the test split and kept no best checkpoint,
+are read as they are (their curve is labelled so).
 
 Numbers of different data — another dataset, binarization, split, test-set size, image
 size or folder contents — or of different estimators are not comparable: such runs are
@@ -23,13 +29,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from matplotlib.ticker import MaxNLocator
 
+from pyro_vae import plugins
 from pyro_vae.errors import CheckpointError, ConfigError
 
 from .config import RunConfig
 from .io import atomic_write_text
-from .plots import save_figure, subplots
+from .plots import mark_best, readable_limits, save_figure, subplots
 from .restore import load_run
-from .rundir import paths, read_config, read_metrics
+from .rundir import best_of, held_out_curve, paths, read_config, read_metrics
 from .settings import CompareOptions
 
 #: (key, Markdown header, format) of the table's columns, in order.
@@ -41,21 +48,26 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("prior", "prior", "{}"),
     ("objective", "objective", "{}"),
     ("epochs", "epochs", "{}"),
+    ("best_epoch", "best epoch", "{}"),
     ("parameters", "parameters", "{:,}"),
+    ("valid_elbo", "valid ELBO", "{:.2f}"),
     ("test_elbo", "test ELBO", "{:.2f}"),
     ("nll", "NLL", "{:.2f}"),
     ("k", "k", "{}"),
     ("nll_sem", "± s.e.", "{:.2f}"),
+    ("weights", "from", "{}"),
     ("bits_per_dim", "bits/dim", "{:.3f}"),
     ("kl", "KL", "{:.2f}"),
     ("active_units", "active units", "{}"),
+    ("accuracy", "accuracy", "{:.2%}"),
     ("train_seconds", "train s", "{:.1f}"),
 )
 
 
 def objective(config: RunConfig) -> str:
-    """What the run maximised, in words: the ELBO (with L particles, KL warm-up, free bits)
-    or, for a density flow, the exact log-likelihood."""
+    """What the run maximised, in words: the ELBO (with L particles, β, KL warm-up, free bits;
+    of p(x | y) for a conditional VAE, with the classification term for a semi-supervised
+    one) or, for a density flow, the exact log-likelihood."""
     if config.kind == "flow":
         return "exact log-likelihood"
     train = config.train
@@ -63,6 +75,12 @@ def objective(config: RunConfig) -> str:
         text = f"IWAE (K={train.particles})"
     else:
         text = "ELBO" if train.particles == 1 else f"ELBO (L={train.particles})"
+    if config.data.labels_per_class is not None:  # a semi-supervised run (recorded for it alone)
+        text += f" + α·classifier, {config.data.labels_per_class} labels/class"
+    elif config.model.get("num_classes") is not None:  # a conditional VAE
+        text += " of p(x|y)"
+    if getattr(train, "beta", 1.0) != 1.0:
+        text += f", β={train.beta:g}"
     if train.free_bits > 0:
         text += f", free bits {train.free_bits:g}"
     if train.kl_warmup > 0:
@@ -89,11 +107,14 @@ def data_description(config: RunConfig, result: Optional[Dict[str, Any]]) -> str
             text += f", test fraction {data.test_fraction:g}"
         if data.fingerprint:
             text += f", files {data.fingerprint}"
+        if data.dataset_set:
+            text += ", " + ", ".join(data.dataset_set)
     return text + ")"
 
 
 #: eval.json's numbers that the table formats.
-NUMBERS = ("elbo", "nll", "nll_sem", "bits_per_dim", "kl", "active_units", "train_seconds", "epochs")
+NUMBERS = ("elbo", "nll", "nll_sem", "bits_per_dim", "kl", "active_units", "train_seconds", "epochs",
+           "checkpoint_epoch", "accuracy")
 
 
 def read_eval(run_dir: str) -> Optional[Dict[str, Any]]:
@@ -119,41 +140,69 @@ def count_parameters(run_dir: str) -> Optional[int]:
     first checkpoint)."""
     if not os.path.isfile(paths(run_dir)["checkpoint"]):
         return None
-    model, guide, _, _ = load_run(run_dir)
+    # a model from outside pyro-vae: its code checked first
+    model, guide, _, _ = load_run(run_dir, checkpoint="train")
     unique = {id(p): p for module in (model, guide) for p in module.parameters()}
     return sum(p.numel() for p in unique.values())
 
 
-def run_row(run_dir: str) -> Dict[str, Any]:
-    """One row of the table (``None`` where a value is not defined or not measured yet)."""
+def run_row(run_dir: str, checkpoint: str = "best") -> Dict[str, Any]:
+    """One row of the table (``None`` where a value is not defined or not measured yet); the
+    test numbers only from an ``eval.json`` of the weights ``checkpoint`` names."""
     config = read_config(run_dir)
     metrics = read_metrics(run_dir)
     result = read_eval(run_dir)
+    best = best_of(metrics)
+    label, curve = held_out_curve(metrics)
     row: Dict[str, Any] = {
         "run": os.path.normpath(run_dir),
-        "model": config.model["name"],
-        "guide": config.guide["name"] if config.kind == "vae" else "—",
+        "model": plugins.display_name(config.model["name"]),
+        "guide": plugins.display_name(config.guide["name"]) if config.kind == "vae" else "—",
         "prior": (config.prior or {}).get("name", "—"),
         "objective": objective(config),
         "epochs": metrics[-1]["epoch"] if metrics else 0,
-        "parameters": count_parameters(run_dir),
+        "best_epoch": best[0] if best else None,
+        "valid_elbo": best[1] if best else None,
+        "parameters": None,
         "dataset": data_description(config, result),
         "estimator": None,
-        "curve": [(m["epoch"], m["test_elbo"]) for m in metrics],
+        "curve": curve,
+        "curve_label": label,
+        "best": best,
         "train_seconds": sum(m.get("seconds", 0.0) for m in metrics),
+        "other_weights": None,
     }
-    row["test_elbo"] = result["elbo"] if result else (metrics[-1]["test_elbo"] if metrics else None)
+    try:
+        row["parameters"] = count_parameters(run_dir)
+    except CheckpointError as err:
+        if not config.sources:
+            raise
+        # the run's own code is missing or changed: its numbers still compare, its size is unknown
+        row["code"] = str(err)
+    # a run of pyro-vae ≤ 0.2 still training: its last epoch's test ELBO (it monitored the test split)
+    row["test_elbo"] = metrics[-1].get("test_elbo") if metrics and not result else None
     if result:
-        row.update(nll=result.get("nll"), nll_sem=result.get("nll_sem"), estimator=result.get("estimator"),
+        # what "best" means for this run: the best epoch's weights, or its last without a selection
+        wanted = checkpoint if best else "last"
+        held = result.get("checkpoint", "last")  # an eval.json of pyro-vae ≤ 0.2: the last weights
+        if held != wanted:
+            row["other_weights"] = held
+            return row
+        row.update(test_elbo=result["elbo"], nll=result.get("nll"), nll_sem=result.get("nll_sem"),
+                   estimator=result.get("estimator"),
                    k="exact" if result.get("estimator") == "exact" else result.get("iwae_samples"),
+                   weights=f"{held} (epoch {result.get('checkpoint_epoch', result.get('epochs'))})",
                    bits_per_dim=result.get("bits_per_dim"),
                    kl=result.get("kl") if config.kind == "vae" else None,
-                   active_units=result.get("active_units"))
+                   active_units=result.get("active_units"), accuracy=result.get("accuracy"),
+                   likelihood=result.get("likelihood", "p(x)"))
     return row
 
 
-def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
-    """Rows of ``run_dirs``, the legend of their data labels, and warnings.
+def compare_runs(run_dirs: Sequence[str],
+                 checkpoint: str = "best") -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
+    """Rows of ``run_dirs``, the legend of their data labels, and warnings (NLLs of the
+    weights ``checkpoint`` names).
 
     Returns:
         ``(rows, legend, warnings)``: each row's ``data`` is a label ``D1``, ``D2``, … of
@@ -162,7 +211,7 @@ def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[st
     """
     if not run_dirs:
         raise ConfigError("compare needs at least one run directory")
-    rows = [run_row(d) for d in run_dirs]
+    rows = [run_row(d, checkpoint) for d in run_dirs]
     datasets: List[str] = []
     for row in rows:
         if row["dataset"] not in datasets:
@@ -182,9 +231,19 @@ def compare_runs(run_dirs: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[st
         warnings.append("the NLLs come from different estimators (" + "; ".join(
             f"{e}: {', '.join(runs)}" for e, runs in estimators.items())
             + "): IWAE bounds tighten as k grows, an exact likelihood is no bound")
-    pending = [row["run"] for row in rows if row["estimator"] is None]
+    warnings += [f"{row['run']}: {row['code']} (its parameters are not counted)" for row in rows if "code" in row]
+    conditional = [row["run"] for row in rows if row.get("likelihood") == "p(x | y)"]
+    if conditional and len(conditional) < len(rows):
+        warnings.append(f"the NLL of a conditional VAE is −log p(x | y), not −log p(x) (lower by up to log C for "
+                        f"C classes): {', '.join(conditional)}")
+    other = [row for row in rows if row["other_weights"]]
+    for row in other:
+        warnings.append(f"the eval.json of {row['run']} is of its {row['other_weights']} checkpoint, not the "
+                        f"{checkpoint} one asked for: no test numbers shown (pyro-vae evaluate {row['run']} "
+                        f"--checkpoint {checkpoint})")
+    pending = [row["run"] for row in rows if row["estimator"] is None and not row["other_weights"]]
     if pending:
-        warnings.append(f"no eval.json yet (test ELBO of the last epoch, no NLL): {', '.join(pending)}")
+        warnings.append(f"no eval.json yet (no test numbers): {', '.join(pending)}")
     return rows, legend, warnings
 
 
@@ -219,19 +278,27 @@ def table_text(rows: List[Dict[str, Any]], legend: List[str], warnings: List[str
 
 
 def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
-    """The test-ELBO curves of the runs over epochs, one line each (with a marker, so that a
-    one-epoch run shows), and one panel per data label: curves of different data are never
-    drawn on one axis."""
+    """The validation-ELBO curves of the runs over epochs, one line each (with a marker, so
+    that a one-epoch run shows) and a star at its best epoch, one panel per data label —
+    curves of different data are never drawn on one axis — on an axis where the late epochs
+    are readable (:func:`~inference.plots.readable_limits`)."""
     labels = sorted({r["data"] for r in rows}, key=lambda d: int(d[1:]))
     fig, axes = subplots(1, len(labels), figsize=(6.5 * len(labels), 4.5), squeeze=False)
     for ax, label in zip(axes[0], labels):
+        curves = []
         for row in rows:
             if row["data"] == label and row["curve"]:
                 epochs, elbo = zip(*row["curve"])
-                ax.plot(epochs, elbo, marker="o", markersize=3, label=row["run"])
+                legacy = "" if row["curve_label"] == "validation ELBO" else " (test ELBO, pyro-vae ≤ 0.2)"
+                line, = ax.plot(epochs, elbo, marker="o", markersize=3, label=row["run"] + legacy)
+                mark_best(ax, row["best"], color=line.get_color(), label=False)
+                curves.append(row["curve"])
+        limits = readable_limits(curves)
+        if limits is not None:
+            ax.set_ylim(*limits)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test ELBO (nats per example)")
+        ax.set_xlabel("epoch (★ best)")
+        ax.set_ylabel("validation ELBO (nats per example)")
         if len(labels) > 1:
             ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
@@ -241,11 +308,13 @@ def curves_figure(rows: List[Dict[str, Any]], path: str) -> None:
     save_figure(fig, path)
 
 
-def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional[str] = "compare.png") -> str:
+def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional[str] = "compare.png",
+            checkpoint: str = "best") -> str:
     """Compare runs: write the table to ``out`` (``.md``, ``.csv`` or ``.json``) if given and
-    the curves to ``figure`` if given; return the Markdown table."""
-    CompareOptions(tuple(run_dirs), out, figure).check_paths()
-    rows, legend, warnings = compare_runs(run_dirs)
+    the curves to ``figure`` if given; return the Markdown table (NLLs of the weights
+    ``checkpoint`` names)."""
+    CompareOptions(run_dirs=tuple(run_dirs), out=out, figure=figure, checkpoint=checkpoint).check_paths()
+    rows, legend, warnings = compare_runs(run_dirs, checkpoint)
     if out is not None:
         atomic_write_text(out, table_text(rows, legend, warnings, os.path.splitext(out)[1].lower()))
     if figure is not None:
@@ -256,7 +325,7 @@ def compare(run_dirs: Sequence[str], out: Optional[str] = None, figure: Optional
 def main(opts: CompareOptions, _: None = None) -> int:
     """``pyro-vae compare``: the table on stdout (``compare runs/* > table.md`` is the table
     alone), what else was written on stderr."""
-    print(compare(opts.run_dirs, out=opts.out, figure=opts.figure), end="")
+    print(compare(opts.run_dirs, out=opts.out, figure=opts.figure, checkpoint=opts.checkpoint), end="")
     for path in (opts.out, opts.figure):
         if path is not None:
             print(f"wrote {path}", file=sys.stderr)

@@ -7,7 +7,13 @@ This module only wires the library's posterior analysis to a run directory:
   as ArviZ ``InferenceData``, with ESS, R-hat, divergences and PSIS k̂;
 * :mod:`pyro_vae.infer.gaps` — the locally optimal guide per image and the approximation
   and amortization gaps (Cremer et al. 2018, arXiv:1801.03558);
+* :mod:`pyro_vae.infer.labels` — for the semi-supervised VAE, its classifier q(y | x)
+  against the model's posterior p(y | x) of the discrete label, estimated by IWAE per class;
 * :mod:`inference.posterior_plots` — the figures.
+
+For a VAE that takes labels the continuous latent is analysed given the label: a conditional
+VAE's images with their own labels, the semi-supervised VAE's with the class p(y | x) finds
+most probable.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
+from pyro_vae.errors import DataError
 from pyro_vae.infer.gaps import inference_gaps
+from pyro_vae.infer.labels import label_posterior
 from pyro_vae.infer.nuts import (compare_moments, guide_posterior, nuts_diagnostics, nuts_posterior, nuts_summary,
                                  psis_khat)
 from pyro_vae.infer.usage import latent_usage, leading_dims, posterior_means
@@ -46,7 +54,8 @@ def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) ->
     opts.check_paths()  # before the work, not after it
     config, nuts, local, out, run_dir = opts, opts.nuts, opts.local, opts.out, opts.run_dir
     progress, device = not opts.no_progress, opts.device
-    vae, guide, run_config, _ = load_run(run_dir, device=device)
+    vae, guide, run_config, payload = load_run(run_dir, device=device, checkpoint=opts.checkpoint)
+    log(f"weights: the {payload['selected']['checkpoint']} checkpoint (epoch {payload['selected']['epoch']})")
     data = load_data(run_dir, run_config.data)
     x_all = data.eval_data(config.split, dequantize=vae.dequantize).to(device)
     check_indices(config.index, len(x_all), config.split, "index")
@@ -57,9 +66,19 @@ def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) ->
     indices = list(config.index)
     x = x_all[torch.tensor(indices)]
     files: List[str] = []
+    y_all, y = None, None  # the labels the latent z is analysed given
+    if vae.num_classes is not None and not vae.label_is_latent:
+        y_all = data.labels(config.split)
+        if y_all is None:
+            raise DataError(f"a conditional VAE is analysed given the images' labels, but the {config.split} split "
+                            f"of {data.name} has none")
+        y_all = y_all.to(device)
+        y = y_all[torch.tensor(indices, device=device)]
+    elif vae.label_is_latent:
+        y = label_analysis(vae, guide, x, indices, config, out, files, log)
 
     log(f"latent usage on the {len(x_all)} {config.split} images")
-    usage = latent_usage(vae, guide, x_all, seed=config.seed)
+    usage = latent_usage(vae, guide, x_all, seed=config.seed, y=y_all)
     atomic_write_json(os.path.join(out, "latent_usage.json"), usage)
     files.append(os.path.join(out, "latent_usage.json"))
     kl_text = ("" if usage["kl_total"] is None
@@ -68,14 +87,14 @@ def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) ->
 
     log(f"NUTS on p(z | x) for images {indices}: {nuts.chains} chains × {nuts.draws} draws "
         f"after {nuts.warmup} warm-up")
-    nuts_idata = nuts_posterior(vae, x, nuts, examples=indices, progress=progress)
+    nuts_idata = nuts_posterior(vae, x, nuts, examples=indices, progress=progress, y=y)
     files.append(atomic_netcdf(nuts_idata, os.path.join(out, "nuts.nc")))
     summary = nuts_summary(nuts_idata)
     atomic_write_text(os.path.join(out, "nuts_summary.csv"), summary.to_csv())
     files.append(os.path.join(out, "nuts_summary.csv"))
 
     draws = config.guide_draws or nuts.chains * nuts.draws
-    guide_idata = guide_posterior(vae, guide, x, draws, examples=indices, seed=config.seed)
+    guide_idata = guide_posterior(vae, guide, x, draws, examples=indices, seed=config.seed, y=y)
     files.append(atomic_netcdf(guide_idata, os.path.join(out, "guide.nc")))
 
     diagnostics = nuts_diagnostics(nuts_idata)
@@ -96,33 +115,57 @@ def posterior_run(opts: PosteriorOptions, log: Callable[[str], None] = print) ->
 
     log(f"inference gaps (IWAE k={config.iwae_samples}; local guides by SVI)")
     gaps = inference_gaps(vae, guide, x, config.iwae_samples, local, examples=indices,
-                          seed=config.seed, log=log, reference=nuts_idata)
+                          seed=config.seed, log=log, reference=nuts_idata, y=y)
     gaps["guide"] = run_config.guide
     atomic_write_json(os.path.join(out, "gaps.json"), gaps)
     files.append(os.path.join(out, "gaps.json"))
 
     dims = leading_dims(usage, config.leading)
-    means = posterior_means(vae, guide, x, seed=config.seed)
+    means = posterior_means(vae, guide, x, seed=config.seed, y=y)
     for i, index in enumerate(indices):
         path = os.path.join(out, f"marginals_{index}.png")
         plots.marginals_figure(nuts_idata, guide_idata, index, dims, path,
                                guide_name=run_config.guide["name"])
         files.append(path)
         path = os.path.join(out, f"traversal_{index}.png")
-        plots.traversal_figure(vae, means[i], dims, path)
+        plots.traversal_figure(vae, means[i], dims, path, y=None if y is None else y[i])
         files.append(path)
     if vae.z_dim == 2:
         path = os.path.join(out, "manifold.png")
-        plots.manifold_figure(vae, path)
+        plots.manifold_figure(vae, path, y=None if y is None else y[0])
         files.append(path)
         path = os.path.join(out, "latent_means.png")
-        all_means = posterior_means(vae, guide, x_all, seed=config.seed)
+        all_means = posterior_means(vae, guide, x_all, seed=config.seed, y=y_all)
         labels = data.labels(config.split)
         plots.latent_scatter(all_means, labels, path)
         files.append(path)
     return {"out": out, "gaps": gaps, "diagnostics": diagnostics, "latent_usage": usage,
             "files": files}
 
+
+
+def label_analysis(vae, guide, x, indices: List[int], config: PosteriorOptions, out: str, files: List[str],
+                   log: Callable[[str], None]) -> torch.Tensor:
+    """The semi-supervised VAE's q(y | x) against its p(y | x) for the images ``x`` (dataset
+    indices ``indices``): ``labels.json``, ``labels.png``; returns the most probable class
+    under p(y | x) of each image, which the rest of the analysis conditions on."""
+    log(f"q(y | x) against p(y | x) ∝ p(y) p(x | y), log p(x | y) by IWAE k={config.iwae_samples} for each class")
+    found = label_posterior(vae, guide, x, config.iwae_samples, seed=config.seed)
+    rows = []
+    for i, index in enumerate(indices):
+        q, p = found["q"][i], found["p"][i]
+        rows.append({"example": index, "q": q.tolist(), "p": p.tolist(), "log_px_y": found["log_px_y"][i].tolist(),
+                     "log_px": float(found["log_px"][i]), "kl_p_q": float(found["kl_p_q"][i]),
+                     "class_q": int(q.argmax()), "class_p": int(p.argmax())})
+        log(f"  image {index}: q(y|x) says {rows[-1]['class_q']} ({float(q.max()):.3f}), p(y|x) says "
+            f"{rows[-1]['class_p']} ({float(p.max()):.3f}); KL(p ‖ q) {rows[-1]['kl_p_q']:.3f} nats")
+    path = os.path.join(out, "labels.json")
+    atomic_write_json(path, {"iwae_samples": config.iwae_samples, "examples": rows})
+    files.append(path)
+    path = os.path.join(out, "labels.png")
+    plots.label_figure(found["q"], found["p"], indices, path)
+    files.append(path)
+    return found["p"].argmax(-1)
 
 
 def format_gaps(gaps: Dict[str, Any]) -> str:

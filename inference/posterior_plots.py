@@ -5,7 +5,8 @@
 * :func:`traversal_figure` — decode while one latent coordinate moves, the others fixed;
 * :func:`manifold_figure` — for z_dim = 2, decoded means on a grid of prior quantiles
   (Kingma & Welling 2013, arXiv:1312.6114, Fig. 4);
-* :func:`latent_scatter` — for z_dim = 2, posterior means of a data set coloured by label.
+* :func:`latent_scatter` — for z_dim = 2, posterior means of a data set coloured by label;
+* :func:`label_figure` — a semi-supervised VAE's q(y | x) beside p(y | x), per image.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def marginals_figure(
 
 @torch.no_grad()
 def traversal_figure(
-    vae: VAE, z0: Tensor, dims: Sequence[int], path: str, span: float = 3.0, steps: int = 9
+    vae: VAE, z0: Tensor, dims: Sequence[int], path: str, span: float = 3.0, steps: int = 9,
+    y: Optional[Tensor] = None,
 ) -> None:
     """Decode while one coordinate moves over [−span, span], the others held at ``z0``.
 
@@ -86,6 +88,7 @@ def traversal_figure(
         path: PNG file.
         span: half-width of the sweep, in prior standard deviations around 0.
         steps: images per row.
+        y: the image's label (a 0-d tensor), for a VAE that takes labels.
     """
     values = torch.linspace(-span, span, steps, dtype=z0.dtype, device=z0.device)
     rows = []
@@ -94,12 +97,13 @@ def traversal_figure(
         z[:, j] = values
         rows.append(z)
     z = torch.cat(rows)
-    save_grid(vae.decode(z), path, nrow=steps)
+    save_grid(vae.decode(z, None if y is None else y.expand(len(z))), path, nrow=steps)
 
 
 @torch.no_grad()
-def manifold_figure(vae: VAE, path: str, n: int = 20) -> None:
-    """Decoded means on an n × n grid of standard-Normal quantiles (z_dim must be 2)."""
+def manifold_figure(vae: VAE, path: str, n: int = 20, y: Optional[Tensor] = None) -> None:
+    """Decoded means on an n × n grid of standard-Normal quantiles (z_dim must be 2; of the
+    label ``y``, a 0-d tensor, for a VAE that takes labels)."""
     if vae.z_dim != 2:
         raise ValueError("the latent manifold is drawn for z_dim = 2 only")
     p = torch.distributions.Normal(0.0, 1.0)
@@ -108,7 +112,7 @@ def manifold_figure(vae: VAE, path: str, n: int = 20) -> None:
     grid = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
     # rows top → bottom: z[1] from high to low; columns left → right: z[0] from low to high
     z = grid.to(device=device, dtype=next(vae.parameters()).dtype)
-    save_grid(vae.decode(z), path, nrow=n)
+    save_grid(vae.decode(z, None if y is None else y.expand(len(z))), path, nrow=n)
 
 
 def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:
@@ -126,5 +130,23 @@ def latent_scatter(means: Tensor, labels: Optional[Tensor], path: str) -> None:
     ax.set_ylabel("E_q[z_1 | x]")
     ax.set_title(f"posterior means of {len(m)} images")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def label_figure(q: Tensor, p: Tensor, examples: Sequence[int], path: str) -> None:
+    """For each image, the classifier q(y | x) beside the model's posterior p(y | x) over the
+    classes (bars)."""
+    n, classes = q.shape
+    fig, axes = subplots(n, 1, figsize=(max(5.0, 0.45 * classes), 1.8 * n), squeeze=False)
+    positions = np.arange(classes)
+    for ax, qi, pi, index in zip(axes[:, 0], q.cpu().numpy(), p.cpu().numpy(), examples):
+        ax.bar(positions - 0.2, pi, width=0.4, label="p(y | x) (IWAE per class)")
+        ax.bar(positions + 0.2, qi, width=0.4, label="q(y | x) (the classifier)")
+        ax.set_xticks(positions)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"image {index}", fontsize=9)
+    axes[0][0].legend(fontsize=8, loc="upper right")
+    axes[-1][0].set_xlabel("class y")
     fig.tight_layout()
     save_figure(fig, path)

@@ -1,15 +1,17 @@
 """The run directory: its files, reading them back, and what may be written where.
 
 A run directory holds ``config.json`` (a :class:`~inference.config.RunConfig`),
-``checkpoint.pt`` (written atomically after every epoch), ``metrics.jsonl`` (one line per
-epoch), ``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's
-``tb/`` (and, for a density flow, ``samples_temperature.png``); ``posterior`` adds ``posterior/``. Every command
+``checkpoint.pt`` (written atomically after every epoch), ``best.pt`` (the weights of the
+best validation epoch, written after it), ``metrics.jsonl`` (one line per epoch),
+``samples.png``, ``reconstructions.png``, ``loss.png``, ``eval.json``, TensorBoard's ``tb/``
+(and, for a density flow, ``samples_temperature.png``; for the semi-supervised VAE
+``confusion.png``); ``posterior`` adds ``posterior/``. Every command
 works from the directory alone, wherever it was moved: a dataset file is found by its
 absolute path or by its path relative to the run, and checked against its fingerprint (a
 file's sha256, a folder's hash of its files); :mod:`inference.restore` rebuilds a run from it.
 
 No command writes onto a run's own files except the command that owns them (``train``;
-``evaluate`` its ``eval.json``; ``sample`` the run's ``samples.png``), and every check of an
+``evaluate`` its ``eval.json`` and ``confusion.png``; ``sample`` the run's ``samples.png``), and every check of an
 output happens here, before the heavy imports and before any data are loaded. Importing
 this module does not import torch.
 """
@@ -17,34 +19,41 @@ this module does not import torch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError, OutputError
+from pyro_vae.plugins import file_hash
 
 from .config import FORMAT, DataConfig, RunConfig
 from .io import check_can_create, check_output_file, check_writable, clean_stale_temps
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+#: The weights a command may use (``--checkpoint``): of the best validation epoch, or of the last.
+CHECKPOINTS = ("best", "last")
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
 POSTERIOR = "posterior"
 #: TensorBoard's event files.
 TB = "tb"
+#: The MLflow run a run logs to (``--tracker mlflow``: :mod:`inference.tracking`).
+MLFLOW = "mlflow.json"
+#: A classifier's confusion matrix (``train`` and ``evaluate`` of a semi-supervised VAE).
+CONFUSION = "confusion.png"
 #: The figures ``train`` writes.
-FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png")
+FIGURES = ("samples.png", "reconstructions.png", "loss.png", "samples_temperature.png", CONFUSION)
 #: Every file a run owns.
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, EVAL) + FIGURES
+RUN_FILES = (CONFIG, CHECKPOINT, BEST, METRICS, EVAL, MLFLOW) + FIGURES
 
 
 def paths(run_dir: str) -> Dict[str, str]:
-    """``config``, ``checkpoint``, ``metrics``, ``eval``: the paths of a run's own files."""
+    """``config``, ``checkpoint``, ``best``, ``metrics``, ``eval``: the paths of a run's own files."""
     return {k: os.path.join(run_dir, v) for k, v in
-            dict(config=CONFIG, checkpoint=CHECKPOINT, metrics=METRICS, eval=EVAL).items()}
+            dict(config=CONFIG, checkpoint=CHECKPOINT, best=BEST, metrics=METRICS, eval=EVAL).items()}
 
 
 def is_run(run_dir: str) -> bool:
@@ -195,6 +204,30 @@ def read_metrics(run_dir: str) -> List[Dict[str, Any]]:
     return rows
 
 
+#: The per-epoch held-out ELBO of a metrics line: the validation split's (pyro-vae ≥ 0.3), or
+#: the test split's in the lines of pyro-vae ≤ 0.2, which monitored the test split.
+HELD_OUT_KEYS = ("valid_elbo", "test_elbo")
+
+
+def held_out_curve(metrics: List[Dict[str, Any]]) -> Tuple[str, List[Tuple[int, float]]]:
+    """``(label, [(epoch, ELBO), …])``: the held-out ELBO per epoch of a run's metrics lines
+    (validation; a 0.2 run's test split, labelled as such); no points without one."""
+    for key in HELD_OUT_KEYS:
+        points = [(m["epoch"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
+        if points:
+            return ("validation ELBO" if key == "valid_elbo" else "test ELBO (pyro-vae ≤ 0.2)"), points
+    return "validation ELBO", []
+
+
+def best_of(metrics: List[Dict[str, Any]]) -> Optional[Tuple[int, float]]:
+    """``(epoch, validation ELBO)`` of the best epoch the last metrics line records (``None``:
+    no validation split, or a run of pyro-vae ≤ 0.2)."""
+    for m in reversed(metrics):
+        if m.get("best_epoch"):
+            return int(m["best_epoch"]), float(m["best_valid_elbo"])
+    return None
+
+
 def clean_run(run_dir: str) -> List[str]:
     """Remove debris of killed writers from the run (and its ``posterior/``); only the
     process that writes the run does it (rank 0 of a process group)."""
@@ -205,11 +238,7 @@ def clean_run(run_dir: str) -> List[str]:
 
 def fingerprint(path: str) -> str:
     """``sha256:<hex>`` of a file's bytes (what identifies a dataset file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + file_hash(path)
 
 
 def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:

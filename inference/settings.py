@@ -11,26 +11,32 @@ about (:func:`inference.args.flag_of`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from pyro_vae.data_settings import check_split
+from pyro_vae.data_settings import ALL_LABELS, check_split
 from pyro_vae.errors import ConfigError
-from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig
-from pyro_vae.options import check_fields, check_int, check_positive, check_ranges, option
+from pyro_vae.infer.config import MAX_IWAE_SAMPLES, MAX_SEED, LocalFitConfig, NUTSConfig, check_temperature
+from pyro_vae.options import check_choice, check_fields, check_int, check_positive, check_ranges, option
 
 from .config import RunConfig
 from .io import check_output_file, check_writable
-from .rundir import (POSTERIOR, check_analysis_output, check_new_run, check_output, check_run_output,
-                     check_trained, paths, read_config)
+from .rundir import (CHECKPOINTS, CONFUSION, POSTERIOR, check_analysis_output, check_new_run, check_output,
+                     check_run_output, check_trained, paths, read_config)
 
 #: Most images ``pyro-vae sample`` draws into one grid (100 × 100), all in memory at once.
 MAX_SAMPLES = 10_000
 #: Most processes ``--nproc`` starts on one machine.
 MAX_PROCESSES = 64
+#: Most images ``pyro-vae posterior`` analyses in one run (each gets its own NUTS chains
+#: and local fits: minutes apiece).
+MAX_INDICES = 100
 #: Table formats of ``compare --out``, by file ending.
 TABLE_FORMATS = (".md", ".csv", ".json")
+#: Experiment trackers ``train --tracker`` logs to beside TensorBoard (:mod:`inference.tracking`).
+TRACKERS = ("mlflow", "none")
 #: The devices a command runs on (``cuda:K`` a given GPU).
 DEVICES = ("cpu", "cuda")
 
@@ -61,6 +67,19 @@ class Common:
 
 
 @dataclass
+class Weights:
+    """Which weights of a run a command uses: the option of every command that reads a
+    trained run (``evaluate``, ``sample``, ``posterior``, ``compare``)."""
+
+    checkpoint: str = option("best", "best | last: the weights of the best validation epoch (best.pt; a run "
+                                     "without a validation split has only its last) or of the last epoch "
+                                     "(default best)", metavar="best|last")
+
+    def check_weights(self) -> None:
+        check_choice(self.checkpoint, CHECKPOINTS, "checkpoint", "checkpoint")
+
+
+@dataclass
 class TrainRun(Common):
     """How this process runs ``train`` (not recorded in the run's ``config.json``)."""
 
@@ -71,6 +90,9 @@ class TrainRun(Common):
     download: bool = option(False, "allow downloading a torchvision dataset")
     no_tensorboard: bool = option(False, "write no TensorBoard events to RUN_DIR/tb (written when "
                                          "tensorboard is installed)")
+    tracker: Optional[str] = option(None, "also log the run to MLflow (MLFLOW_TRACKING_URI, default ./mlruns): "
+                                          "mlflow | none (default none; a resumed run keeps its own)",
+                                    metavar="mlflow|none")
     jit: bool = option(False, argparse.SUPPRESS)
 
     def __post_init__(self) -> None:
@@ -84,6 +106,11 @@ class TrainRun(Common):
                 raise ConfigError("--nproc cannot be used under torchrun: torchrun already started the processes")
         if self.resume and self.out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
+        if self.tracker is not None:
+            check_choice(self.tracker, TRACKERS, "tracker", "tracker")
+            if self.tracker == "mlflow" and importlib.util.find_spec("mlflow") is None:
+                raise ConfigError("the tracker mlflow needs MLflow: pip install \"pyro-vae[mlflow]\" (or "
+                                  "mlflow-skinny)", params=("tracker",))
 
 
 @dataclass
@@ -112,37 +139,49 @@ class TrainOptions:
 
 
 @dataclass
-class EvaluateOptions(Common):
+class EvaluateOptions(Common, Weights):
     """``pyro-vae evaluate RUN_DIR``."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
     iwae_samples: Optional[int] = option(None, "importance samples (default 5000; 500 for the pixel model, "
                                                "whose decoder costs about a thousand times a dense one's)",
                                          metavar="K")
-    split: str = option("test", "train | test")
+    split: str = option("test", "train | valid | test")
     dataset: Optional[str] = option(None, "evaluate on another dataset of the same image shape")
     data_dir: Optional[str] = option(None, "where torchvision datasets live", metavar="DIR")
     download: bool = option(False, "allow downloading a torchvision dataset")
+    projector: bool = option(False, "also show the posterior means of the --split images in TensorBoard's "
+                                    "projector (RUN_DIR/tb)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.iwae_samples is not None:
             check_int(self.iwae_samples, "iwae_samples", 1, MAX_IWAE_SAMPLES)
         check_split(self.split)
+        if self.projector and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("the projector is TensorBoard's: pip install \"pyro-vae[tensorboard]\"",
+                              params=("projector",))
+        self.check_weights()
 
     def check_paths(self) -> RunConfig:
         config = check_trained(self.run_dir)
         check_output_file(paths(self.run_dir)["eval"])
+        if self.projector and config.kind == "flow":
+            raise ConfigError(f"{self.run_dir} holds a density flow: it has no latent variable, so no latent "
+                              "space for the projector", params=("projector",))
+        check_output_file(os.path.join(self.run_dir, CONFUSION))
         return config
 
 
 @dataclass
-class SampleOptions(Common):
+class SampleOptions(Common, Weights):
     """``pyro-vae sample RUN_DIR``: a grid of samples, or with ``interpolate`` the path
     between two test images."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
-    n: Optional[int] = option(None, "number of samples (default 64)")
+    n: Optional[int] = option(None, "number of samples (default 64; with --label all, per class: default 10)")
+    label: Optional[str] = option(None, "a run that takes labels: samples of class K, or one row per class "
+                                        "(all)", metavar="K|all")
     out: Optional[str] = option(None, "default RUN_DIR/samples.png (RUN_DIR/interpolation_I_J.png)",
                                 metavar="FILE.png")
     temperature: Optional[float] = option(None, "flow models: sample z ~ N(0, T² I) (default 1)", metavar="T")
@@ -153,8 +192,14 @@ class SampleOptions(Common):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.label is not None and self.label != ALL_LABELS:
+            if not self.label.strip().isdigit():
+                raise ConfigError(f"label must be a class (an integer ≥ 0) or '{ALL_LABELS}', got {self.label!r}",
+                                  params=("label",))
+            self.label = str(int(self.label))
+        self.check_weights()
         if self.interpolate is not None:
-            for name in ("n", "temperature"):
+            for name in ("n", "temperature", "label"):
                 if getattr(self, name) is not None:
                     raise ConfigError(f"{name} does not apply to an interpolation (use steps)",
                                       params=(name, "interpolate"))
@@ -162,9 +207,10 @@ class SampleOptions(Common):
         else:
             if self.steps is not None:
                 raise ConfigError("steps goes with an interpolation (interpolate I J)", params=("steps",))
-            self.n = 64 if self.n is None else check_int(self.n, "n", 1, MAX_SAMPLES)
+            per_class = self.label == ALL_LABELS
+            self.n = (10 if per_class else 64) if self.n is None else check_int(self.n, "n", 1, MAX_SAMPLES)
             if self.temperature is not None:
-                check_positive(self.temperature, "temperature")
+                check_temperature(self.temperature)
 
     @property
     def own(self) -> str:
@@ -176,21 +222,35 @@ class SampleOptions(Common):
         if self.temperature is not None and config.kind != "flow":
             raise ConfigError("temperature applies to flow models (nice, realnvp, glow) only",
                               params=("temperature",))
+        if self.label is not None:
+            classes = config.model.get("num_classes")
+            if classes is None:
+                raise ConfigError(f"{self.run_dir} holds a model that takes no labels (train with --condition label, "
+                                  "or --model ssvae, for class-conditional samples)", params=("label",))
+            if self.label != ALL_LABELS and int(self.label) >= classes:
+                raise ConfigError(f"{self.label} is not a class of {self.run_dir}: its labels are 0..{classes - 1}",
+                                  params=("label",))
+            if self.label == ALL_LABELS and classes * self.n > MAX_SAMPLES:
+                raise ConfigError(f"{classes} classes × n={self.n} is more than {MAX_SAMPLES} images",
+                                  params=("n", "label"))
         self.out = self.out or os.path.join(self.run_dir, self.own)
         check_run_output(self.out, self.run_dir, own=(self.own,))
         return config
 
 
 @dataclass
-class CompareOptions:
-    """``pyro-vae compare RUN_DIR...``."""
+class CompareOptions(Weights):
+    """``pyro-vae compare RUN_DIR...``: ``checkpoint`` says which weights the NLLs must come
+    from (an ``eval.json`` of the others is flagged, not shown)."""
 
     run_dirs: Tuple[str, ...] = option((), "the runs", flag="run_dirs", metavar="RUN_DIR", nargs="+")
     out: Optional[str] = option(None, "also write the table as FILE.md, .csv or .json", metavar="FILE")
-    figure: str = option("compare.png", "the test-ELBO curves (default compare.png)", metavar="FILE.png")
+    figure: str = option("compare.png", "the validation-ELBO curves, best epochs marked (default compare.png)",
+                         metavar="FILE.png")
 
     def __post_init__(self) -> None:
         check_fields(self, "option")
+        self.check_weights()
 
     def check_paths(self) -> None:
         """The outputs: writable, no file of a run, of a known format."""
@@ -204,14 +264,14 @@ class CompareOptions:
 
 
 @dataclass
-class PosteriorOptions(Common):
+class PosteriorOptions(Common, Weights):
     """``pyro-vae posterior RUN_DIR``: which images, and the settings of NUTS (:attr:`nuts`)
     and of the locally optimal guides (:attr:`local`)."""
 
     run_dir: str = option("", "the run", flag="run_dir", metavar="RUN_DIR")
     index: Tuple[int, ...] = option((0, 1, 2), "indices of the images in --split (default 0 1 2)",
                                     metavar="I", nargs="+")
-    split: str = option("test", "train | test")
+    split: str = option("test", "train | valid | test")
     guide_draws: Optional[int] = option(None, "guide draws per image (default chains × draws)")
     iwae_samples: int = option(5000, "k of log p(x) and the ELBOs", metavar="K")
     out: Optional[str] = option(None, "default RUN_DIR/posterior", metavar="DIR")
@@ -223,9 +283,14 @@ class PosteriorOptions(Common):
         super().__post_init__()
         if not self.index or len(set(self.index)) != len(self.index):
             raise ConfigError(f"index needs distinct image indices, got {list(self.index)}", params=("index",))
+        if len(self.index) > MAX_INDICES:
+            raise ConfigError(f"index takes at most {MAX_INDICES} image indices, got {len(self.index)}",
+                              params=("index",))
         check_split(self.split)
+        self.check_weights()
         check_ranges(self, {
-            "guide_draws": (self.guide_draws is None or self.guide_draws >= 4, "≥ 4"),
+            "guide_draws": (self.guide_draws is None or 4 <= self.guide_draws <= MAX_IWAE_SAMPLES,
+                            f"from 4 to {MAX_IWAE_SAMPLES}"),
             "iwae_samples": (1 <= self.iwae_samples <= MAX_IWAE_SAMPLES, f"from 1 to {MAX_IWAE_SAMPLES}"),
             "leading": (self.leading >= 1, "≥ 1"),
         }, "posterior settings")

@@ -28,7 +28,7 @@ LIKELIHOODS: Registry[type] = Registry("likelihood")
 class Likelihood(nn.Module):
     """Base class: maps decoder outputs of shape ``param_shape`` to a distribution over x.
 
-    Class attributes:
+    Attributes:
         binary: the likelihood is defined on {0, 1} data only.
         dequantize: the likelihood is a continuous density fitted to dequantized 8-bit
             grey levels ``(k + u) / 256`` (see :mod:`pyro_vae.data`).

@@ -80,8 +80,10 @@ def check_value(value: Any, annotation: Any, name: str, param: Optional[str] = N
     """
     params = (name if param is None else param,)
 
-    def fail(what: str) -> ConfigError:
-        return ConfigError(f"{name} must be {what}, got {value!r}", params=params)
+    def fail(what: str) -> ConfigError:  # the type is right, the value is not
+        err = ConfigError(f"{name} must be {what}, got {value!r}", params=params)
+        err.about_value = True  # type: ignore[attr-defined]
+        return err
 
     def wrong_type() -> ConfigError:
         return ConfigError(f"{name} must be {describe(annotation)}, got {value!r} ({type(value).__name__})",
@@ -98,8 +100,9 @@ def check_value(value: Any, annotation: Any, name: str, param: Optional[str] = N
                 continue
             try:
                 return check_value(value, arg, name, param)
-            except ConfigError:
-                pass
+            except ConfigError as err:
+                if getattr(err, "about_value", False):  # e.g. inf for an optional float: say that
+                    raise
         raise wrong_type()
     if origin is typing.Literal:
         if value in args and type(value) in {type(a) for a in args}:

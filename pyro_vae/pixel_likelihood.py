@@ -27,7 +27,7 @@ class PixelCNNDistribution(TorchDistribution):
 
     Args:
         net: the PixelCNN mapping (x, s) to per-pixel parameters.
-        cond: conditioning maps s of shape (*batch, S, H, W).
+        cond: conditioning maps s of shape ``(*batch, S, H, W)``.
         likelihood: the per-pixel likelihood (its ``x_shape`` is the image shape).
         cache: sample with the cached (fast) procedure of :meth:`GatedPixelCNN.sample`.
 
@@ -77,7 +77,7 @@ class PixelCNNDistribution(TorchDistribution):
         return cond.reshape(-1, *self.cond.shape[-3:])
 
     def params(self, value: Tensor) -> Tensor:
-        """Teacher-forced per-pixel parameters for images ``value`` (*batch, C, H, W)."""
+        """Teacher-forced per-pixel parameters for images ``value`` ``(*batch, C, H, W)``."""
         shape = torch.broadcast_shapes(value.shape[:-3], self.batch_shape)
         x = value.expand(shape + self.event_shape).reshape(-1, *self.event_shape)
         out = self.net(x, self._flat(shape))

@@ -25,7 +25,7 @@ from .errors import ConfigError, DataError
 
 
 def check_images(x: Tensor, x_shape: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
-    """``x`` checked as a batch of images (B, *x_shape), in the floating-point ``dtype`` of
+    """``x`` checked as a batch of images ``(B, *x_shape)``, in the floating-point ``dtype`` of
     the model that takes it; else one :class:`DataError` saying what is wrong.
 
     Every check is O(1) — this runs at every model and guide call of training; the values
@@ -68,6 +68,20 @@ def check_range(x: Tensor, what: str = "grey levels", support: Optional[Tuple[fl
         wider = f" (the density lives on ({low:.3g}, {high:.3g}))" if support else ""
         raise DataError(f"expected {what} in [0, 1]{wider}, got values in [{lo:g}, {hi:g}]; 8-bit levels k "
                         "are k / 255")
+
+
+def check_labels(y: Tensor, batch: int, num_classes: int, values: bool = True) -> Tensor:
+    """``y`` checked as the integer labels (B,) of a batch of ``batch`` images, each a class
+    in 0..num_classes−1 (with ``values``: one pass over y); else one :class:`DataError`."""
+    if not isinstance(y, Tensor) or y.dim() != 1 or len(y) != batch:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise DataError(f"expected the labels of the {batch} images as a tensor of shape ({batch},), got {shape}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise DataError(f"labels must be integer classes 0..{num_classes - 1}, got {y.dtype}")
+    if values and batch and not bool(((y >= 0) & (y < num_classes)).all()):
+        lo, hi = int(y.min()), int(y.max())
+        raise DataError(f"labels must be classes 0..{num_classes - 1}, got values in [{lo}, {hi}]")
+    return y
 
 
 def validating() -> bool:
@@ -121,10 +135,17 @@ def check_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+#: Most latent dimensions: the decoder's first layer alone holds z_dim × its width weights,
+#: and 10⁸ of them exhausted 128 GB before the first epoch.
+MAX_Z_DIM = 100_000
+
+
 def check_z_dim(z_dim: int) -> int:
-    """``z_dim`` if the latent has at least one dimension; else a ConfigError."""
+    """``z_dim`` if the latent has from 1 to :data:`MAX_Z_DIM` dimensions; else a ConfigError."""
     if z_dim < 1:
         raise ConfigError(f"z_dim must be positive, got {z_dim}", params=("z_dim",))
+    if z_dim > MAX_Z_DIM:
+        raise ConfigError(f"z_dim must be at most {MAX_Z_DIM:,}, got {z_dim:,}", params=("z_dim",))
     return z_dim
 
 

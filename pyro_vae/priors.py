@@ -11,8 +11,12 @@ Every prior's distribution broadcasts over leading (particle) dimensions and sco
 z — in particular the guide's samples, which it never produced — so flow priors use only
 transforms with an exact inverse.
 
-A prior that needs the VAE it belongs to (the VampPrior scores z under the VAE's encoder)
-has an ``attach(vae)`` method, which :meth:`VAE.set_prior <pyro_vae.models.base.VAE.set_prior>`
+Every prior is called with the label ``y`` of the images (``None`` where the VAE takes no
+labels): the unconditional priors are p(z) whatever y; the normal prior with
+``conditional=True`` is a learned p(z | y) of a VAE that takes labels.
+
+A prior that needs the VAE it belongs to (the VampPrior scores z under the VAE's encoder; the
+conditional prior reads its number of classes) has an ``attach(vae)`` method, which :meth:`VAE.set_prior <pyro_vae.models.base.VAE.set_prior>`
 calls: the VAE hands itself to the prior, so this module never imports the models.
 """
 
@@ -37,6 +41,8 @@ PRIORS: Registry[type] = Registry("prior")
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+#: softplus⁻¹(1): a raw scale of σ = 1.
+SOFTPLUS_ONE = math.log(math.expm1(1.0))
 
 
 class StandardNormal(dist.Normal):
@@ -54,15 +60,39 @@ class StandardNormal(dist.Normal):
 
 @PRIORS.register("normal")
 class StandardNormalPrior(nn.Module):
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I); with ``conditional=True`` a learned p(z | y) = N(μ_y, diag σ_y²), one
+    Gaussian per class of the label of a VAE that takes labels (Sohn et al. 2015's conditional
+    prior network, here a table: the label is its only input), started at N(0, I).
 
-    def __init__(self, z_dim: int):
+    Args:
+        z_dim: latent dimension.
+        conditional: learn p(z | y) (needs a VAE built with ``num_classes``).
+    """
+
+    def __init__(self, z_dim: int, conditional: bool = False):
         super().__init__()
         self.register_buffer("loc", torch.zeros(z_dim))
         self.register_buffer("scale", torch.ones(z_dim))
+        self.conditional = bool(conditional)
+        self.class_loc: Optional[nn.Parameter] = None
+        self.class_scale: Optional[nn.Parameter] = None
 
-    def forward(self) -> dist.TorchDistribution:
-        return StandardNormal(self.loc, self.scale).to_event(1)
+    def attach(self, vae: nn.Module) -> None:
+        """A conditional prior takes the VAE's number of classes: one Gaussian per class."""
+        if not self.conditional:
+            return
+        if vae.num_classes is None:
+            raise ConfigError("the conditional normal prior p(z | y) needs a VAE that takes labels "
+                              "(a conditional VAE, or the ssvae model)", params=("conditional",))
+        self.class_loc = nn.Parameter(torch.zeros(vae.num_classes, len(self.loc)))
+        self.class_scale = nn.Parameter(torch.full((vae.num_classes, len(self.loc)), SOFTPLUS_ONE))
+
+    def forward(self, y: Optional[Tensor] = None) -> dist.TorchDistribution:
+        if not self.conditional:
+            return StandardNormal(self.loc, self.scale).to_event(1)
+        if y is None or self.class_loc is None:
+            raise ConfigError("the conditional prior p(z | y) needs the label y", params=("y",))
+        return dist.Normal(self.class_loc[y], F.softplus(self.class_scale[y])).to_event(1)
 
 
 @PRIORS.register("realnvp", aliases={"hidden": "hidden_dims"})
@@ -110,7 +140,8 @@ class RealNVPPrior(nn.Module):
         self.register_buffer("scale", torch.ones(z_dim))
         self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1))
 
-    def forward(self) -> dist.TorchDistribution:
+    def forward(self, y: Optional[Tensor] = None) -> dist.TorchDistribution:
+        """p_θ(z) (the same for every label ``y``)."""
         # built per call from the modules, with their caches cleared, so that it never
         # holds stale parameters nor recalls an inverse computed before the last update
         for coupling in self.couplings:
@@ -185,7 +216,8 @@ class VampPrior(nn.Module):
         self.__dict__["vae"] = vae  # not a submodule: the encoder belongs to the VAE
         self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(self.components, *vae.x_shape))
 
-    def forward(self) -> dist.TorchDistribution:
+    def forward(self, y: Optional[Tensor] = None) -> dist.TorchDistribution:
+        """p_λ(z) (the same for every label ``y``)."""
         if self.pseudo_inputs is None:
             raise ConfigError("the vamp prior needs a VAE: build it with build_vae(..., prior='vamp')")
         encoder = self.vae.encoder

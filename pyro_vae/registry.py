@@ -1,5 +1,7 @@
 """Name → factory registries, one per kind of component (models, guides, priors, likelihoods,
-datasets), and the one place where a component is built from a name and typed options."""
+datasets), and the one place where a component is built from a name and typed options —
+its own entries, or (for the kinds with an entry-point group) a component from outside
+pyro-vae named by import path or registered by an installed package (:mod:`pyro_vae.plugins`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, TypeVar
 
+from . import plugins
 from .errors import ConfigError
 from .options import bind_options, jsonable
 
@@ -27,7 +30,10 @@ class Registry(Generic[T]):
     Looking up a name that is not registered raises :class:`~pyro_vae.errors.ConfigError`
     whose message lists the valid names, so a typo never falls through silently;
     :meth:`build` checks the options against the factory's annotated signature and records
-    what was built in ``obj.spec``.
+    what was built in ``obj.spec``. A registry of a kind that users extend (``kind`` a key of
+    :data:`~pyro_vae.plugins.GROUPS`: models, guides, datasets) also takes an import path
+    (``package.module:Name``, ``file.py:Name``) or the name of an installed package's entry
+    point, and checks what it finds with ``accept(obj, name)`` — the kind's contract.
 
     Example:
         >>> from typing import Sequence
@@ -44,8 +50,12 @@ class Registry(Generic[T]):
         pyro_vae.errors.ConfigError: option sides of shape 'box' must be a list of integers, got 2 (int); valid options: sides, label
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, accept: Optional[Callable[[Any, str], None]] = None,
+                 group: Optional[str] = None) -> None:
         self.kind = kind
+        #: the kind whose components may come from outside (a key of plugins.GROUPS), if any
+        self.group = group if group is not None else (kind if accept is not None else None)
+        self.accept = accept
         self._entries: Dict[str, T] = {}
         self._aliases: Dict[str, Dict[str, str]] = {}
 
@@ -69,36 +79,60 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        """The entry registered under ``name``.
+        """The entry registered under ``name`` — or, for a kind users extend, the component
+        its import path or an installed entry point names, checked against the contract.
 
         Raises:
-            ConfigError: if ``name`` is not registered; the message lists the valid names.
+            ConfigError: if ``name`` is not registered (the message lists the valid names),
+                cannot be imported, or does not meet the contract.
         """
-        try:
+        if isinstance(name, str) and name in self._entries:
             return self._entries[name]
-        except (KeyError, TypeError):
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}",
-                params=(self.kind,)
-            ) from None
+        found = self.external(name)
+        if found is None:
+            outside = " (or an import path, package.module:Name or file.py:Name)" if self.group else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind}s: "
+                              f"{', '.join(self.names() + self.installed())}{outside}", params=(self.kind,))
+        return found
+
+    def external(self, name: Any) -> Optional[T]:
+        """The component from outside pyro-vae that ``name`` stands for (``None`` if none:
+        a registered name, or a kind users do not extend), checked with :attr:`accept`."""
+        if self.group is None or (isinstance(name, str) and name in self._entries):
+            return None
+        found = plugins.resolve(self.group, name)
+        if found is None:
+            return None
+        if self.accept is not None:  # its errors name the component itself (params: the kind)
+            self.accept(found[0], plugins.display_name(name))
+        return found[0]
+
+    def installed(self) -> List[str]:
+        """Names that installed packages register through entry points (not shadowed by an
+        entry of the registry)."""
+        if self.group is None:
+            return []
+        return [n for n in plugins.entry_points(plugins.GROUPS[self.group]) if n not in self._entries]
 
     def options(self, name: str, options: Mapping[str, Any], skip: int = 1) -> Dict[str, Any]:
         """``options`` of entry ``name`` checked and typed, defaults filled in (see
         :func:`~pyro_vae.options.bind_options`); ``skip`` leading parameters are not options."""
         entry = self.get(name)
         with self.scoped():
-            return bind_options(entry, options, f"{self.kind} {name!r}", skip=skip, aliases=self._aliases[name])
+            return bind_options(entry, options, f"{self.kind} {plugins.display_name(name)!r}", skip=skip,
+                                aliases=self._aliases.get(name, {}))
 
     def build(self, name: str, *args: Any, **options: Any) -> Any:
         """Build entry ``name`` with positional ``args`` and typed keyword ``options``.
 
         The built object gets ``spec = {"name": name, **options}`` with every default
-        filled in (JSON-ready), so that it can be rebuilt from the spec alone.
+        filled in (JSON-ready), so that it can be rebuilt from the spec alone (a file's
+        import path with its absolute path, :func:`~pyro_vae.plugins.canonical`).
         """
         bound = self.options(name, options, skip=len(args))
         with self.scoped():
-            obj = self._entries[name](*args, **bound)
-        obj.spec = {"name": name, **jsonable(bound)}
+            obj = self.get(name)(*args, **bound)  # type: ignore[operator]
+        obj.spec = {"name": plugins.canonical(name), **jsonable(bound)}
         return obj
 
     @contextlib.contextmanager

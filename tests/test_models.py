@@ -20,6 +20,7 @@ SMALL = {
     "hvae": {"channels": (4, 8), "blocks": 1, "hidden": 32, "mid": 16},
     "pixel": {"channels": (4, 8), "hidden": 32, "pixel_channels": 8, "pixel_layers": 2, "kernel": 3,
               "cond_channels": 4},
+    "ssvae": {"hidden_dims": (32,), "num_classes": 10},
 }
 
 
@@ -44,7 +45,12 @@ def test_sites_and_shapes(name, x_shape):
         assert model_tr.nodes[site]["fn"].event_shape == (4,)
     latent = [n for n, s in model_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
               and n != "data"]
-    assert latent == list(vae.latent_sites)  # in sampling order, nothing else
+    # in sampling order, nothing else — but a label the model sums out ("y" of the ssvae),
+    # which the guide samples when no label is given
+    label = ["y"] if vae.label_is_latent else []
+    assert latent == label + list(vae.latent_sites)
+    for site in label:
+        assert guide_tr.nodes[site]["value"].shape == (5,) and guide_tr.nodes[site]["infer"]["enumerate"] == "parallel"
     assert model_tr.nodes["x"]["fn"].event_shape == x_shape
     assert model_tr.nodes["x"]["fn"].batch_shape == (5,)
     assert vae.generate(3).shape == (3, *x_shape)
@@ -138,8 +144,8 @@ def test_two_models_in_one_process_do_not_share_parameters():
 def test_spec_records_defaults():
     vae = build_vae("dense", x_shape=(1, 28, 28))
     assert vae.spec == {"name": "dense", "x_shape": [1, 28, 28], "z_dim": 32,
-                        "likelihood": "bernoulli", "hidden_dims": [512, 256], "activation": "elu"}
-    assert vae.prior.spec == {"name": "normal"}
+                        "likelihood": "bernoulli", "hidden_dims": [512, 256], "activation": "elu", "dropout": 0.0}
+    assert vae.prior.spec == {"name": "normal", "conditional": False}
 
 
 def data_for(likelihood, n, x_shape):
@@ -166,17 +172,24 @@ def test_every_likelihood_at_an_odd_image_size(name, likelihood):
     with pyro.validation_enabled(True):  # also checks x lies in the likelihood's support
         loss = elbo.loss(vae.model, vae.guide, x)
     assert torch.isfinite(torch.tensor(loss))
-    d = vae.decoder.distribution(vae.decoder_input(torch.randn(2, 3, vae.z_dim)))
+    d = vae.decoder.distribution(decoder_input(vae, torch.randn(2, 3, vae.z_dim)))
     assert d.batch_shape == (2, 3) and d.event_shape == x_shape
     assert vae.generate(3).shape == (3, *x_shape)
-    assert vae.decoder.distribution(vae.decoder_input(torch.randn(2, vae.z_dim))).sample().shape == (2, *x_shape)
+    assert vae.decoder.distribution(decoder_input(vae, torch.randn(2, vae.z_dim))).sample().shape == (2, *x_shape)
+
+
+def decoder_input(vae, z):
+    """What the decoder network reads for latents z (..., z_dim): with a label (class 1)
+    appended for a VAE that takes labels."""
+    labels = None if vae.num_classes is None else torch.ones(z.shape[:-1], dtype=torch.long)
+    return vae.labelled(vae.decoder_input(z), labels)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_decoder_maps_each_leading_index_to_its_own_z(name):
     """Conv decoders fold (particles, batch) into one batch: the fold must keep the order."""
     vae = make(name)
-    z = torch.randn(3, 5, vae.z_dim)
+    z = decoder_input(vae, torch.randn(3, 5, vae.z_dim))
     out = vae.decoder(z)
     for i, j in [(0, 0), (1, 3), (2, 4)]:
         assert torch.allclose(out[i, j], vae.decoder(z[i, j : j + 1])[0], atol=1e-5)

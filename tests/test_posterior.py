@@ -366,7 +366,7 @@ def test_the_posterior_flags_and_their_defaults_are_declared_once():
 
 
 @pytest.mark.parametrize("build, params, fragment", [
-    (lambda: NUTSConfig(chains=1), ("chains",), "chains=1 (must be ≥ 2, for R-hat)"),
+    (lambda: NUTSConfig(chains=1), ("chains",), "chains=1 (must be ≥ 2, for R-hat, and ≤ 64)"),
     (lambda: NUTSConfig(draws=0, warmup=-1), ("draws", "warmup"), "draws=0"),
     (lambda: LocalFitConfig(lr=-1.0), ("lr",), "lr=-1.0 (must be > 0)"),
     (lambda: LocalFitConfig(method="newton"), ("method",), "unknown local-guide method 'newton'"),
@@ -452,7 +452,7 @@ def test_posterior_command_writes_everything(z2_run, capsys):
     (["--chains", "1"], "chains"),
     (["--draws", "0"], "draws"),
     (["--local-method", "newton"], "unknown local-guide method"),
-    (["--split", "valid"], "unknown split"),
+    (["--split", "validation"], "unknown split"),
 ])
 def test_posterior_command_refuses_bad_input(z2_run, capsys, args, message):
     code, out, err = run_cli(capsys, "posterior", z2_run, "--no-progress", *args)

@@ -12,7 +12,7 @@ from pyro_vae.infer.evaluate import evaluate
 from pyro_vae import GUIDES, MODELS, ConfigError, build_guide, build_vae
 from pyro_vae.priors import RealNVPPrior
 
-SMALL = {"dense": {"hidden": (32,)}}
+SMALL = {"dense": {"hidden": (32,)}, "ssvae": {"hidden_dims": (32,), "num_classes": 10}}
 
 
 def make(name, prior="realnvp", z_dim=4):

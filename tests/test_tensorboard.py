@@ -35,12 +35,14 @@ def board_run(tmp_path_factory):
 def test_every_epoch_scalar_matches_metrics_jsonl(board_run):
     metrics = [json.loads(line) for line in open(os.path.join(board_run, "metrics.jsonl"))]
     acc = events(board_run)
-    expected = {"test/elbo": "test_elbo", "test/reconstruction": "test_rec", "test/kl": "test_kl",
+    expected = {"valid/elbo": "valid_elbo", "valid/reconstruction": "valid_rec", "valid/kl": "valid_kl",
+                "valid/best_elbo": "best_valid_elbo", "valid/best_epoch": "best_epoch",
                 "train/beta": "kl_scale", "train/lr": "lr", "train/seconds": "seconds"}
     for tag, key in expected.items():
         assert scalars(acc, tag) == [(m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in metrics], tag
     assert scalars(acc, "train/objective") == [(m["epoch"], pytest.approx(-m["train_loss"], rel=1e-6))
                                                for m in metrics]
+    assert not any(tag.startswith("test/") for tag in acc.Tags()["scalars"])  # never the test split
 
 
 def test_image_grids_and_the_final_evaluation(board_run):
@@ -57,7 +59,7 @@ def test_grey_levels_log_bits_per_dim(tmp_path):
     run = str(tmp_path / "grey")
     assert main(["train", "--epochs", "1", "--out", run, "--binarize", "none", *QUICK]) == 0
     acc = events(run)
-    assert len(scalars(acc, "test/elbo_bits_per_dim")) == 1 and len(scalars(acc, "eval/bits_per_dim")) == 1
+    assert len(scalars(acc, "valid/elbo_bits_per_dim")) == 1 and len(scalars(acc, "eval/bits_per_dim")) == 1
 
 
 def test_a_resumed_run_continues_its_curves_without_duplicates(tmp_path):
@@ -69,8 +71,8 @@ def test_a_resumed_run_continues_its_curves_without_duplicates(tmp_path):
     open(os.path.join(run, "checkpoint.pt"), "wb").write(first)
     assert main(["train", "--resume", "--out", run, "--epochs", "3", "--no-progress"]) == 0
     metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    assert [s for s, _ in scalars(events(run), "test/elbo")] == [1, 2, 3]
-    assert scalars(events(run), "test/elbo")[1][1] == pytest.approx(metrics[1]["test_elbo"], rel=1e-6)
+    assert [s for s, _ in scalars(events(run), "valid/elbo")] == [1, 2, 3]
+    assert scalars(events(run), "valid/elbo")[1][1] == pytest.approx(metrics[1]["valid_elbo"], rel=1e-6)
 
 
 def test_tensorboard_changes_nothing_of_the_training(tmp_path):

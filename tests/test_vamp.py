@@ -15,6 +15,7 @@ from pyro_vae.infer.evaluate import evaluate
 from pyro_vae.priors import VampPrior
 
 SMALL = {"dense": {"hidden": (16,)}, "conv": {"channels": (4, 8), "hidden": 16},
+         "ssvae": {"hidden_dims": (16,), "num_classes": 10},
          "resnet": {"channels": (4, 8), "hidden": 16}, "linear": {},
          "pixel": {"channels": (4, 8), "hidden": 16, "pixel_channels": 4, "pixel_layers": 1, "kernel": 3,
                    "cond_channels": 2}}

@@ -2,9 +2,10 @@
 
 The folder holds PNG or JPEG files laid out as torchvision's ``ImageFolder`` expects them —
 flat, or one sub-folder per class (the class names become labels) — and optionally split
-into ``train/`` and ``test/`` sub-folders, each laid out the same way; without them the
-images are split by a fixed, seeded shuffle (``test_fraction`` of them, 0.1 by default, go
-to the test split; the same folder always gives the same split).
+into ``train/`` and ``test/`` sub-folders (and a ``valid/`` one, the validation split), each
+laid out the same way; without them the images are split by a fixed, seeded shuffle
+(``test_fraction`` of them, 0.1 by default, go to the test split; the same folder always
+gives the same split).
 
 Files are found with torchvision's ``make_dataset``, probed with PIL (size and colour
 mode, from the header only), decoded with PIL as torchvision's ``ImageFolder`` does
@@ -144,31 +145,66 @@ def _fingerprint(root: str, paths: Sequence[str]) -> str:
     h = hashlib.sha256()
     for path in sorted(paths):
         h.update(f"{os.path.relpath(path, root)}\0".encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:  # an unreadable file (skipped by the probe): its name alone counts
+            h.update(b"\0unreadable")
         h.update(b"\n")
     return h.hexdigest()[:16]
 
 
-def _split(items: List[Tuple[str, Optional[int], int]], fixed: bool, test_fraction: float,
+def _split(items: List[Tuple[str, Optional[int], int]], parts: int, test_fraction: float,
            path: str) -> List[List[Tuple[str, Optional[int], int]]]:
-    """``[train, test]`` items, each in a fixed shuffled order: by sub-folder when
-    ``fixed``, else the last ``test_fraction`` of one shuffle of all."""
+    """``[train, test]`` (``[train, test, valid]`` for ``parts=3``) items, each in a fixed
+    shuffled order: by sub-folder when ``parts`` > 1, else the last ``test_fraction`` of one
+    shuffle of all."""
     rng = np.random.default_rng(SPLIT_SEED)
+    fixed = parts > 1
     if fixed:
-        splits = [[it for it in items if it[2] == part] for part in (0, 1)]
+        splits = [[it for it in items if it[2] == part] for part in range(parts)]
         splits = [[s[k] for k in rng.permutation(len(s))] for s in splits]
     else:
         items = [items[k] for k in rng.permutation(len(items))]
         n_test = max(MIN_TEST, round(len(items) * test_fraction))
         splits = [items[n_test:], items[:n_test]]
-    for split, name, least in zip(splits, ("train", "test"), (1, MIN_TEST)):
+    for split, name, least in zip(splits, ("train", "test", "valid"), (1, MIN_TEST, MIN_TEST)):
         if len(split) < least:
             where = f"the {name}/ sub-folder of {path}" if fixed else path
             raise DataError(f"{where} has too few readable images for a {name} split of at least {least} "
                             f"({len(items)} readable in all)")
     return splits
+
+
+def _scan(root: str, path: str, test_fraction: Optional[float]) -> Tuple[List[str], Optional[List[str]], List[Any]]:
+    """``(the split sub-folders, classes, [(file, label, 0 for train/ or the whole folder, 1
+    for test/, 2 for valid/)])`` of the image files under ``root`` (``path`` as the user named
+    it); no sub-folders when the folder is not split into them."""
+    dirs = [os.path.join(root, split) for split in ("train", "test", "valid")]
+    if any(os.path.isdir(d) for d in dirs):
+        if not all(os.path.isdir(d) for d in dirs[:2]):
+            which = ("a train/ or a test/ sub-folder but not both" if any(os.path.isdir(d) for d in dirs[:2])
+                     else "a valid/ sub-folder but no train/ and test/")
+            raise DataError(f"{path} has {which}; give it both, or none (then the images are split by "
+                            "test_fraction)")
+        dirs = [d for d in dirs if os.path.isdir(d)]
+        if test_fraction is not None:
+            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so test_fraction "
+                              "does not apply", params=("test_fraction",))
+        classes = sorted(set().union(*(_class_dirs(d) for d in dirs))) or None
+        parts = [_images_in(d, classes) for d in dirs]
+    else:
+        dirs = []
+        classes = _class_dirs(root) or None
+        parts = [_images_in(root)]
+        if parts[0][1] is None:
+            classes = None
+    items = [(f, None if ys is None else ys[j], p) for p, (fs, ys) in enumerate(parts) for j, f in enumerate(fs)]
+    if not items:
+        others = sum(len(fs) for _, _, fs in os.walk(root))
+        raise DataError(f"{path} holds no PNG or JPEG images" + (f" ({others} other files)" if others else ""))
+    return dirs, classes, items
 
 
 @register_path_source("a folder of PNG/JPEG images", lambda name: os.path.isdir(name) or name.endswith(("/", os.sep)))
@@ -198,28 +234,12 @@ def load_folder(
     root = os.path.abspath(path)
     if not os.path.isdir(root):
         raise DatasetNotFoundError(f"image folder {path} does not exist")
-    dirs = [os.path.join(root, split) for split in ("train", "test")]
-    fixed = any(os.path.isdir(d) for d in dirs)
-    if fixed:
-        if not all(os.path.isdir(d) for d in dirs):
-            raise DataError(f"{path} has a train/ or a test/ sub-folder but not both; give it both, "
-                            "or neither (then the images are split by test_fraction)")
-        if test_fraction is not None:
-            raise ConfigError(f"{path} is split into train/ and test/ sub-folders, so test_fraction "
-                              "does not apply", params=("test_fraction",))
-        classes = sorted(set(_class_dirs(dirs[0])) | set(_class_dirs(dirs[1]))) or None
-        parts = [_images_in(d, classes) for d in dirs]
-    else:
-        classes = _class_dirs(root) or None
-        parts = [_images_in(root)]
-        if parts[0][1] is None:
-            classes = None
-    # (file, label, 0 for train/ or the whole folder, 1 for test/)
-    items = [(f, None if ys is None else ys[j], p) for p, (fs, ys) in enumerate(parts) for j, f in enumerate(fs)]
+    try:  # a folder that cannot be listed (no permission) is one line naming it
+        dirs, classes, items = _scan(root, path, test_fraction)
+    except OSError as err:
+        raise DataError(f"cannot read {err.filename or path}: {err.strerror or err}") from None
+    fixed = bool(dirs)
     files = [f for f, _, _ in items]
-    if not files:
-        others = sum(len(fs) for _, _, fs in os.walk(root))
-        raise DataError(f"{path} holds no PNG or JPEG images" + (f" ({others} other files)" if others else ""))
     sizes, modes, kept, skipped = _probe(files)
     if not kept:
         raise DataError(f"none of the {len(files)} image files in {path} can be read, e.g. {files[0]}")
@@ -231,7 +251,7 @@ def load_folder(
                         params=("image_size",))
     if channels is None:
         channels = 1 if all(m in GREY_MODES for m in modes) else 3
-    splits = _split([items[i] for i in kept], fixed, test_fraction or TEST_FRACTION, path)
+    splits = _split([items[i] for i in kept], len(dirs) if fixed else 1, test_fraction or TEST_FRACTION, path)
     size = tuple(image_size) if image_size is not None else distinct[0]
     datasets = [ImageFiles([f for f, _, _ in s], channels, size, resize=image_size is not None) for s in splits]
     labels = [None if any(y is None for _, y, _ in s) else torch.tensor([y for _, y, _ in s]) for s in splits]
@@ -240,7 +260,9 @@ def load_folder(
         "images": len(kept),
         "skipped": [os.path.relpath(p, root) for p in skipped],
         "classes": classes,
-        "split": "train/ and test/ sub-folders" if fixed else f"test fraction {test_fraction or TEST_FRACTION:g}",
+        "split": (f"{'/, '.join(os.path.basename(d) for d in dirs)}/ sub-folders" if fixed
+                  else f"test fraction {test_fraction or TEST_FRACTION:g}"),
         "fingerprint": _fingerprint(root, files),
     }
-    return Arrays(datasets[0], labels[0], datasets[1], labels[1], source)
+    valid = (datasets[2], labels[2]) if len(datasets) > 2 else (None, None)
+    return Arrays(datasets[0], labels[0], datasets[1], labels[1], source, *valid)

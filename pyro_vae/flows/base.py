@@ -38,15 +38,19 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform
 
-from ..contract import Model
+from ..contract import Model, check_model_class
 from ..data import LEVELS
 from ..errors import ConfigError
+from ..infer.config import check_temperature
 from ..options import check_choice
 from ..plates import check_images, check_range, check_shape, data_plate, register
 from ..registry import Registry
 from .transforms import clear_caches, preprocessing
 
-FLOW_MODELS: Registry[type] = Registry("flow model")
+#: The density flows; one from outside pyro-vae is checked against the model contract without
+#: a latent variable (import paths and entry points are shared with the VAEs: group ``model``).
+FLOW_MODELS: Registry[type] = Registry("flow model", group="model",
+                                       accept=lambda cls, name: check_model_class(cls, name, latent=False))
 
 BASES = ("normal", "logistic")
 
@@ -146,8 +150,7 @@ class FlowModel(Model):
 
     def distribution(self, temperature: float = 1.0) -> dist.TransformedDistribution:
         """p_θ(y) over images ``(C, H, W)``: the base pushed through ``f⁻¹`` and P."""
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {temperature}", params=("temperature",))
+        check_temperature(temperature)
         parts = [self.transform().inv, *preprocessing(self.preprocess, self.alpha)]
         return dist.TransformedDistribution(self.base(temperature), parts)
 
@@ -156,10 +159,13 @@ class FlowModel(Model):
         return self.distribution().log_prob(self.check_x(x))
 
     # ------------------------------------------------------------------ Pyro program
-    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
+    def model(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+              y: Optional[Tensor] = None) -> None:
         """p_θ(x) for a mini-batch ``x`` of shape (B, C, H, W); ``kl_scale`` is accepted
-        for the common signature and ignored (there is no latent to weight)."""
+        for the common signature and ignored (there is no latent to weight), and labels
+        ``y`` are refused (a density flow takes none)."""
         x = self.check_x(x)
+        self.check_y(y, len(x))
         register(self.pyro_prefix, self)
         with data_plate(x, num_data):
             pyro.sample("x", self.distribution(), obs=x)
@@ -177,7 +183,7 @@ class FlowModel(Model):
         return pre, self.transform()
 
     def encode(self, x: Tensor) -> Tensor:
-        """z = f_θ(P⁻¹(x)): images (…, C, H, W) in [0, 1) to latents (…, *latent_shape)."""
+        """z = f_θ(P⁻¹(x)): images ``(…, C, H, W)`` in [0, 1) to latents ``(…, *latent_shape)``."""
         pre, flow = self._parts()
         return flow(pre.inv(x))
 
@@ -187,15 +193,17 @@ class FlowModel(Model):
         return pre(flow.inv(z))
 
     @torch.no_grad()
-    def generate(self, n: int, temperature: Optional[float] = None) -> Tensor:
+    def generate(self, n: int, temperature: Optional[float] = None, y: Optional[Tensor] = None) -> Tensor:
         """``n`` samples of p_θ at ``temperature`` (z ~ N(0, T² I), default T = 1), clamped
-        to [0, 1]."""
+        to [0, 1] (labels ``y`` are refused)."""
+        self.check_y(y, n)
         return self.distribution(1.0 if temperature is None else temperature).sample((n,)).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None) -> Tensor:
+    def reconstruct(self, x: Tensor, guide: Optional[nn.Module] = None, y: Optional[Tensor] = None) -> Tensor:
         """The round trip ``decode(encode(x))`` — equal to ``x`` up to rounding; a visual
-        check of invertibility."""
+        check of invertibility (labels ``y`` are refused)."""
+        self.check_y(y, len(x))
         return self.decode(self.encode(self.check_x(x)).clone()).clamp(0.0, 1.0)
 
 
@@ -208,7 +216,8 @@ class EmptyGuide(nn.Module):
         self.x_shape = tuple(x_shape)
         self.spec: Dict[str, Any] = {"name": "empty"}
 
-    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> None:
+    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+                y: Optional[Tensor] = None) -> None:
         check_images(x, self.x_shape)
 
 
@@ -228,5 +237,5 @@ def build_flow_model(name: str, x_shape: Sequence[int], **options: Any) -> FlowM
     """
     x_shape = check_shape(x_shape)
     flow = FLOW_MODELS.build(name, x_shape, **options)
-    flow.spec = {"name": name, "x_shape": list(x_shape), **{k: v for k, v in flow.spec.items() if k != "name"}}
+    flow.spec = {"name": flow.spec["name"], "x_shape": list(x_shape), **{k: v for k, v in flow.spec.items() if k != "name"}}
     return flow

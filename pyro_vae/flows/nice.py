@@ -23,7 +23,7 @@ class NICE(FlowModel):
     In the normalizing direction the image is flattened to D entries, split into odd and
     even pixels, and passed through ``couplings`` additive coupling layers
 
-        :math:`y_a = x_a,\quad y_b = x_b + m(x_a)`   (log |det| = 0),
+        :math:`y_a = x_a,\quad y_b = x_b + m(x_a)`   (``log |det| = 0``),
 
     the halves swapping roles between layers, then a diagonal scaling
     :math:`z = e^{s} \odot (y + b)`, an :class:`~pyro_vae.flows.transforms.ActNorm` over the

@@ -19,7 +19,7 @@ Direction convention. Every transform here (and every flow in :mod:`pyro_vae.flo
 written in the *normalizing* direction ``_call: data-side u → latent-side z``, the direction
 in which the papers define their layers and in which the log-likelihood is evaluated;
 sampling runs ``.inv``. A model's ``TransformedDistribution`` therefore lists
-``flow.inv`` (base → data). ``log_abs_det_jacobian(x, y)`` is log |det ∂y/∂x| of ``_call``.
+``flow.inv`` (base → data). ``log_abs_det_jacobian(x, y)`` is ``log |det ∂y/∂x|`` of ``_call``.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class Squeeze(Transform):
     """Space-to-depth: ``(…, C, H, W) → (…, 4C, H/2, W/2)``; each 2×2 block becomes 4 channels.
 
     Output channel ``4c + 2i + j`` holds input channel ``c`` at offset ``(i, j)`` of each
-    block. A permutation of entries: log |det| = 0. (Dinh et al. 2016, arXiv:1605.08803, §3.6.)
+    block. A permutation of entries: ``log |det| = 0``. (Dinh et al. 2016, arXiv:1605.08803, §3.6.)
 
     Example:
         >>> Squeeze().forward_shape((1, 28, 28))

@@ -4,13 +4,17 @@ Every guide is a :class:`Guide`, whose one entry point Pyro calls, :meth:`Guide.
 checks ``x`` once and runs the guide's core, :meth:`Guide.sample` — the latent sites,
 sampled inside the same ``"data"`` plate and ``poutine.scale`` as the model::
 
-    def forward(self, x, num_data=None, kl_scale=1.0):
-        x = self.check_x(x)
+    def forward(self, x, num_data=None, kl_scale=1.0, y=None):
+        x, y = self.check_x(x), self.check_y(y, len(x))
         with pyro.plate("data", N, subsample_size=B), poutine.scale(scale=kl_scale):
-            return self.sample(x)      # the joint latent z, (B, z_dim)
+            return self.sample(x, y)   # the joint latent z, (B, z_dim); sample(x) without labels
+
+``y`` are the images' labels, for a VAE that takes them: q(z | x, y) conditions on them
+(through the encoder's features, :meth:`~pyro_vae.models.base.Encoder.features`); the
+semi-supervised VAE's guide samples site ``"y"`` ~ q(y | x) where they are not given.
 
 ``sample`` is the core rather than a distribution because not every q(z | x) is one
-distribution: the hierarchical VAE's q(z_l | x, z_>l) depends on the layers sampled above
+distribution: the hierarchical VAE's q(z_l | x, z_{>l}) depends on the layers sampled above
 it, so its guide (:class:`~pyro_vae.models.hvae.HierarchicalGuide`) has a ``sample`` and
 no single ``distribution`` — and no method of the contract that it must refuse. A guide
 whose q of the joint latent *is* one distribution is a :class:`JointGuide`: it says what q
@@ -26,8 +30,8 @@ The public methods (``forward``, ``location``, ``reconstruct``, ``distribution``
 
 Which guide a name builds is the VAE's to say: the ``gaussian`` entry of :data:`GUIDES`
 returns ``vae.gaussian_guide()`` (``vae.guide`` itself) and the flow guides of
-:mod:`.flows` ``vae.flow_guide(...)``, so a VAE of several latent sites builds its own kind.
-:class:`GaussianGuide` (the single-site VAE's ``vae.guide``), flow guides (:mod:`.flows`)
+:mod:`pyro_vae.guides.flows` ``vae.flow_guide(...)``, so a VAE of several latent sites builds its own kind.
+:class:`GaussianGuide` (the single-site VAE's ``vae.guide``), flow guides (:mod:`pyro_vae.guides.flows`)
 and the non-amortized local guides of the posterior analysis (:mod:`.local`) are
 :class:`JointGuide` s.
 """
@@ -35,6 +39,7 @@ and the non-amortized local guides of the posterior analysis (:mod:`.local`) are
 from __future__ import annotations
 
 import abc
+import inspect
 import itertools
 from typing import Any, Dict, List, Optional
 
@@ -46,7 +51,8 @@ from ..errors import ConfigError
 from ..plates import data_plate, kl_scaled, register
 from ..registry import Registry
 
-GUIDES: Registry[Any] = Registry("guide")
+#: The guides by name; a guide from outside pyro-vae is a class checked by :func:`check_guide_class`.
+GUIDES: Registry[Any] = Registry("guide", accept=lambda obj, name: check_guide_class(obj, name))
 
 _instance_counter = itertools.count()
 
@@ -77,6 +83,11 @@ class Guide(nn.Module, abc.ABC):
         """``x`` checked against the VAE's image shape (a local guide checks the batch)."""
         return self.vae.check_x(x) if self.vae is not None else x
 
+    def check_y(self, y: Optional[Tensor], batch: int) -> Optional[Tensor]:
+        """The labels ``y`` of ``batch`` images checked against what the VAE takes (a local
+        guide, fitted to fixed images, ignores them)."""
+        return self.vae.check_y(y, batch) if self.vae is not None else None
+
     def register(self) -> None:
         """Register the encoder and this guide's own parameters with Pyro's param store."""
         if self.vae is not None:
@@ -84,18 +95,22 @@ class Guide(nn.Module, abc.ABC):
         if any(True for _ in self.parameters()):
             register(self.pyro_prefix, self)
 
-    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0) -> Tensor:
-        """Sample the latent sites ~ q_φ(z | x) for a mini-batch x (B, C, H, W) of ``num_data``;
-        returns the joint latent z (B, z_dim)."""
+    def forward(self, x: Tensor, num_data: Optional[int] = None, kl_scale: float = 1.0,
+                y: Optional[Tensor] = None) -> Tensor:
+        """Sample the latent sites ~ q_φ(z | x) (q_φ(z | x, y) given labels) for a mini-batch
+        x (B, C, H, W) of ``num_data``; returns the joint latent z (B, z_dim)."""
         x = self.check_x(x)
+        y = self.check_y(y, len(x))
         self.register()
         with data_plate(x, num_data), kl_scaled(kl_scale):
-            return self.sample(x)
+            return self.sample(x) if y is None else self.sample(x, y)
 
     @abc.abstractmethod
-    def sample(self, x: Tensor) -> Tensor:
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The latent sites, sampled inside the caller's plate and scale for the checked
-        images ``x``; returns the joint latent z (B, z_dim) (see the module docstring)."""
+        images ``x`` (and labels ``y``); returns the joint latent z (B, z_dim) (see the
+        module docstring). The labels are passed only where there are some: a guide of
+        VAEs without labels may implement ``sample(x)``."""
 
     def local_parameters(self) -> List[nn.Parameter]:
         """What a per-image copy of this guide frees (:func:`~pyro_vae.infer.gaps.local_guide`):
@@ -107,21 +122,25 @@ class Guide(nn.Module, abc.ABC):
             params.append(head.bias)
         return params
 
-    def location(self, x: Tensor) -> Tensor:
-        """A deterministic summary z of q_φ(z | x), (B, z_dim): see :meth:`_location`."""
-        return self._location(self.check_x(x))
+    def location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """A deterministic summary z of q_φ(z | x) (of q_φ(z | x, y) given labels), (B, z_dim):
+        see :meth:`_location`."""
+        x = self.check_x(x)
+        y = self.check_y(y, len(x))
+        return self._location(x) if y is None else self._location(x, y)
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """:meth:`location` of checked images: the encoder mean μ_φ(x) here; flow guides push
         it through their flows."""
         encoder = self.vae.encoder
-        loc, _ = encoder.loc_scale(encoder.features(x))
+        loc, _ = encoder.loc_scale(encoder.features(x, y))
         return loc
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """``vae.decode`` (the mean of p_θ(x | z), or a sample) at z = :meth:`location` (x)."""
-        return self.vae.decode(self.location(x))
+    def reconstruct(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """``vae.decode`` (the mean of p_θ(x | z), or a sample) at z = :meth:`location` (x)
+        (given the labels ``y``, for a VAE that takes them)."""
+        return self.vae.decode(self.location(x, y), y)
 
 
 class JointGuide(Guide):
@@ -131,17 +150,19 @@ class JointGuide(Guide):
     call of it.
     """
 
-    def distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":
-        """q_φ(z | x) with batch shape (B,) and event shape (z_dim,)."""
-        return self._distribution(self.check_x(x))
+    def distribution(self, x: Tensor, y: Optional[Tensor] = None) -> "pyro.distributions.TorchDistribution":
+        """q_φ(z | x) (q_φ(z | x, y) given labels) with batch shape (B,) and event shape (z_dim,)."""
+        x = self.check_x(x)
+        y = self.check_y(y, len(x))
+        return self._distribution(x) if y is None else self._distribution(x, y)
 
     @abc.abstractmethod
-    def _distribution(self, x: Tensor) -> "pyro.distributions.TorchDistribution":
-        """:meth:`distribution` of checked images."""
+    def _distribution(self, x: Tensor, y: Optional[Tensor] = None) -> "pyro.distributions.TorchDistribution":
+        """:meth:`distribution` of checked images (and labels)."""
 
-    def sample(self, x: Tensor) -> Tensor:
-        """Site ``"z"`` ~ q_φ(z | x)."""
-        return pyro.sample("z", self._distribution(x))
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Site ``"z"`` ~ q_φ(z | x, y)."""
+        return pyro.sample("z", self._distribution(x) if y is None else self._distribution(x, y))
 
 
 class GaussianGuide(JointGuide):
@@ -150,8 +171,36 @@ class GaussianGuide(JointGuide):
     def __init__(self, vae: nn.Module) -> None:
         super().__init__(vae)
 
-    def _distribution(self, x: Tensor):
-        return self.vae.encoder(x)
+    def _distribution(self, x: Tensor, y: Optional[Tensor] = None):
+        return self.vae.encoder(x, y)
+
+
+def check_guide_class(cls: Any, name: str) -> type:
+    """``cls`` if it meets the guide contract — a :class:`Guide` subclass that implements
+    ``sample`` (or a :class:`JointGuide` that implements ``_distribution``), built as
+    ``cls(vae, **options)`` — else one :class:`ConfigError` naming what it lacks.
+
+    Example:
+        >>> check_guide_class(dict, "my.py:Guide")
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: guide 'my.py:Guide' is no subclass of pyro_vae.Guide: a guide samples the latent sites in sample(x) (subclass pyro_vae.Guide) or is one distribution, _distribution(x) (subclass pyro_vae.guides.JointGuide)
+    """
+    what = f"guide {name!r}"
+    if not isinstance(cls, type) or not issubclass(cls, Guide):
+        it_is = "no subclass of pyro_vae.Guide" if isinstance(cls, type) else f"a {type(cls).__name__}, not a class"
+        raise ConfigError(f"{what} is {it_is}: a guide samples the latent sites in sample(x) (subclass pyro_vae.Guide) or is one "
+                          "distribution, _distribution(x) (subclass pyro_vae.guides.JointGuide)", params=("guide",))
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise ConfigError(f"{what} lacks {', '.join(abstract)} of the guide contract: implement "
+                          f"{'it' if len(abstract) == 1 else 'them'}", params=("guide",))
+    params = list(inspect.signature(cls).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD,
+                                             params[0].VAR_POSITIONAL):
+        raise ConfigError(f"{what} has a constructor without a first parameter for the VAE: a guide is built "
+                          "as Guide(vae, **options)", params=("guide",))
+    return cls
 
 
 @GUIDES.register("gaussian")

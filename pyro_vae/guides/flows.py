@@ -77,6 +77,9 @@ from ..nets.hypernet import start_at
 from ..transforms import conditional_additive_coupling, conditional_planar, conditional_sylvester
 from .base import GUIDES, Guide, JointGuide
 
+#: Most steps of a flow guide (10⁶ took minutes just to build; beyond tens of steps a guide
+#: hardly improves on mnist5k, docs/benchmarks.md).
+MAX_FLOWS = 1000
 
 class FlowGuide(JointGuide):
     """The encoder's Gaussian pushed through ``flows``, conditional steps f_1, …, f_K.
@@ -98,16 +101,16 @@ class FlowGuide(JointGuide):
         """Fresh transforms f_1(·; h), ..., f_K(·; h) for features ``h`` (B, h_dim)."""
         return [t.condition(h) for t in self.flows]
 
-    def _distribution(self, x: Tensor) -> dist.TransformedDistribution:
-        """q_φ(z | x), batch shape (B,), event shape (z_dim,)."""
+    def _distribution(self, x: Tensor, y: Optional[Tensor] = None) -> dist.TransformedDistribution:
+        """q_φ(z | x) (q_φ(z | x, y) given labels), batch shape (B,), event shape (z_dim,)."""
         encoder = self.vae.encoder
-        h = encoder.features(x)
+        h = encoder.features(x, y)
         return dist.TransformedDistribution(encoder.base(h), self.conditioned_flows(h))
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The encoder mean μ_φ(x) pushed through the flows (B, z_dim)."""
         encoder = self.vae.encoder
-        h = encoder.features(x)
+        h = encoder.features(x, y)
         z, _ = encoder.loc_scale(h)
         for t in self.conditioned_flows(h):
             z = t(z)
@@ -172,8 +175,9 @@ class FlowSteps:
         """The K = ``num_flows`` steps of one flow of a ``d``-dimensional latent conditioned on
         ``context`` features, each at the identity, arranged as :attr:`layout` says
         (``hidden_dims=None``: :attr:`hidden` of ``d``; ``options``: the factory's own)."""
-        if num_flows < 1:
-            raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}", params=("num_flows",))
+        if not 1 <= num_flows <= MAX_FLOWS:
+            raise ConfigError(f"num_flows must be a positive integer up to {MAX_FLOWS}, got {num_flows!r}",
+                              params=("num_flows",))
         if d < self.min_z_dim:
             raise ConfigError(f"the {self.name} guide needs z_dim ≥ {self.min_z_dim}, got {d}", params=("model.z_dim",))
         hidden = self.hidden(d) if hidden_dims is None else list(hidden_dims)

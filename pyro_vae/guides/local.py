@@ -35,7 +35,7 @@ class _FixedBatch(JointGuide):
         self.batch = int(batch)
         self.sites = dict(sites) if sites is not None and list(sites) != ["z"] else None
 
-    def sample(self, x: Tensor) -> Tensor:
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         if self.sites is None:
             return super().sample(x)
         z = pyro.sample("z_joint", self._distribution(x))
@@ -48,7 +48,7 @@ class _FixedBatch(JointGuide):
             raise ConfigError(f"this {self.what} was fitted to {self.batch} images, got {len(x)}")
         return x
 
-    def distribution(self, x: Optional[Tensor] = None) -> dist.TorchDistribution:
+    def distribution(self, x: Optional[Tensor] = None, y: Optional[Tensor] = None) -> dist.TorchDistribution:
         """q(z) with batch (B,) and event (z_dim,); ``x``, if given, is checked for its length
         and otherwise ignored (the guide interface)."""
         return self._distribution(None if x is None else self.check_x(x))
@@ -73,10 +73,10 @@ class LocalGaussianGuide(_FixedBatch):
         self.loc = nn.Parameter(loc.detach().clone())
         self.log_scale = nn.Parameter(scale.detach().log().clone())
 
-    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
+    def _distribution(self, x: Optional[Tensor], y: Optional[Tensor] = None) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         return self.loc
 
 
@@ -114,7 +114,7 @@ class LocalFlowGuide(LocalGaussianGuide):
             self.steps.append(step)
         self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
 
-    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
+    def _distribution(self, x: Optional[Tensor], y: Optional[Tensor] = None) -> dist.TorchDistribution:
         base = dist.Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
         parts = []
         for i, step in enumerate(self.steps):
@@ -153,9 +153,9 @@ class FixedGuide(_FixedBatch):
         eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
         return cls(loc, torch.linalg.cholesky(cov + jitter * eye), df, sites)
 
-    def _distribution(self, x: Optional[Tensor]) -> dist.TorchDistribution:
+    def _distribution(self, x: Optional[Tensor], y: Optional[Tensor] = None) -> dist.TorchDistribution:
         df = torch.tensor(self.df, dtype=self.loc.dtype, device=self.loc.device)
         return dist.MultivariateStudentT(df, self.loc, self.scale_tril)
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         return self.loc

@@ -18,6 +18,8 @@ from ..options import check_choice, check_fields, check_ranges, dataclass_from_d
 MAX_PARTICLES = 1000
 #: Largest ``free_bits``, in nats per latent dimension.
 MAX_FREE_BITS = 100.0
+#: Largest ``beta``: beyond it the KL terms swamp any likelihood (a β of 10⁶ is a typo).
+MAX_BETA = 1000.0
 
 #: Seeds are 32-bit (numpy's limit).
 MAX_SEED = 2**32 - 1
@@ -25,6 +27,19 @@ MAX_SEED = 2**32 - 1
 #: bounded, but time is not (k = 10⁶ on 1,000 images is 10⁹ decoder passes).
 MAX_IWAE_SAMPLES = 1_000_000
 PRECISIONS = ("float32", "bf16")
+#: Most epochs of a run: more is a typo, not a plan (an epoch of 4,000 images takes seconds).
+MAX_EPOCHS = 100_000
+#: Bounds of NUTS, each generous beside its default yet finite, so that a typo (``--draws
+#: 5000000``, ``--max-tree-depth 64``: 2⁶⁴ leapfrog steps a draw) is refused instead of
+#: running for ever: chains per image, draws and warm-up steps per chain, tree depth.
+MAX_CHAINS = 64
+MAX_DRAWS = 100_000
+MAX_TREE_DEPTH = 15
+#: Most SVI steps of one local fit (each with ``particles`` samples; 3000 by default).
+MAX_LOCAL_STEPS = 100_000
+#: The range of a sampling temperature T (z ~ N(0, T² I)): beyond it float32 samples
+#: underflow to 0 or overflow to infinity.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 #: Training objectives: the ELBO, or the IWAE bound (:mod:`pyro_vae.infer.elbo`).
 OBJECTIVES = ("elbo", "iwae")
 #: How DDP sends gradients between processes: as they are, or compressed to 16 bits (and
@@ -59,6 +74,8 @@ class TrainConfig:
             registers one — the diagonal Gaussian guide with the Normal prior — else Monte
             Carlo). The same bound, a lower-variance estimator of it.
         kl_warmup: W, epochs of linear KL warm-up (0 = none).
+        beta: β, the weight of the KL terms (the β-VAE of Higgins et al. 2017; 1 = the ELBO),
+            a ``poutine.scale`` of the latent sites in model and guide, as the warm-up's.
         free_bits: λ, nats per latent dimension below which the KL is not penalised
             (:class:`~pyro_vae.infer.elbo.FreeBitsTrace_ELBO`; 0 = the plain ELBO).
         seed: seed of torch, numpy and Pyro (and of the data order, shared by all ranks).
@@ -73,7 +90,16 @@ class TrainConfig:
         compile: run the training step compiled (:class:`~pyro_vae.infer.compiled.CompiledLoss`:
             the Pyro program captured once into one graph, compiled by ``torch.compile``;
             the same noise and loss as eager; a model that cannot be compiled trains eagerly).
-        eval_samples: importance samples for the per-epoch test ELBO estimate.
+        eval_samples: importance samples for the per-epoch validation ELBO estimate.
+        patience: stop when the validation ELBO has not improved for this many epochs
+            (``None``: train all ``epochs``); needs a validation split.
+        ema: β of an exponential moving average of the weights (``None`` or 0: none), used
+            for validation, the best checkpoint and evaluation
+            (:class:`~pyro_vae.infer.selection.WeightAverage`).
+        weight_decay: λ of the decoupled weight decay (AdamW's;
+            :class:`~pyro_vae.infer.optim.ClippedAdamW`).
+        skip_threshold: skip an update whose gradient norm (of the per-example −ELBO)
+            exceeds it, as VDVAE does (``None``: never skip); skipped updates are counted.
     """
 
     epochs: int = option(200, "total epochs (default 200; 20 for pixel, 10 for density flows)",
@@ -90,6 +116,7 @@ class TrainConfig:
                                 "(closed-form KL where it exists, TraceMeanField_ELBO) (default trace)",
                        latent=True)
     kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
+    beta: float = option(1.0, "β-VAE: weight of the KL terms (default 1: the ELBO)", metavar="BETA", latent=True)
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
     seed: int = option(0, "seed of torch, numpy and Pyro (default 0)")
@@ -101,12 +128,22 @@ class TrainConfig:
     compile: bool = option(False, "compile the training step: the Pyro program captured once into one graph "
                                   "and compiled by torch.compile (same noise and loss as eager; falls back "
                                   "to eager for a model that cannot be compiled)")
-    eval_samples: int = option(1, "importance samples of the per-epoch test ELBO", cli=False)
+    eval_samples: int = option(1, "importance samples of the per-epoch validation ELBO", cli=False)
+    patience: Optional[int] = option(None, "stop when the validation ELBO has not improved for N epochs "
+                                           "(default: train every epoch)", metavar="N", on_resume=True)
+    ema: Optional[float] = option(None, "decay β of an exponential moving average of the weights, used for "
+                                        "validation, best.pt and evaluation; 0: none (default 0.999 for "
+                                        "VAEs, none for the pixel model and density flows)",
+                                  metavar="DECAY")
+    weight_decay: float = option(0.0, "decoupled weight decay λ (as AdamW) (default 0)", metavar="LAMBDA")
+    skip_threshold: Optional[float] = option(None, "skip an update whose gradient norm (of the per-example "
+                                                   "loss) exceeds G; counted per epoch (default: never)",
+                                             metavar="G")
 
     def __post_init__(self) -> None:
         check_fields(self, "training setting")
         check_ranges(self, {
-            "epochs": (self.epochs >= 0, "≥ 0"),
+            "epochs": (0 <= self.epochs <= MAX_EPOCHS, f"from 0 to {MAX_EPOCHS}"),
             "batch_size": (self.batch_size >= 1, "≥ 1"),
             "lr": (self.lr > 0, "> 0"),
             "lr_decay": (0 < self.lr_decay <= 1, "in (0, 1]"),
@@ -116,10 +153,17 @@ class TrainConfig:
             # hardly moves (Burda et al. used up to 50)
             "particles": (1 <= self.particles <= MAX_PARTICLES, f"from 1 to {MAX_PARTICLES}"),
             "kl_warmup": (self.kl_warmup >= 0, "≥ 0"),
+            "beta": (0 < self.beta <= MAX_BETA, f"> 0 and ≤ {MAX_BETA:g}"),
             # λ is nats per latent dimension: beyond a few the KL is never penalised at all
             "free_bits": (0 <= self.free_bits <= MAX_FREE_BITS, f"from 0 to {MAX_FREE_BITS:g}"),
             "seed": (0 <= self.seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
             "eval_samples": (self.eval_samples >= 1, "≥ 1"),
+            "patience": (self.patience is None or self.patience >= 1, "≥ 1"),
+            # β = 0 averages nothing (θ̄ = θ): the way to turn a default average off
+            "ema": (self.ema is None or 0 <= self.ema < 1, "from 0 (no averaging) to below 1"),
+            # a step shrinks the weights by the factor 1 − lr·λ: from lr·λ = 1 on it zeroes or flips them
+            "weight_decay": (self.weight_decay >= 0 and self.lr * self.weight_decay < 1, "≥ 0, with lr × λ < 1"),
+            "skip_threshold": (self.skip_threshold is None or self.skip_threshold > 0, "> 0"),
         }, "training settings")
         check_choice(self.precision, PRECISIONS, "precision", "precision")
         check_choice(self.objective, OBJECTIVES, "objective", "objective")
@@ -151,11 +195,48 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def check_selection(self, has_valid: bool) -> None:
+        """Refuse early stopping without a validation split (nothing to stop on) — the one
+        place this is checked: the command line calls it before any data are loaded
+        (``valid_fraction=0``), the trainer with the data it is given."""
+        if self.patience is not None and not has_valid:
+            raise ConfigError("patience needs a validation split to stop on (valid_fraction > 0)",
+                              params=("patience", "valid_fraction"))
+
     def kl_scale(self, epoch: int) -> float:
-        """β for 0-based ``epoch``: min(1, (epoch + 1) / (W + 1))."""
+        """The weight of the KL terms at 0-based ``epoch``: β · min(1, (epoch + 1) / (W + 1))."""
         if self.kl_warmup <= 0:
-            return 1.0
-        return min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+            return self.beta
+        return self.beta * min(1.0, (epoch + 1) / (self.kl_warmup + 1))
+
+    def check_enumeration(self, model: str) -> None:
+        """Refuse the objectives that cannot sum out the discrete label of ``model`` (the
+        semi-supervised VAE, trained by ``TraceEnum_ELBO``): the IWAE bound, free bits and
+        the mean-field ELBO."""
+        for name, used in (("objective", self.objective == "iwae"), ("free_bits", self.free_bits > 0),
+                           ("elbo", self.elbo == "meanfield")):
+            if used:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not available for the {model} model: it sums "
+                                  "its label out by enumeration (TraceEnum_ELBO), which the IWAE bound, free "
+                                  "bits and the mean-field ELBO do not", params=(name,))
+
+
+def check_temperature(temperature: Any, name: str = "temperature") -> float:
+    """``temperature`` as a float if it is a number from :data:`MIN_TEMPERATURE` to
+    :data:`MAX_TEMPERATURE`; else one ConfigError about the parameter ``name``.
+
+    Example:
+        >>> check_temperature(1e300)
+        Traceback (most recent call last):
+        ...
+        pyro_vae.errors.ConfigError: temperature must be a number from 0.001 to 1000, got 1e+300
+    """
+    ok = isinstance(temperature, (int, float)) and not isinstance(temperature, bool) \
+        and MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
+    if not ok:
+        raise ConfigError(f"{name} must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, got {temperature!r}",
+                          params=(name,))
+    return float(temperature)
 
 
 def check_local_method(method: str) -> str:
@@ -198,11 +279,12 @@ class NUTSConfig:
         check_fields(self, "NUTS setting")
         check_ranges(self, {
             "threads": (self.threads is None or self.threads >= 1, "≥ 1"),
-            "chains": (self.chains >= 2, "≥ 2, for R-hat"),
-            "draws": (self.draws >= 4, "≥ 4"),
-            "warmup": (self.warmup >= 0, "≥ 0"),
+            "chains": (2 <= self.chains <= MAX_CHAINS, f"≥ 2, for R-hat, and ≤ {MAX_CHAINS}"),
+            "draws": (4 <= self.draws <= MAX_DRAWS, f"from 4 to {MAX_DRAWS}"),
+            "warmup": (0 <= self.warmup <= MAX_DRAWS, f"from 0 to {MAX_DRAWS}"),
             "target_accept": (0 < self.target_accept < 1, "strictly between 0 and 1"),
-            "max_tree_depth": (self.max_tree_depth >= 1, "≥ 1"),
+            "max_tree_depth": (1 <= self.max_tree_depth <= MAX_TREE_DEPTH, f"from 1 to {MAX_TREE_DEPTH}: "
+                               f"2^{MAX_TREE_DEPTH} leapfrog steps a draw"),
         }, "NUTS settings")
 
 
@@ -247,7 +329,7 @@ class LocalFitConfig:
         check_fields(self, "local-fit setting")
         check_local_method(self.method)
         check_ranges(self, {
-            "max_steps": (self.max_steps >= 1, "≥ 1"),
+            "max_steps": (1 <= self.max_steps <= MAX_LOCAL_STEPS, f"from 1 to {MAX_LOCAL_STEPS}"),
             "particles": (self.particles >= 1, "≥ 1"),
             "lr": (self.lr > 0, "> 0"),
             "window": (self.window >= 1, "≥ 1"),

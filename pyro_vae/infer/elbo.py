@@ -19,7 +19,7 @@ log q(z_j | x) − log p(z_j), per dimension when guide and prior factorise over
 (the diagonal Gaussian guide with a Normal prior); otherwise the whole latent site is one
 group with floor λ·dim. Every latent site is treated so: in a hierarchical VAE each layer
 z_l gets its own floors — the paper's free bits *per layer* — with the KL of a layer below
-the top taken given the layers above (log q(z_l | x, z_>l) − log p(z_l | z_>l)). Pyro has no
+the top taken given the layers above (log q(z_l | x, z_{>l}) − log p(z_l | z_{>l})). Pyro has no
 such ELBO; this subclass changes only how a particle's loss is assembled from the traces
 Trace_ELBO already builds.
 
@@ -40,7 +40,7 @@ import math
 from typing import Any, Tuple
 
 import torch
-from pyro.infer import RenyiELBO, Trace_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_identically_zero, torch_item
@@ -286,18 +286,26 @@ class IWAE_ELBO(RenyiELBO):
         return torch_item(loss)
 
 
-def make_elbo(config: TrainConfig):
+def make_elbo(config: TrainConfig, enumerate: bool = False):
     """The Pyro ELBO a :class:`~pyro_vae.infer.config.TrainConfig` asks for: ``Trace_ELBO``
     (:class:`SyncFreeTrace_ELBO`; :class:`FreeBitsTrace_ELBO` with ``free_bits``) with L =
     ``particles`` vectorized particles — :class:`SyncFreeTraceMeanField_ELBO` for
     ``elbo="meanfield"`` —, or :class:`IWAE_ELBO` with K = ``particles`` for
-    ``objective="iwae"``. Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an
-    ``ELBOModule`` whose forward is the differentiable loss.
+    ``objective="iwae"``; with ``enumerate`` (a model with a discrete latent, the
+    semi-supervised VAE's label) Pyro's ``TraceEnum_ELBO``, which sums the sites its guide
+    marks for parallel enumeration out exactly. ``max_plate_nesting=1``: the ``"data"``
+    plate, so that enumeration (and vectorized particles) take the dimensions left of it.
+    Use it with ``SVI`` or as ``make_elbo(config)(model, guide)``, an ``ELBOModule`` whose
+    forward is the differentiable loss.
 
     The config is trusted: a ``TrainConfig`` has refused unknown objectives and the IWAE
-    bound with free bits when it was built (its ``__post_init__``, the one place)."""
+    bound with free bits when it was built (its ``__post_init__``, the one place), and what
+    enumeration cannot do when asked (:meth:`TrainConfig.check_enumeration`)."""
     kwargs = dict(num_particles=config.particles, vectorize_particles=config.particles > 1,
                   max_plate_nesting=1)
+    if enumerate:
+        # a labelled batch has nothing to enumerate: no warning for it
+        return TraceEnum_ELBO(strict_enumeration_warning=False, **kwargs)
     if config.objective == "iwae":
         return IWAE_ELBO(**kwargs)
     if config.free_bits > 0:

@@ -11,6 +11,17 @@ ELBO and ``logsumexp_s(log w_s) − log S`` is the IWAE bound L_S of Burda et al
 chunks (:func:`log_weight_chunks`) so memory is bounded by ``max_rows`` decoder evaluations
 whatever S is; :func:`evaluate` (data-set averages) and :func:`bounds` (per image, with the
 PSIS diagnostic that the inference gaps need) both draw their weights from it.
+
+**Labels.** Given the images' labels ``y`` (a conditional VAE), the weights are those of
+p(x, z | y) and the bounds are bounds on log p(x | y). A semi-supervised VAE
+(``model.label_is_latent``) evaluated without labels has the label summed out exactly: with
+S samples z_s ~ q(z | x, y) for each class y (log w_sy includes log p(y)),
+
+    IWAE = log Σ_y p(y) (1/S) Σ_s p(x, z_sy | y) / q(z_sy | x, y) = logsumexp_{s,y} log w_sy − log S,
+    ELBO = Σ_y q(y | x) [(1/S) Σ_s log w_sy − log q(y | x)],
+
+the bounds on log p(x) of :func:`per_image` (the ELBO is ``TraceEnum_ELBO``'s, the IWAE bound
+a stratified one, each class with its own S samples), so that they compare with any VAE's.
 """
 
 from __future__ import annotations
@@ -60,7 +71,8 @@ class LogWeights:
         return self.log_px_z + self.log_pz - self.log_qz
 
 
-def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int) -> LogWeights:
+def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
+                y: Optional[Tensor] = None) -> LogWeights:
     """Draw ``num_samples`` z ~ q(z | x) per image and score them under model and guide.
 
     Args:
@@ -69,13 +81,17 @@ def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int) -> 
         guide: any guide of the model (``model.guide``, a built guide, a local guide).
         x: images (B, C, H, W).
         num_samples: S, vectorized along a new leading dimension.
+        y: the images' labels (B,), for a model that takes labels: z ~ q(z | x, y), and the
+            weights are those of p(x, z | y) (of p(x, y, z), with log p(y), for the
+            semi-supervised VAE).
 
     Returns:
         :class:`LogWeights` with tensors of shape (S, B).
     """
+    labels = {} if y is None else {"y": y}
     with pyro.plate("iw_samples", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(x, **labels)
+        model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, **labels)
     shape = (num_samples, x.shape[0])
     zero = torch.zeros(shape, dtype=x.dtype, device=x.device)
     terms = {"obs": zero, "latent": zero, "guide": zero}
@@ -85,7 +101,8 @@ def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int) -> 
                 continue
             lp = site["fn"].log_prob(site["value"])
             lp = lp.expand(shape) if lp.shape != shape else lp
-            key = "guide" if role == "guide" else ("obs" if site["is_observed"] else "latent")
+            # the image's log-likelihood; every other site of the model (a label's p(y)) is prior
+            key = "guide" if role == "guide" else ("obs" if name == "x" else "latent")
             terms[key] = terms[key] + lp
     latents = {name: site["value"] for name, site in model_trace.nodes.items()
                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
@@ -93,7 +110,7 @@ def log_weights(model: Model, guide: nn.Module, x: Tensor, num_samples: int) -> 
 
 
 def log_weight_chunks(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
-                      max_rows: Optional[int] = None) -> Iterator[LogWeights]:
+                      max_rows: Optional[int] = None, y: Optional[Tensor] = None) -> Iterator[LogWeights]:
     """:func:`log_weights` of ``num_samples`` samples per image, in chunks of at most
     ``max_rows`` samples × images (and at most the model's ``max_eval_rows``)."""
     check_int(num_samples, "num_samples", 1)
@@ -102,7 +119,7 @@ def log_weight_chunks(model: Model, guide: nn.Module, x: Tensor, num_samples: in
     done = 0
     while done < num_samples:
         n = min(chunk, num_samples - done)
-        yield log_weights(model, guide, x, n)
+        yield log_weights(model, guide, x, n, y)
         done += n
 
 
@@ -117,8 +134,11 @@ def evaluate(
     seed: Optional[int] = 0,
     progress: bool = False,
     sharded: bool = False,
+    y: Optional[Tensor] = None,
 ) -> Dict[str, float]:
-    """ELBO and IWAE log-likelihood of the images ``x``, in nats per example.
+    """ELBO and IWAE log-likelihood of the images ``x``, in nats per example (of log p(x | y)
+    given their labels ``y``, for a conditional VAE; the semi-supervised VAE sums unknown
+    labels out, see the module docstring).
 
     Args:
         model: the model, a VAE or a density flow (whose guide is empty: then the ELBO and
@@ -134,6 +154,7 @@ def evaluate(
         progress: show a tqdm bar.
         sharded: inside a ``torch.distributed`` process group, every rank (each must call
             this) evaluates its contiguous share of ``x`` and all get the combined result.
+        y: the images' labels (B,), for a model that takes labels.
 
     Returns:
         ``elbo`` (mean over images of the k-sample average of log w, a lower bound on
@@ -143,10 +164,12 @@ def evaluate(
     """
     model.check_guide(guide)
     x = model.check_x(x, values=True)
+    y = model.check_y(y, len(x), values=True)
     start = time.perf_counter()
     rank, world = distributed.world() if sharded else (0, 1)
     if world > 1:
         x = distributed.shard(x)
+        y = None if y is None else distributed.shard(y)
         seed = None if seed is None else (seed if rank == 0 else seed_from(seed, rank))
     devices = [x.device] if x.device.type == "cuda" else []
     parts: Dict[str, list] = {"elbo": [], "iwae": [], "rec": [], "kl": []}
@@ -157,7 +180,8 @@ def evaluate(
         if progress:
             batches = tqdm(batches, desc=f"IWAE k={num_samples}", leave=False)
         for i in batches:
-            for key, value in per_image(model, guide, x[i : i + batch_size], num_samples, max_rows).items():
+            labels = None if y is None else y[i : i + batch_size]
+            for key, value in per_image(model, guide, x[i : i + batch_size], num_samples, max_rows, labels).items():
                 parts[key].append(value.cpu())
     per = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in parts.items()}
     if world > 1:  # every rank's images, in rank order
@@ -185,12 +209,16 @@ def evaluate(
 
 
 def per_image(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
-              max_rows: Optional[int] = None) -> Dict[str, Tensor]:
+              max_rows: Optional[int] = None, y: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """For each image of ``x``: the k-sample ELBO, the IWAE-k bound, and the reconstruction
-    and KL terms of the ELBO, each (B,) in float64, from :func:`log_weight_chunks`."""
+    and KL terms of the ELBO, each (B,) in float64, from :func:`log_weight_chunks` (given the
+    labels ``y``; a semi-supervised VAE without them: summed over the labels, see the module
+    docstring, its KL that of (y, z))."""
+    if y is None and model.label_is_latent:
+        return _summed_over_labels(model, guide, x, num_samples, max_rows)
     lse = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     sums = {"w": 0.0, "rec": 0.0, "kl": 0.0}
-    for lw in log_weight_chunks(model, guide, x, num_samples, max_rows):
+    for lw in log_weight_chunks(model, guide, x, num_samples, max_rows, y):
         log_w = lw.log_w.double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sums["w"] = sums["w"] + log_w.sum(0)
@@ -200,9 +228,24 @@ def per_image(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
             "rec": sums["rec"] / num_samples, "kl": sums["kl"] / num_samples}
 
 
+def _summed_over_labels(model: Model, guide: nn.Module, x: Tensor, num_samples: int,
+                        max_rows: Optional[int]) -> Dict[str, Tensor]:
+    """:func:`per_image` of a semi-supervised VAE with the label summed out: the bounds of
+    each class y (whose weights include log p(y)) combined under q(y | x) and p(y)."""
+    q = model.label_posterior(x).probs.double()  # (B, C)
+    parts = [per_image(model, guide, x, num_samples, max_rows,
+                       torch.full((len(x),), c, dtype=torch.long, device=x.device))
+             for c in range(model.num_classes)]
+    stack = {key: torch.stack([p[key] for p in parts], dim=-1) for key in parts[0]}  # (B, C)
+    log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
+    elbo = (q * (stack["elbo"] - log_q)).sum(-1)
+    rec = (q * stack["rec"]).sum(-1)
+    return {"elbo": elbo, "iwae": torch.logsumexp(stack["iwae"], dim=-1), "rec": rec, "kl": rec - elbo}
+
+
 @torch.no_grad()
 def bounds(model: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
-           max_rows: int = 20_000) -> Dict[str, Tensor]:
+           max_rows: int = 20_000, y: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """Per-image ELBO and IWAE-k, their Monte-Carlo standard errors and PSIS k̂, each (B,).
 
     The same k draws give both: ELBO = mean_s log w_s (standard error sd(log w) / √k) and
@@ -212,11 +255,12 @@ def bounds(model: Model, guide: nn.Module, x: Tensor, num_samples: int = 5000,
     the weights (``khat``, Yao et al. 2018, arXiv:1802.02538) says when: below 0.5 the
     weights have a finite variance; above 0.7 the IWAE estimate is unreliable and
     log p(x) likely underestimated. All k weights are kept (PSIS needs them), k × B floats.
+    Given labels ``y`` (a VAE that takes them), every bound is of log p(x | y).
     """
     # arviz costs 1.4 s to import; training imports this module, only the posterior analysis this function
     import arviz as az
 
-    lw = torch.cat([c.log_w.double() for c in log_weight_chunks(model, guide, x, num_samples, max_rows)])
+    lw = torch.cat([c.log_w.double() for c in log_weight_chunks(model, guide, x, num_samples, max_rows, y)])
     k = num_samples
     lse = torch.logsumexp(lw, 0)
     # sd(w)² / mean(w)² = k Σw² / (Σw)² − 1

@@ -46,7 +46,8 @@ from .usage import diagonal_normal
 KHAT_RELIABLE = 0.5
 
 
-def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tuple[Guide, str]:
+def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto",
+                y: Optional[Tensor] = None) -> Tuple[Guide, str]:
     """An un-fitted, non-amortized guide for the images ``x``, initialised from ``guide``.
 
     * ``gaussian``: :class:`LocalGaussianGuide` started at the encoder's (μ, σ) — needs a
@@ -76,7 +77,7 @@ def local_guide(vae: Model, guide: Guide, x: Tensor, method: str = "auto") -> Tu
     normal = None
     if method in ("auto", "gaussian") and isinstance(guide, JointGuide):
         with torch.no_grad():
-            normal = diagonal_normal(guide.distribution(x))
+            normal = diagonal_normal(guide.distribution(x, y))
     if normal is None and method == "gaussian":
         raise ConfigError(
             "the 'gaussian' local guide needs a guide whose q(z|x) is a diagonal Normal"
@@ -108,9 +109,11 @@ def fit_local_guide(
     x: Tensor,
     config: Optional[LocalFitConfig] = None,
     seed: Optional[int] = 0,
+    y: Optional[Tensor] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Fit the locally optimal member q* of the guide's family to the images ``x`` by SVI:
-    :func:`local_guide` started from ``guide``, fitted by :func:`fit_guide`.
+    """Fit the locally optimal member q* of the guide's family to the images ``x`` (given
+    their labels ``y``, for a VAE that takes them) by SVI: :func:`local_guide` started from
+    ``guide``, fitted by :func:`fit_guide`.
 
     Returns:
         ``(q_star, info)`` with ``info`` = ``{"method", "steps", "converged",
@@ -118,8 +121,8 @@ def fit_local_guide(
     """
     config = config or LocalFitConfig()
     x = vae.check_x(x, values=True)
-    local, method = local_guide(vae, guide, x, config.method)
-    local, info = fit_guide(vae, local, x, config, seed, fixed=(guide,))
+    local, method = local_guide(vae, guide, x, config.method, y)
+    local, info = fit_guide(vae, local, x, config, seed, fixed=(guide,), y=y)
     return local, {"method": method, **info}
 
 
@@ -130,6 +133,7 @@ def fit_guide(
     config: Optional[LocalFitConfig] = None,
     seed: Optional[int] = 0,
     fixed: Sequence[nn.Module] = (),
+    y: Optional[Tensor] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Fit a non-amortized guide ``local`` (e.g. :class:`~pyro_vae.guides.local.LocalGaussianGuide`,
     :class:`~pyro_vae.guides.local.LocalFlowGuide`) to the images ``x`` by SVI.
@@ -160,7 +164,7 @@ def fit_guide(
     with frozen(vae, *fixed), isolated(x, seed), num_threads(config.threads), \
             pyro.validation_enabled(False):
         for step in range(1, config.max_steps + 1):
-            loss = elbo.differentiable_loss(vae.model, local, x)
+            loss = elbo.differentiable_loss(vae.model, local, x, **({} if y is None else {"y": y}))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -200,6 +204,7 @@ def inference_gaps(
     seed: int = 0,
     log: Optional[Callable[[str], None]] = None,
     reference: Optional[Any] = None,
+    y: Optional[Tensor] = None,
 ) -> Dict[str, Any]:
     """Approximation and amortization gaps of ``guide`` per image and on average (nats).
 
@@ -217,7 +222,8 @@ def inference_gaps(
     ELBOs are k-sample averages with standard errors ``*_se``; each IWAE estimate comes
     with its PSIS k̂ (``*_khat``; > 0.5: infinite-variance weights, > 0.7: that
     proposal's estimate is unreliable and likely low). log p(x) being a lower estimate,
-    so is the approximation gap. Each image is seeded from (seed, its dataset index).
+    so is the approximation gap. Each image is seeded from (seed, its dataset index). Given
+    the images' labels ``y`` (a VAE that takes them) every quantity is of p(x | y).
 
     Returns:
         ``{"examples": [row per image], "mean": {...}, "iwae_samples": k, "local": {...}}``.
@@ -228,18 +234,18 @@ def inference_gaps(
     examples = example_indices(x, examples)
     rows = []
     for i, index in enumerate(examples):
-        xi = x[i : i + 1]
+        xi, yi = x[i : i + 1], None if y is None else y[i : i + 1]
         with frozen(vae, guide), isolated(xi, seed_from(seed, index, 1)):
-            amortized = bounds(vae, guide, xi, iwae_samples)
-        q_star, info = fit_local_guide(vae, guide, xi, local, seed=seed_from(seed, index, 2))
+            amortized = bounds(vae, guide, xi, iwae_samples, y=yi)
+        q_star, info = fit_local_guide(vae, guide, xi, local, seed=seed_from(seed, index, 2), y=yi)
         with frozen(vae, q_star), isolated(xi, seed_from(seed, index, 3)):
-            optimal = bounds(vae, q_star, xi, iwae_samples)
+            optimal = bounds(vae, q_star, xi, iwae_samples, y=yi)
         estimates = {"amortized": amortized, "local": optimal}
         if reference is not None:
             proposal = reference_proposal(reference, index, dtype=xi.dtype, device=xi.device,
                                           sites=vae.latent_sites)
             with frozen(vae), isolated(xi, seed_from(seed, index, 4)):
-                estimates["reference"] = bounds(vae, proposal, xi, iwae_samples)
+                estimates["reference"] = bounds(vae, proposal, xi, iwae_samples, y=yi)
         # Above k̂ = 0.5 the weights have infinite variance: such an estimate mostly falls
         # short of log p(x) but now and then jumps above it, and the maximum would pick the
         # jumps. So the largest estimate with finite-variance weights is used.

@@ -47,8 +47,10 @@ def nuts_posterior(
     config: Optional[NUTSConfig] = None,
     examples: Optional[Sequence[int]] = None,
     progress: bool = False,
+    y: Optional[Tensor] = None,
 ):
-    """Sample p_θ(z | x) for each image by NUTS on the VAE's model, decoder frozen.
+    """Sample p_θ(z | x) for each image by NUTS on the VAE's model, decoder frozen (p_θ(z | x, y)
+    given the images' labels ``y``, for a VAE that takes labels).
 
     Each image gets its own ``config.chains`` chains, each its own ``MCMC`` run with one
     chain: step size and mass matrix adapt to that image's posterior, a hard image cannot
@@ -71,6 +73,7 @@ def nuts_posterior(
     """
     config = config or NUTSConfig()
     x = vae.check_x(x, values=True)
+    y = vae.check_y(y, len(x), values=True)
     examples = example_indices(x, examples)
     per_example = []
     with frozen(vae), isolated(x, None), num_threads(config.threads):
@@ -88,7 +91,7 @@ def nuts_posterior(
                 )
                 mcmc = MCMC(kernel, num_samples=config.draws, warmup_steps=config.warmup,
                             num_chains=1, disable_progbar=not progress)
-                mcmc.run(xi)
+                mcmc.run(xi, **({} if y is None else {"y": y[i : i + 1]}))
                 chains.append(az.from_pyro(mcmc, log_likelihood=True, coords=_coords(vae, [index]),
                                            dims={**_site_dims(vae), "x": X_DIMS}))
             per_example.append(az.concat(*chains, dim="chain", reset_dim=True))
@@ -153,8 +156,10 @@ def guide_posterior(
     num_draws: int = 2000,
     examples: Optional[Sequence[int]] = None,
     seed: int = 0,
+    y: Optional[Tensor] = None,
 ):
-    """Draws of the trained guide for each image, with their log densities, as ArviZ data.
+    """Draws of the trained guide for each image (given their labels ``y``, for a VAE that
+    takes labels), with their log densities, as ArviZ data.
 
     The guide scores only its own draws (flows can do no more), taken from the same
     traces as the draws.
@@ -170,7 +175,7 @@ def guide_posterior(
     x = vae.check_x(x, values=True)
     examples = example_indices(x, examples)
     with frozen(vae, guide), isolated(x, seed):
-        lw = log_weights(vae, guide, x, num_draws)
+        lw = log_weights(vae, guide, x, num_draws, y)
 
     def np1(t: Tensor) -> np.ndarray:  # (S, B, ...) → (1 chain, S, B, ...)
         return t.detach().cpu().double().numpy()[None]
@@ -233,7 +238,7 @@ def psis_khat(guide_idata) -> Dict[int, float]:
 def compare_moments(nuts_idata, guide_idata) -> List[Dict[str, float]]:
     """Per image: how far the guide's mean and sd are from the NUTS ones.
 
-    ``mean_shift``: average over dims of |E_q z_j − E_p z_j| / sd_p(z_j);
+    ``mean_shift``: average over dims of ``|E_q z_j − E_p z_j| / sd_p(z_j)``;
     ``sd_ratio``: geometric mean over dims of sd_q(z_j) / sd_p(z_j) (< 1: q too narrow).
     """
     p = nuts_idata.posterior["z"]

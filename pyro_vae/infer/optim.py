@@ -1,4 +1,5 @@
-"""Pyro's ClippedAdam as one torch optimizer over all parameters.
+"""Pyro's ClippedAdam as one torch optimizer over all parameters, and with decoupled weight
+decay (:class:`ClippedAdamW`, the optimizer of the training engine).
 
 ``pyro.optim.ClippedAdam`` wraps :class:`pyro.optim.clipped_adam.ClippedAdam` in a
 :class:`~pyro.optim.PyroOptim` that builds *one torch optimizer per parameter tensor*; on
@@ -11,6 +12,12 @@ releases gradients after the step (``set_to_none``), so SVI's ``zero_grads`` has
 to refill and backward writes instead of accumulating.
 
 Pyro has no such optimizer; it is written here as a ``PyroOptim`` so that ``SVI`` accepts it.
+
+Pyro's ClippedAdam has only a *coupled* weight decay (λθ added to the gradient, an L2
+penalty that Adam's per-coordinate scaling then distorts); :class:`ClippedAdamW` adds the
+decoupled one of AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101) to Pyro's algorithm,
+as ``torch.optim.AdamW`` adds it to Adam. torch has no clipped Adam to start from, hence a
+subclass of Pyro's rather than of torch's AdamW.
 """
 
 from __future__ import annotations
@@ -21,6 +28,52 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 from pyro.optim.clipped_adam import ClippedAdam as _TorchClippedAdam
+
+
+class ClippedAdamW(_TorchClippedAdam):
+    r"""Pyro's ClippedAdam algorithm with decoupled weight decay, as AdamW.
+
+    Before each Adam step every parameter with a gradient shrinks by the factor
+    1 − lr·λ, exactly as ``torch.optim.AdamW`` does (``param.mul_(1 - lr * weight_decay)``,
+    with the step's learning rate); the Adam step that follows is Pyro's (elementwise
+    clipping, per-step decay ``lrd``). With λ = 0 it is Pyro's ClippedAdam, bit for bit.
+
+    Args:
+        params: parameters or parameter groups.
+        lr, betas, eps, clip_norm, lrd: as :class:`pyro.optim.clipped_adam.ClippedAdam`
+            (its coupled ``weight_decay`` is not offered: one kind of decay at a time).
+        weight_decay: λ ≥ 0, the decoupled weight decay.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = ClippedAdamW([w], lr=0.1, weight_decay=0.5)
+        >>> w.grad = torch.zeros(2)
+        >>> opt.step()
+        >>> w.data  # shrunk by 1 − 0.1 · 0.5 (a zero gradient moves nothing else)
+        tensor([0.9500, 0.9500])
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float = 10.0, lrd: float = 1.0) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=0, clip_norm=clip_norm, lrd=lrd)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = float(weight_decay)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # as AdamW: the closure sees the parameters before the step
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            decay = group.get("decoupled_weight_decay", 0.0)
+            if decay:
+                factor = 1 - group["lr"] * group["lrd"] * decay  # the rate this step uses
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_mul_(params, factor)
+        super().step()
+        return loss
 
 
 class FusedClippedAdam(PyroOptim):

@@ -21,7 +21,25 @@ global batch exactly, shards of unequal size included. Each rank draws its own m
 (rank r > 0 seeded from (seed, r)). A final global batch smaller than R is dropped.
 
 KL warm-up multiplies the latent site by β_e = min(1, (e + 1) / (W + 1)) during the first W
-epochs, through ``poutine.scale`` in the model and guide (``kl_scale``).
+epochs, through ``poutine.scale`` in the model and guide (``kl_scale``); a β-VAE's β multiplies
+it throughout.
+
+**Labels.** A model that takes labels (``model.num_classes``) is trained on labelled
+mini-batches — the conditional VAE on every image with its label, the semi-supervised VAE on
+an unlabelled and a labelled mini-batch per step, its label summed out by ``TraceEnum_ELBO``
+where unknown — through :class:`~pyro_vae.infer.labels.LabelledLoss`, which wraps the same
+``ELBOModule`` (:mod:`pyro_vae.infer.labels`); the semi-supervised VAE's epochs also report
+the validation accuracy of its classifier q(y | x).
+
+**Selection and regularisation.** After every epoch the ELBO of the *validation* split
+(when the data have one) is measured on the weights being selected — the exponential
+moving average of :class:`~pyro_vae.infer.selection.WeightAverage` with ``ema``, else the
+trained weights — and followed by :class:`~pyro_vae.infer.selection.EarlyStopping`, which
+says which epoch is best and when ``patience`` has run out; the test split is never read
+here. The optimizer is :class:`~pyro_vae.infer.optim.ClippedAdamW` (decoupled
+``weight_decay``), and with ``skip_threshold`` an update whose gradient norm is larger, or
+not finite, is not taken (VDVAE, Child 2021, arXiv:2011.10650): all ranks see the same
+all-reduced gradient, so all skip alike.
 """
 
 from __future__ import annotations
@@ -32,12 +50,11 @@ import math
 import random
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import pyro
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
@@ -45,12 +62,16 @@ from torch.nn.parallel import DistributedDataParallel
 from ..contract import Model
 from ..data import ImageDataset
 from ..errors import ConfigError
+from ..labels import require_labels, split_labelled
 from . import distributed
 from .compiled import CompiledLoss
 from .config import TrainConfig
 from .context import seed_from
 from .elbo import make_elbo
 from .evaluate import evaluate
+from .labels import LabelledLoss, classification, labelled_steps
+from .optim import ClippedAdamW
+from .selection import EarlyStopping, WeightAverage
 
 
 def set_seed(seed: int) -> None:
@@ -94,7 +115,8 @@ class Trainer:
         model: the model (a VAE or a density flow: any :class:`~pyro_vae.contract.Model`),
             on the device to train on; the data are moved there once.
         guide: its guide (``model.guide``, :func:`~pyro_vae.guides.build_guide`, …).
-        data: the dataset (its ``train`` split is fitted, ``test`` monitored).
+        data: the dataset (its ``train`` split is fitted, its ``valid`` split — if it has
+            one — monitored; its ``test`` split is never read).
         config: optimisation settings.
         log: where a one-line notice goes (a compiled step that fell back to eager).
 
@@ -104,12 +126,12 @@ class Trainer:
 
     Example:
         >>> from pyro_vae import build_vae, build_guide, load_dataset
-        >>> data = load_dataset("mnist5k", train_size=256, test_size=64)
+        >>> data = load_dataset("mnist5k", train_size=256, test_size=64, valid_fraction=0.25)
         >>> vae = build_vae("dense", data.x_shape, z_dim=4, hidden_dims=(32,))
         >>> trainer = Trainer(vae, build_guide("gaussian", vae), data, TrainConfig(epochs=1))
         >>> metrics = trainer.train_epoch()
-        >>> sorted(metrics)[:3]
-        ['epoch', 'kl_scale', 'lr']
+        >>> sorted(k for k in metrics if k.startswith("valid"))
+        ['valid_elbo', 'valid_kl', 'valid_rec']
     """
 
     def __init__(self, model: Model, guide: nn.Module, data: ImageDataset, config: TrainConfig,
@@ -128,21 +150,53 @@ class Trainer:
         self.rank, self.world = distributed.world()
         params = list(model.parameters())
         params += [p for p in guide.parameters() if all(p is not q for q in params)]
+        self.params = params
         # The plate scales the loss to the full-data ELBO (N × per-example), so the
         # per-example clip threshold is scaled by N as well.
-        self.optim = ClippedAdam(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data)
-        self.elbo = make_elbo(config)
-        #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
-        self.loss = self.elbo(model, guide)
-        self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device)) if config.compile \
-            else self.loss
+        self.optim = ClippedAdamW(params, lr=config.lr, clip_norm=config.clip_norm * self.num_data,
+                                  weight_decay=config.weight_decay)
+        has_valid = data.has_split("valid")
+        config.check_selection(has_valid)
+        #: the moving average of the weights (``ema``), or ``None``
+        self.average = WeightAverage(model, guide, config.ema) if config.ema else None
+        #: the best validation epoch so far, and whether patience has run out
+        self.stopping = EarlyStopping(config.patience)
+        self.skipped = 0  # updates skipped (skip_threshold) since the run started
+        #: whether the model learns from labels (mini-batches of :mod:`pyro_vae.infer.labels`)
+        self.labelled = model.num_classes is not None
+        if model.label_is_latent:
+            config.check_enumeration(model.spec.get("name", type(model).__name__))
+        self.elbo = make_elbo(config, enumerate=model.label_is_latent)
+        if self.labelled:
+            name = model.spec.get("name", type(model).__name__)
+            require_labels(data, f"the {name} model" if model.label_is_latent else "a conditional VAE")
+            if not model.label_is_latent and (data.labelled is not None or data.labels("test") is None):
+                raise ConfigError("a conditional VAE learns from the label of every image, and is judged on "
+                                  "log p(x | y) of labelled test images (a few labels are for the ssvae model)",
+                                  params=("labels_per_class",))
+            alpha = model.label_alpha(self.num_data) if model.label_is_latent else None
+            weight = model.labelled_weight if model.label_is_latent else 1.0
+            #: the loss as a module: the labelled parts of a step through Pyro's ELBOModule
+            self.loss = LabelledLoss(self.elbo, model, guide, alpha, len(split_labelled(data)[0]), weight)
+        else:
+            #: the loss as a module: Pyro's ELBOModule (forward = differentiable −ELBO)
+            self.loss = self.elbo(model, guide)
+        self._loss = self.loss
+        if config.compile and self.labelled:  # two ELBOModules and a classifier term per step
+            log("compile: a model that learns from labels trains eagerly (its labelled step is not compiled)")
+        elif config.compile:
+            self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device))
         if self.world > 1:
             self._loss = _data_parallel(self._loss, self.device, config.grad_compression)
             if self.rank > 0:  # each rank its own model noise
                 set_seed(seed_from(config.seed, self.rank))
         self.epoch = 0  # number of completed epochs
         self.data_rng = torch.Generator(device=self.device).manual_seed(config.seed)
-        self._eval_x = data.eval_data("test", dequantize=self.dequantize)
+        self._valid_x = data.eval_data("valid", dequantize=self.dequantize) if has_valid else None
+        # a conditional VAE is validated on log p(x | y); the semi-supervised VAE on log p(x),
+        # its classifier on the validation labels
+        self._valid_y = data.labels("valid") if self.labelled and has_valid else None
+        self._epoch_skipped = 0
 
     @property
     def lr(self) -> float:
@@ -160,9 +214,62 @@ class Trainer:
             loss = self._loss(x, num_data=self.num_data, kl_scale=kl_scale)
         scale = self.world * len(x) / (global_batch or len(x))
         (loss * scale if scale != 1 else loss).backward()
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
+        self._update()
         return loss.detach()
+
+    def _update(self) -> None:
+        """The optimizer's step (unless :meth:`_skip` says no) and the moving average's."""
+        if not self._skip():
+            self.optim.step()
+            if self.average is not None:
+                self.average.update()
+        self.optim.zero_grad(set_to_none=True)
+
+    def labelled_step(self, parts, kl_scale: float = 1.0) -> torch.Tensor:
+        """One optimisation step on this rank's labelled and unlabelled shards ``parts``
+        (:func:`~pyro_vae.infer.labels.labelled_steps`); returns the (unscaled) loss."""
+        with self.autocast:
+            weighted, loss = self._loss(parts, kl_scale=kl_scale)
+        weighted.backward()
+        self._update()
+        return loss
+
+    def _steps(self, beta: float):
+        """The steps of an epoch: ``(loss, images of this rank)`` each."""
+        if self.labelled:
+            for parts, n in labelled_steps(self.data, self.config.batch_size, self.data_rng, self.dequantize):
+                yield self.labelled_step(parts, beta), n
+            return
+        for batch in self.data.batches("train", self.config.batch_size, shuffle=True,
+                                       dequantize=self.dequantize, generator=self.data_rng):
+            if len(batch) < self.world:  # a shard would be empty
+                continue
+            x = distributed.shard(batch)
+            yield self.step(x, beta, len(batch)), len(x)
+
+    def _skip(self) -> bool:
+        """Whether to skip this update: its gradient norm, of the per-example −ELBO (the loss
+        is the full-data one, N × per example), exceeds ``skip_threshold`` or is not finite.
+        Costs one host–device round trip, and only with a threshold."""
+        threshold = self.config.skip_threshold
+        if threshold is None:
+            return False
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads)) / self.num_data
+        if math.isfinite(norm) and norm <= threshold:
+            return False
+        self._epoch_skipped += 1
+        return True
+
+    def evaluated(self) -> Tuple[nn.Module, nn.Module]:
+        """The model and guide whose weights are validated, selected and evaluated: the
+        moving average with ``ema``, else the trained ones."""
+        return self.average.modules() if self.average is not None else (self.model, self.guide)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``patience`` epochs have passed without a better validation ELBO."""
+        return self.stopping.stopped
 
     def train_epoch(self) -> Dict[str, float]:
         """Run one epoch; return its metrics (ELBOs in nats per example).
@@ -181,12 +288,7 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count, steps = 0, 0
         with pyro.validation_enabled(cfg.validate), pyro.settings.context(module_local_params=True):
-            for batch in self.data.batches("train", cfg.batch_size, shuffle=True,
-                                           dequantize=self.dequantize, generator=self.data_rng):
-                if len(batch) < self.world:  # a shard would be empty
-                    continue
-                x = distributed.shard(batch)
-                loss = self.step(x, beta, len(batch))
+            for loss, n in self._steps(beta):
                 value = loss.item()  # the one host–device round trip of a step
                 if not math.isfinite(value):
                     raise FloatingPointError(
@@ -194,37 +296,54 @@ class Trainer:
                         "stopped"
                     )
                 # loss estimates N × (−β-ELBO per example) from this shard
-                total += loss.double() / self.num_data * len(x)
-                count += len(x)
+                total += loss.double() / self.num_data * n
+                count += n
                 steps += 1
         seconds = time.perf_counter() - start
         total = distributed.all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
                                                                      device=self.device)]))
-        test = evaluate(self.model, self.guide, self._eval_x, num_samples=cfg.eval_samples, seed=epoch,
-                        sharded=self.world > 1)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch,
             "train_loss": float(total[0] / total[1]),
-            "test_elbo": test["elbo"],
-            "test_rec": test["rec"],
-            "test_kl": test["kl"],
             "kl_scale": beta,
             "objective": f"{cfg.objective}-{cfg.particles}",
             "lr": self.lr,
             "seconds": seconds,
             "steps": steps,
         }
-        if not self.data.binary:
-            metrics["test_elbo_bpd"] = self.model.bits_per_dim(-test["elbo"])
+        if cfg.skip_threshold is not None:
+            metrics["skipped"], self._epoch_skipped = self._epoch_skipped, 0
+            self.skipped += metrics["skipped"]
+        if self._valid_x is not None:
+            model, guide = self.evaluated()
+            # the same noise at every epoch (common random numbers): the differences between
+            # epochs, which select the best one, are the model's, not the draws'
+            valid = evaluate(model, guide, self._valid_x, num_samples=cfg.eval_samples, seed=cfg.seed,
+                             sharded=self.world > 1, y=None if self.model.label_is_latent else self._valid_y)
+            metrics.update(valid_elbo=valid["elbo"], valid_rec=valid["rec"], valid_kl=valid["kl"])
+            if not self.data.binary:
+                metrics["valid_elbo_bpd"] = self.model.bits_per_dim(-valid["elbo"])
+            if self.model.label_is_latent and self._valid_y is not None:
+                metrics["valid_accuracy"] = classification(model, self._valid_x, self._valid_y)["accuracy"]
+            self.stopping.update(self.epoch, valid["elbo"])
+            metrics.update(best_epoch=self.stopping.best_epoch, best_valid_elbo=self.stopping.best)
         return metrics
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly where it stopped (every rank's RNG
         state in a process group: call it on every rank)."""
-        return {"epoch": self.epoch, "optim": self.optim.state_dict(), "rng": rng_state(),
+        return {**self.selection_state(), "optim": self.optim.state_dict(), "rng": rng_state(),
                 "data_rng": self.data_rng.get_state(), "world_size": self.world,
-                "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None}
+                "rank_rng": distributed.gather(rng_state()) if self.world > 1 else None, "skipped": self.skipped}
+
+    def selection_state(self) -> Dict[str, Any]:
+        """The part of :meth:`state_dict` that says which weights are selected — the epoch,
+        the early-stopping state and the moving average — without the collective parts."""
+        state = {"epoch": self.epoch, "stopping": self.stopping.state_dict()}
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`. With the number of processes it was saved with,
@@ -232,6 +351,13 @@ class Trainer:
         and each rank's model noise is seeded from (seed, epoch, rank)."""
         self.epoch = int(state["epoch"])
         self.optim.load_state_dict(state["optim"])
+        for group in self.optim.param_groups:  # a checkpoint of pyro-vae ≤ 0.2 (Pyro's ClippedAdam)
+            group.setdefault("decoupled_weight_decay", self.config.weight_decay)
+        if "stopping" in state:
+            self.stopping.load_state_dict(state["stopping"])
+        self.skipped = int(state.get("skipped", 0))
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
         if "data_rng" in state:
             self.data_rng.set_state(state["data_rng"])
         else:  # written before the data had their own generator

@@ -36,22 +36,26 @@ def guide_draws(guide: nn.Module, x: Tensor, num_samples: int, site: str = "z") 
     return trace.nodes[site]["value"]
 
 
-def _site_traces(vae: Model, guide: nn.Module, x: Tensor, num_samples: int):
+def _site_traces(vae: Model, guide: nn.Module, x: Tensor, num_samples: int, y: Optional[Tensor] = None):
     """Guide trace and, replayed against it, the trace of ``vae.latent_model`` (the priors
-    p(z_l | z_>l) of every latent site, no decoder), with ``num_samples`` draws at dim −2."""
+    p(z_l | z_{>l}) of every latent site, no decoder), with ``num_samples`` draws at dim −2
+    (given the labels ``y`` of a model that takes them)."""
+    labels = {} if y is None else {"y": y}
     with pyro.plate("draws", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        prior_trace = poutine.trace(poutine.replay(vae.latent_model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(x, **labels)
+        prior_trace = poutine.trace(poutine.replay(vae.latent_model, trace=guide_trace)).get_trace(x, **labels)
     return guide_trace, prior_trace
 
 
-def _site_stats(vae: Model, guide: nn.Module, x: Tensor, num_samples: int) -> Dict[str, Dict[str, Any]]:
+def _site_stats(vae: Model, guide: nn.Module, x: Tensor, num_samples: int,
+                y: Optional[Tensor] = None) -> Dict[str, Dict[str, Any]]:
     """Per latent site and image: the posterior mean, its Monte-Carlo variance, the KL per
     dimension (or only in total) and how it was computed (see :func:`latent_usage`)."""
     sites = vae.latent_sites
-    guide_trace, prior_trace = _site_traces(vae, guide, x, 1)
-    if len(sites) > 1 or diagonal_normal(guide_trace.nodes["z"]["fn"]) is None:
-        guide_trace, prior_trace = _site_traces(vae, guide, x, num_samples)  # moments need draws
+    guide_trace, prior_trace = _site_traces(vae, guide, x, 1, y)
+    drawn_label = y is None and vae.label_is_latent  # q(z | x) is a mixture over the drawn y
+    if len(sites) > 1 or drawn_label or diagonal_normal(guide_trace.nodes["z"]["fn"]) is None:
+        guide_trace, prior_trace = _site_traces(vae, guide, x, num_samples, y)  # moments need draws
     stats = {}
     for name in sites:
         q_site, p_site = guide_trace.nodes[name], prior_trace.nodes[name]
@@ -89,10 +93,13 @@ def latent_usage(
     num_samples: int = 256,
     batch_size: int = 250,
     seed: int = 0,
+    y: Optional[Tensor] = None,
 ) -> Dict[str, Any]:
-    """KL per latent dimension and active units over the images ``x``, per latent site.
+    """KL per latent dimension and active units over the images ``x`` (given their labels
+    ``y``, for a model that takes labels; the semi-supervised VAE draws them from q(y | x)
+    where they are not given), per latent site.
 
-    Each site's q(z_l | x, z_>l) and p(z_l | z_>l) come from a trace of the guide and of
+    Each site's q(z_l | x, z_{>l}) and p(z_l | z_{>l}) come from a trace of the guide and of
     ``vae.latent_model`` replayed against it (the decoder is not run):
 
     * if both are diagonal Normals, KL(q ‖ p) is a sum over dimensions and each term is exact
@@ -121,7 +128,8 @@ def latent_usage(
     methods: Dict[str, str] = {}
     with frozen(vae, guide), isolated(x, seed):
         for start in range(0, len(x), batch_size):
-            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples)
+            labels = None if y is None else y[start : start + batch_size]
+            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples, labels)
             for name, st in stats.items():
                 acc = parts.setdefault(name, {"mean": [], "mc_var": [], "kl": [], "kl_total": []})
                 for key in acc:
@@ -162,13 +170,15 @@ def latent_usage(
 
 @torch.no_grad()
 def posterior_means(vae: Model, guide: nn.Module, x: Tensor, num_samples: int = 256,
-                    batch_size: int = 250, seed: int = 0) -> Tensor:
-    """E_q[z | x] of the joint latent for each image, (B, z_dim): exact for a diagonal
-    Normal (given the layers above, averaged over their draws), else sampled."""
+                    batch_size: int = 250, seed: int = 0, y: Optional[Tensor] = None) -> Tensor:
+    """E_q[z | x] (E_q[z | x, y] given labels) of the joint latent for each image,
+    (B, z_dim): exact for a diagonal Normal (given the layers above, averaged over their
+    draws), else sampled."""
     out = []
     with frozen(vae, guide), isolated(x, seed):
         for start in range(0, len(x), batch_size):
-            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples)
+            labels = None if y is None else y[start : start + batch_size]
+            stats = _site_stats(vae, guide, x[start : start + batch_size], num_samples, labels)
             out.append(vae.join_latents({name: st["mean"] for name, st in stats.items()}))
     return torch.cat(out)
 

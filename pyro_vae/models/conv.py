@@ -49,6 +49,8 @@ class ConvVAE(VAE):
         channels: channels of the encoder's stages (the decoder mirrors them).
         hidden: width of the dense features between the convolutions and z.
         activation: ``elu``, ``relu``, ``softplus`` or ``tanh``.
+        dropout: probability of dropout after every activation of the encoder and the
+            decoder (0: none; off in evaluation).
     """
 
     def __init__(
@@ -59,10 +61,11 @@ class ConvVAE(VAE):
         channels: Sequence[int] = (32, 64),
         hidden: int = 256,
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         widths = check_widths(channels, hidden)
         check_stages(x_shape, len(widths), "conv")
         lik = build_likelihood(likelihood, x_shape)
-        trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation)
-        net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], int(hidden), activation)
+        trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation, dropout)
+        net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], int(hidden), activation, dropout)
         super().__init__(x_shape, z_dim, Encoder(trunk, int(hidden), z_dim), Decoder(net, lik))

@@ -5,25 +5,25 @@ L stochastic layers z_L, …, z_1 (top first) and one deterministic *top-down* p
 the model and the guide::
 
     s_L = h_top                                   (a learned vector)
-    z_l ~ p(z_l | z_>l)   = N(μ_p(s_l), σ_p(s_l)²)      (the top: p(z_L) = vae.prior())
+    z_l ~ p(z_l | z_{>l})   = N(μ_p(s_l), σ_p(s_l)²)      (the top: p(z_L) = vae.prior())
     s_{l−1} = s_l + g_l(s_l, z_l)                  (residual top-down step)
     x ~ p(x | z_1..L)     = likelihood(decoder([z_L, …, z_1]))
 
 The guide runs the *same* top-down path and combines it, layer by layer, with a bottom-up
 path over x (the ResNet trunk, then a residual block per layer, h_1 → … → h_L)::
 
-    q(z_l | x, z_>l) = N(μ_q(s_l, h_l), σ_q(s_l, h_l)²)
+    q(z_l | x, z_{>l}) = N(μ_q(s_l, h_l), σ_q(s_l, h_l)²)
 
 so the posterior of each layer sees both the image and every latent sampled above it — the
-IAF paper's bidirectional inference — and its prior p(z_l | z_>l) and posterior are computed
+IAF paper's bidirectional inference — and its prior p(z_l | z_{>l}) and posterior are computed
 from the same state s_l. The decoder (the ResNet decoder) sees every z_l through skip
 connections (as in BIVA, Maaløe et al. 2019, arXiv:1902.02102), not the paper's final
 top-down state: fed with that state (alone or beside the z's) the decoder learned to ignore
 the latents on mnist5k (test KL ≈ 4 nats after 6 epochs, against 22 for the single-latent
 ResNet VAE; docs/benchmarks.md). As Pyro programs::
 
-    model:  with plate("data"):  z_L ~ p(z_L); …; z_1 ~ p(z_1 | z_>1); x ~ p(x | z)
-    guide:  with plate("data"):  z_L ~ q(z_L | x); …; z_1 ~ q(z_1 | x, z_>1)
+    model:  with plate("data"):  z_L ~ p(z_L); …; z_1 ~ p(z_1 | z_{>1}); x ~ p(x | z)
+    guide:  with plate("data"):  z_L ~ q(z_L | x); …; z_1 ~ q(z_1 | x, z_{>1})
 
 Site names are ``"z_L"``, …, ``"z_1"`` (``"z_2"``, ``"z_1"`` for two layers), each of event
 shape (d_l,); :attr:`HierarchicalVAE.latent_sites` lists them top first, and the joint latent
@@ -39,7 +39,6 @@ they read as plain vectors in a trace and in ArviZ, and NUTS can sample them.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import pyro
@@ -52,14 +51,11 @@ from ..errors import ConfigError
 from ..guides.base import Guide
 from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
-from ..nets.mlp import activation
+from ..nets.mlp import act_dropout, activation
 from ..nets.resnet import ResNetDecoderNet, ResNetEncoderTrunk
-from ..priors import StandardNormalPrior
+from ..priors import SOFTPLUS_ONE, StandardNormalPrior
 from .base import MODELS, VAE, Decoder
 from .conv import check_widths
-
-#: softplus⁻¹(1): a zero-initialised head gives σ = 1.
-_SOFTPLUS_ONE = math.log(math.expm1(1.0))
 
 
 def _normal(params: Tensor, min_scale: float) -> dist.TorchDistribution:
@@ -75,13 +71,13 @@ def _cat(a: Tensor, b: Tensor) -> Tensor:
 
 
 class DenseResBlock(nn.Module):
-    """``h + W₂ act(W₁ act(h))``, the last layer zero-initialised (the block starts as the
-    identity, as the ResNet blocks of :mod:`pyro_vae.nets.resnet`)."""
+    """``h + W₂ drop(act(W₁ act(h)))``, the last layer zero-initialised (the block starts as
+    the identity, as the ResNet blocks of :mod:`pyro_vae.nets.resnet`)."""
 
-    def __init__(self, width: int, mid: int, act: str = "elu") -> None:
+    def __init__(self, width: int, mid: int, act: str = "elu", dropout: float = 0.0) -> None:
         super().__init__()
-        make = activation(act)
-        self.branch = nn.Sequential(make(), nn.Linear(width, mid), make(), nn.Linear(mid, width))
+        self.branch = nn.Sequential(activation(act)(), nn.Linear(width, mid), *act_dropout(act, dropout),
+                                    nn.Linear(mid, width))
         nn.init.zeros_(self.branch[-1].weight)
         nn.init.zeros_(self.branch[-1].bias)
 
@@ -102,10 +98,11 @@ class TopDownLayer(nn.Module):
         bottom: whether this is z_1.
         act: activation name.
         min_scale: lower bound on σ.
+        dropout: dropout probability inside the step.
     """
 
     def __init__(self, width: int, z_dim: int, mid: int, top: bool, bottom: bool = False,
-                 act: str = "elu", min_scale: float = 1e-4) -> None:
+                 act: str = "elu", min_scale: float = 1e-4, dropout: float = 0.0) -> None:
         super().__init__()
         make = activation(act)
         self.min_scale = min_scale
@@ -115,13 +112,14 @@ class TopDownLayer(nn.Module):
             nn.init.zeros_(self.prior_head[-1].weight)
             with torch.no_grad():
                 self.prior_head[-1].bias.copy_(torch.cat([torch.zeros(z_dim),
-                                                          torch.full((z_dim,), _SOFTPLUS_ONE)]))
+                                                          torch.full((z_dim,), SOFTPLUS_ONE)]))
         self.step: Optional[nn.Module] = None
         if not bottom:
-            self.step = nn.Sequential(nn.Linear(width + z_dim, mid), make(), nn.Linear(mid, width))
+            self.step = nn.Sequential(nn.Linear(width + z_dim, mid), *act_dropout(act, dropout),
+                                      nn.Linear(mid, width))
 
     def prior(self, state: Tensor) -> dist.TorchDistribution:
-        """p(z_l | z_>l), batch shape ``state.shape[:-1]``, event (d_l,)."""
+        """p(z_l | z_{>l}), batch shape ``state.shape[:-1]``, event (d_l,)."""
         return _normal(self.prior_head(state), self.min_scale)
 
     def forward(self, state: Tensor, z: Tensor) -> Tensor:
@@ -134,10 +132,10 @@ class TopDownPath(nn.Module):
     """The top-down path shared by model and guide: the learned top state h_top and one
     :class:`TopDownLayer` per stochastic layer (top first)."""
 
-    def __init__(self, width: int, sizes: Sequence[int], mid: int, act: str = "elu") -> None:
+    def __init__(self, width: int, sizes: Sequence[int], mid: int, act: str = "elu", dropout: float = 0.0) -> None:
         super().__init__()
         self.h_top = nn.Parameter(torch.zeros(width))
-        self.layers = nn.ModuleList(TopDownLayer(width, d, mid, i == 0, i == len(sizes) - 1, act)
+        self.layers = nn.ModuleList(TopDownLayer(width, d, mid, i == 0, i == len(sizes) - 1, act, dropout=dropout)
                                     for i, d in enumerate(sizes))
 
     def start(self, batch_shape: Sequence[int]) -> Tensor:
@@ -147,26 +145,31 @@ class TopDownPath(nn.Module):
 
 class HierarchicalEncoder(nn.Module):
     """The inference network: the bottom-up path h_1 … h_L over x and, per layer, the head
-    (s_l, h_l) → (μ_q, σ_q) of q(z_l | x, z_>l). Lists are top first, like the sites.
+    (s_l, h_l) → (μ_q, σ_q) of q(z_l | x, z_{>l}). Lists are top first, like the sites.
 
     Attributes:
         h_dim: width of a layer's inference features [s_l, h_l] (the context of flows).
     """
 
     def __init__(self, trunk: nn.Module, width: int, sizes: Sequence[int], mid: int, act: str = "elu",
-                 min_scale: float = 1e-4) -> None:
+                 min_scale: float = 1e-4, dropout: float = 0.0) -> None:
         super().__init__()
         self.trunk = trunk
-        self.up = nn.ModuleList(DenseResBlock(width, mid, act) for _ in sizes[1:])
+        self.up = nn.ModuleList(DenseResBlock(width, mid, act, dropout) for _ in sizes[1:])
         self.heads = nn.ModuleList(nn.Sequential(activation(act)(), nn.Linear(2 * width, 2 * d))
                                    for d in sizes)
         self.h_dim = 2 * width
         self.min_scale = min_scale
+        self.labels: Optional[nn.Embedding] = None
 
-    def features(self, x: Tensor) -> List[Tensor]:
-        """Bottom-up features ``[h_L, …, h_1]``, each (B, H): h_1 from the ResNet trunk, each
-        further layer one residual block up."""
-        hs = [self.trunk(x)]
+    def condition(self, num_classes: int) -> None:
+        """Condition the bottom-up path on a label: h_1 = trunk(x) + e_y."""
+        self.labels = nn.Embedding(num_classes, self.h_dim // 2)
+
+    def features(self, x: Tensor, y: Optional[Tensor] = None) -> List[Tensor]:
+        """Bottom-up features ``[h_L, …, h_1]``, each (B, H): h_1 from the ResNet trunk (plus
+        e_y given labels ``y``), each further layer one residual block up."""
+        hs = [self.trunk(x) if y is None else self.trunk(x) + self.labels(y)]
         for block in self.up:
             hs.append(block(hs[-1]))
         return hs[::-1]
@@ -176,7 +179,7 @@ class HierarchicalEncoder(nn.Module):
         return _cat(state, h)
 
     def posterior(self, i: int, context: Tensor) -> dist.TorchDistribution:
-        """The diagonal Gaussian q(z_l | x, z_>l) of the i-th layer from the top."""
+        """The diagonal Gaussian q(z_l | x, z_{>l}) of the i-th layer from the top."""
         return _normal(self.heads[i](context), self.min_scale)
 
 
@@ -199,6 +202,8 @@ class HierarchicalVAE(VAE):
             ResNet VAE's default 885,377).
         mid: width inside each dense residual block and top-down step.
         activation: ``elu``, ``relu``, ``softplus`` or ``tanh``.
+        dropout: probability of dropout in every residual branch, dense block and top-down
+            step (0: none; off in evaluation).
 
     Example:
         >>> vae = HierarchicalVAE((1, 28, 28), z_dim=4, levels=3, hidden=32, mid=16)
@@ -218,6 +223,7 @@ class HierarchicalVAE(VAE):
         hidden: int = 192,
         mid: int = 128,
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         if int(levels) < 2:
             raise ConfigError(f"levels must be at least 2 (use the resnet model for one), got {levels}",
@@ -232,13 +238,14 @@ class HierarchicalVAE(VAE):
                               params=("blocks", "mid"))
         width, top_first = int(hidden), sizes[::-1]
         lik = build_likelihood(likelihood, x_shape)
-        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), width, activation)
-        net = ResNetDecoderNet(sum(sizes), trunk.shapes, lik.param_shape[0], int(blocks), width, activation)
-        encoder = HierarchicalEncoder(trunk, width, top_first, int(mid), activation)
+        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), width, activation, dropout)
+        net = ResNetDecoderNet(sum(sizes), trunk.shapes, lik.param_shape[0], int(blocks), width, activation,
+                               dropout)
+        encoder = HierarchicalEncoder(trunk, width, top_first, int(mid), activation, dropout=dropout)
         super().__init__(x_shape, sum(sizes), encoder, Decoder(net, lik),
                          prior=StandardNormalPrior(top_first[0]))
         self.sizes = {f"z_{len(sizes) - i}": d for i, d in enumerate(top_first)}
-        self.top_down = TopDownPath(width, top_first, int(mid), activation)
+        self.top_down = TopDownPath(width, top_first, int(mid), activation, dropout)
         self.guide = HierarchicalGuide(self)
         self.guide.spec = {"name": "gaussian"}
 
@@ -257,12 +264,13 @@ class HierarchicalVAE(VAE):
         super().register_model()
         self._register("top_down", self.top_down)  # once, here: the guide uses it unregistered
 
-    def latents(self) -> Tensor:
-        """z_L ~ p(z_L), then z_l ~ p(z_l | z_>l) down to z_1, in the caller's plate;
-        returns the decoder's input, the joint latent [z_L, …, z_1] (..., z_dim)."""
+    def latents(self, y: Optional[Tensor] = None) -> Tensor:
+        """z_L ~ p(z_L) (p(z_L | y) for a conditional prior), then z_l ~ p(z_l | z_{>l}) down to
+        z_1, in the caller's plate; returns the decoder's input, the joint latent [z_L, …, z_1]
+        (..., z_dim)."""
         state, values = None, {}
         for i, (name, layer) in enumerate(zip(self.sizes, self.top_down.layers)):
-            values[name] = z = pyro.sample(name, self.prior() if i == 0 else layer.prior(state))
+            values[name] = z = pyro.sample(name, self.prior_of(y) if i == 0 else layer.prior(state))
             if layer.step is not None:
                 state = layer(self.top_down.start(z.shape[:-1]) if i == 0 else state, z)
         return self.join_latents(values)
@@ -279,7 +287,7 @@ class HierarchicalVAE(VAE):
 
 
 class HierarchicalGuide(Guide):
-    """q(z | x) = Π_l q(z_l | x, z_>l), sampled top first through the model's top-down path.
+    """q(z | x) = Π_l q(z_l | x, z_{>l}), sampled top first through the model's top-down path.
 
     Each layer's q depends on the layers drawn above it, so q(z | x) is no one distribution:
     the guide is a :class:`~pyro_vae.guides.base.Guide` whose core is :meth:`sample` (one
@@ -295,14 +303,14 @@ class HierarchicalGuide(Guide):
         super().__init__(vae)
         self.flows = nn.ModuleList(nn.ModuleList(f) for f in flows) if flows is not None else None
 
-    def _layers(self, x: Tensor, pick):
-        """Run the layers top first for checked images ``x``; ``pick(name, base, transforms)``
-        returns z_l (a sample or a summary)."""
+    def _layers(self, x: Tensor, y: Optional[Tensor], pick):
+        """Run the layers top first for checked images ``x`` (and labels ``y``);
+        ``pick(name, base, transforms)`` returns z_l (a sample or a summary)."""
         vae: HierarchicalVAE = self.vae
         encoder = vae.encoder
-        hs = encoder.features(x)
+        hs = encoder.features(x, y)
         values: Dict[str, Tensor] = {}
-        state = vae.top_down.start(x.shape[:1])
+        state = vae.top_down.start(hs[0].shape[:-1])
         for i, (name, layer, h) in enumerate(zip(vae.sizes, vae.top_down.layers, hs)):
             context = encoder.context(state, h)
             base = encoder.posterior(i, context)
@@ -313,15 +321,15 @@ class HierarchicalGuide(Guide):
                 state = layer(state, z)
         return vae.join_latents(values)
 
-    def sample(self, x: Tensor) -> Tensor:
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Sites ``"z_L"``, …, ``"z_1"``; returns the joint latent."""
         def draw(name, base, transforms):
             q = dist.TransformedDistribution(base, transforms) if transforms else base
             return pyro.sample(name, q)
 
-        return self._layers(x, draw)
+        return self._layers(x, y, draw)
 
-    def _location(self, x: Tensor) -> Tensor:
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Each layer's posterior mean (pushed through its flows), given the means above."""
         def mean(name, base, transforms):
             z = base.mean
@@ -329,7 +337,7 @@ class HierarchicalGuide(Guide):
                 z = t(z)
             return z
 
-        return self._layers(x, mean)
+        return self._layers(x, y, mean)
 
     def local_parameters(self) -> List[nn.Parameter]:
         """The bias of every layer's posterior head and the flows (see ``Guide``)."""

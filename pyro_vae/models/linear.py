@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..likelihoods import GaussianLikelihood, build_likelihood
+from ..nets.mlp import check_dropout
 from .base import MODELS, VAE, Decoder, Encoder
 
 
@@ -35,13 +36,17 @@ class LinearGaussianVAE(VAE):
         z_dim: latent dimension d.
         likelihood: ``gaussian`` (closed forms available) or ``bernoulli`` (a logistic
             PCA, no closed forms).
+        dropout: probability of dropout on the inputs of the encoder's and the decoder's
+            linear maps (0: none, the model of the closed forms; off in evaluation).
     """
 
-    def __init__(self, x_shape: Sequence[int], z_dim: int = 32, likelihood: str = "gaussian") -> None:
+    def __init__(self, x_shape: Sequence[int], z_dim: int = 32, likelihood: str = "gaussian",
+                 dropout: float = 0.0) -> None:
         lik = build_likelihood(likelihood, x_shape)
         d = int(math.prod(x_shape))
-        trunk = nn.Flatten(start_dim=-len(x_shape))
-        net = nn.Sequential(nn.Linear(z_dim, int(math.prod(lik.param_shape))), nn.Unflatten(-1, lik.param_shape))
+        drop = [nn.Dropout(check_dropout(dropout))] if dropout else []
+        trunk = nn.Sequential(nn.Flatten(start_dim=-len(x_shape)), *drop)
+        net = nn.Sequential(*drop, nn.Linear(z_dim, int(math.prod(lik.param_shape))), nn.Unflatten(-1, lik.param_shape))
         super().__init__(x_shape, z_dim, Encoder(trunk, d, z_dim), Decoder(net, lik))
 
     def check_values(self, x: Tensor) -> None:
@@ -59,12 +64,12 @@ class LinearGaussianVAE(VAE):
     @property
     def weight(self) -> Tensor:
         """W, shape (D, d)."""
-        return self.decoder.net[0].weight
+        return self.decoder.net[-2].weight
 
     @property
     def bias(self) -> Tensor:
         """b, shape (D,)."""
-        return self.decoder.net[0].bias
+        return self.decoder.net[-2].bias
 
     def noise_var(self) -> Tensor:
         """σ², shape (D,)."""

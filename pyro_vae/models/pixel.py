@@ -18,7 +18,7 @@ A. Courville. PixelVAE: A Latent Variable Model for Natural Images. arXiv:1611.0
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..likelihoods import Likelihood, build_likelihood
 from ..nets.conv import ConvEncoderTrunk
+from ..nets.mlp import act_dropout
 from ..nets.pixelcnn import GatedPixelCNN
 from ..options import check_int
 from ..pixel_likelihood import PixelCNNDistribution
@@ -37,16 +38,18 @@ from .conv import check_stages, check_widths
 class ConditioningNet(nn.Module):
     """z (..., z_dim) → conditioning map s (..., S, H, W).
 
-    A dense layer to a coarse map of a quarter of the image's height and width, nearest
-    upsampling to (H, W) and a 3 × 3 convolution; sizes come from the image shape.
+    A dense layer to a coarse map of a quarter of the image's height and width (then
+    dropout, if asked), nearest upsampling to (H, W) and a 3 × 3 convolution; sizes come
+    from the image shape.
     """
 
-    def __init__(self, z_dim: int, out_channels: int, size: Tuple[int, int], coarse_channels: int = 32):
+    def __init__(self, z_dim: int, out_channels: int, size: Tuple[int, int], coarse_channels: int = 32,
+                 dropout: float = 0.0):
         super().__init__()
         h, w = size
         self.size = (int(h), int(w))
         self.coarse = (coarse_channels, math.ceil(h / 4), math.ceil(w / 4))
-        self.dense = nn.Sequential(nn.Linear(z_dim, int(math.prod(self.coarse))), nn.ELU())
+        self.dense = nn.Sequential(nn.Linear(z_dim, int(math.prod(self.coarse))), *act_dropout("elu", dropout))
         self.conv = nn.Sequential(
             nn.Upsample(size=self.size, mode="nearest"),
             nn.Conv2d(coarse_channels, out_channels, 3, padding=1),
@@ -91,6 +94,8 @@ class PixelVAE(VAE):
         kernel: odd kernel width of the gated layers.
         cond_channels: channels S of the conditioning map s(z).
         activation: encoder activation.
+        dropout: probability of dropout in the encoder and the conditioning network (not
+            inside the autoregressive PixelCNN; 0: none; off in evaluation).
     """
 
     #: decoder evaluations per IWAE chunk: a PixelCNN pass costs ~1e3× a dense decoder's, and
@@ -112,6 +117,7 @@ class PixelVAE(VAE):
         kernel: int = 5,
         cond_channels: int = 16,
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         widths = check_widths(channels, hidden)
         check_stages(x_shape, len(widths), "pixel")
@@ -126,8 +132,8 @@ class PixelVAE(VAE):
                 f"the pixel model needs a discrete per-pixel likelihood (bernoulli or logistic), "
                 f"not {likelihood}", params=("likelihood",)
             )
-        trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation)
-        cond_net = ConditioningNet(z_dim, int(cond_channels), tuple(x_shape[1:]))
+        trunk = ConvEncoderTrunk(x_shape, widths, int(hidden), activation, dropout)
+        cond_net = ConditioningNet(z_dim, int(cond_channels), tuple(x_shape[1:]), dropout=dropout)
         pixelcnn = GatedPixelCNN(
             x_shape[0], lik.param_shape[0], int(cond_channels), int(pixel_channels),
             int(pixel_layers), int(kernel),
@@ -137,8 +143,8 @@ class PixelVAE(VAE):
         )
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """Images drawn pixel by pixel from p(x | z) (the mean of an autoregressive decoder has
-        no closed form): samples, reconstructions and traversals show global structure from z,
-        local detail redrawn."""
-        return self.decoder.distribution(z).sample()
+    def decode(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Images drawn pixel by pixel from p(x | z) (p(x | z, y) given labels; the mean of an
+        autoregressive decoder has no closed form): samples, reconstructions and traversals
+        show global structure from z, local detail redrawn."""
+        return self.decoder.distribution(self.labelled(z, y)).sample()

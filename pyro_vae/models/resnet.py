@@ -32,6 +32,8 @@ class ResNetVAE(VAE):
         blocks: residual blocks per stage.
         hidden: width of the dense features between the convolutions and z.
         activation: ``elu``, ``relu``, ``softplus`` or ``tanh``.
+        dropout: probability of dropout in every residual branch and after the dense
+            layers (0: none; off in evaluation).
     """
 
     def __init__(
@@ -43,13 +45,14 @@ class ResNetVAE(VAE):
         blocks: int = 1,
         hidden: int = 256,
         activation: str = "elu",
+        dropout: float = 0.0,
     ) -> None:
         widths = check_widths(channels, hidden)
         check_stages(x_shape, len(widths), "resnet")
         if int(blocks) < 0:
             raise ConfigError(f"blocks must be zero or positive, got {blocks}", params=("blocks",))
         lik = build_likelihood(likelihood, x_shape)
-        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), int(hidden), activation)
+        trunk = ResNetEncoderTrunk(x_shape, widths, int(blocks), int(hidden), activation, dropout)
         net = ResNetDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], int(blocks), int(hidden),
-                               activation)
+                               activation, dropout)
         super().__init__(x_shape, z_dim, Encoder(trunk, int(hidden), z_dim), Decoder(net, lik))

@@ -13,7 +13,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .mlp import activation
+from .mlp import act_dropout
 
 Size = Tuple[int, int]
 
@@ -61,12 +61,13 @@ def spatial_sizes(stages: Sequence[nn.Module], in_shape: Sequence[int]) -> List[
 
 
 class DownConv(nn.Sequential):
-    """``Conv2d(3 × 3, stride 2, padding 1) → act``: halves H and W (rounding up)."""
+    """``Conv2d(3 × 3, stride 2, padding 1) → act [→ dropout]``: halves H and W (rounding up)."""
 
-    def __init__(self, in_channels: int, out_channels: int, act: str = "elu", final_act: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, act: str = "elu", final_act: bool = True,
+                 dropout: float = 0.0):
         layers: List[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)]
         if final_act:
-            layers.append(activation(act)())
+            layers += act_dropout(act, dropout)
         super().__init__(*layers)
 
 
@@ -84,11 +85,12 @@ class UpConv(nn.Sequential):
         in_size: input ``(H, W)``.
         size: output ``(H, W)``; each side must be ``2n − 1`` or ``2n`` for input side n.
         act: activation name.
-        final_act: apply the activation after the convolution.
+        final_act: apply the activation (and ``dropout``) after the convolution.
+        dropout: dropout probability after the activation.
     """
 
     def __init__(self, in_channels: int, out_channels: int, in_size: Size, size: Size,
-                 act: str = "elu", final_act: bool = True):
+                 act: str = "elu", final_act: bool = True, dropout: float = 0.0):
         padding = tuple(int(t) - (2 * int(n) - 1) for n, t in zip(in_size, size))
         if any(p not in (0, 1) for p in padding):
             raise ValueError(f"a stride-2 UpConv cannot map {tuple(in_size)} to {tuple(size)}")
@@ -97,7 +99,7 @@ class UpConv(nn.Sequential):
                                output_padding=padding),
         ]
         if final_act:
-            layers.append(activation(act)())
+            layers += act_dropout(act, dropout)
         super().__init__(*layers)
 
 
@@ -109,22 +111,24 @@ class ConvEncoderTrunk(nn.Module):
         channels: output channels of each stride-2 convolution (copied, never mutated).
         hidden: width of the features ``h``.
         act: activation name.
+        dropout: dropout probability after every activation.
 
     Attributes:
         shapes: ``(C, H, W)`` of the input and after each convolution (for the decoder).
     """
 
-    def __init__(self, x_shape: Sequence[int], channels: Sequence[int], hidden: int, act: str = "elu"):
+    def __init__(self, x_shape: Sequence[int], channels: Sequence[int], hidden: int, act: str = "elu",
+                 dropout: float = 0.0):
         super().__init__()
         widths = [int(x_shape[0]), *[int(c) for c in channels]]
-        convs = [DownConv(a, b, act) for a, b in zip(widths[:-1], widths[1:])]
+        convs = [DownConv(a, b, act, dropout=dropout) for a, b in zip(widths[:-1], widths[1:])]
         self.shapes = spatial_sizes(convs, x_shape)
         self.net = Batched(
             nn.Sequential(
                 *convs,
                 nn.Flatten(),
                 nn.Linear(math.prod(self.shapes[-1]), hidden),
-                activation(act)(),
+                *act_dropout(act, dropout),
             ),
             event_dims=3,
         )
@@ -147,25 +151,27 @@ class ConvDecoderNet(nn.Module):
         out_channels: P, channels of the likelihood parameters.
         hidden: width of the dense layer after z.
         act: activation name.
+        dropout: dropout probability after every activation.
     """
 
     def __init__(self, z_dim: int, shapes: Sequence[Tuple[int, ...]], out_channels: int,
-                 hidden: int, act: str = "elu"):
+                 hidden: int, act: str = "elu", dropout: float = 0.0):
         super().__init__()
         top = tuple(shapes[-1])
         # the encoder's shapes in reverse; the last stage outputs P channels, not C
         widths = [s[0] for s in shapes[1:]][::-1] + [int(out_channels)]
         sizes = [tuple(s[1:]) for s in shapes][::-1]
         ups = [
-            UpConv(widths[i], widths[i + 1], sizes[i], sizes[i + 1], act, final_act=i < len(sizes) - 2)
+            UpConv(widths[i], widths[i + 1], sizes[i], sizes[i + 1], act, final_act=i < len(sizes) - 2,
+                   dropout=dropout)
             for i in range(len(sizes) - 1)
         ]
         self.net = Batched(
             nn.Sequential(
                 nn.Linear(z_dim, hidden),
-                activation(act)(),
+                *act_dropout(act, dropout),
                 nn.Linear(hidden, math.prod(top)),
-                activation(act)(),
+                *act_dropout(act, dropout),
                 nn.Unflatten(1, top),
                 *ups,
             ),

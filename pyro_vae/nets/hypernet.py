@@ -30,7 +30,8 @@ def start_at(net: nn.Module, offsets: Sequence[Offset], *inputs: Tensor, **kwarg
             layer's output (Pyro's ``DenseNN``, ``ConditionalAutoRegressiveNN``).
         offsets: one per output: a number or a tensor broadcast against the output of one
             example, or ``None`` to leave that output's weights and bias as they were.
-        *inputs, **kwargs: an example input (one example is enough).
+        *inputs: an example input (one example is enough).
+        **kwargs: its keyword inputs, if the network takes some.
 
     Example:
         >>> from pyro.nn import DenseNN

@@ -16,26 +16,28 @@ from typing import List, Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from .conv import Batched, DownConv, UpConv, spatial_sizes
-from .mlp import activation
+from .mlp import act_dropout, activation
 
 
 class ResBlock(nn.Module):
-    """``x + conv(act(conv(act(x))))`` with 3 × 3 convolutions; the last one zero-initialised.
+    """``x + conv(drop(act(conv(act(x)))))`` with 3 × 3 convolutions; the last one
+    zero-initialised; dropout between the two convolutions, as in wide residual networks
+    (Zagoruyko & Komodakis 2016, arXiv:1605.07146).
 
     Args:
         channels: channels of the residual stream (input and output).
         mid: channels inside the branch (default ``channels``).
         act: activation name.
+        dropout: dropout probability inside the branch.
     """
 
-    def __init__(self, channels: int, mid: Optional[int] = None, act: str = "elu") -> None:
+    def __init__(self, channels: int, mid: Optional[int] = None, act: str = "elu", dropout: float = 0.0) -> None:
         super().__init__()
         mid = int(mid or channels)
-        make_act = activation(act)
         self.branch = nn.Sequential(
-            make_act(),
+            activation(act)(),
             nn.Conv2d(channels, mid, 3, padding=1),
-            make_act(),
+            *act_dropout(act, dropout),
             nn.Conv2d(mid, channels, 3, padding=1),
         )
         last = self.branch[-1]
@@ -50,10 +52,10 @@ class DownStage(nn.Sequential):
     """A stride-2 convolution into ``out_channels`` (no activation: it opens a residual
     stream) followed by ``blocks`` :class:`ResBlock` s at the new resolution."""
 
-    def __init__(self, in_channels: int, out_channels: int, blocks: int, act: str = "elu"):
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, act: str = "elu", dropout: float = 0.0):
         super().__init__(
             DownConv(in_channels, out_channels, act, final_act=False),
-            *[ResBlock(out_channels, act=act) for _ in range(blocks)],
+            *[ResBlock(out_channels, act=act, dropout=dropout) for _ in range(blocks)],
         )
 
 
@@ -63,9 +65,9 @@ class UpStage(nn.Sequential):
     :class:`DownStage`)."""
 
     def __init__(self, in_channels: int, out_channels: int, in_size: Tuple[int, int],
-                 size: Tuple[int, int], blocks: int, act: str = "elu"):
+                 size: Tuple[int, int], blocks: int, act: str = "elu", dropout: float = 0.0):
         super().__init__(
-            *[ResBlock(in_channels, act=act) for _ in range(blocks)],
+            *[ResBlock(in_channels, act=act, dropout=dropout) for _ in range(blocks)],
             activation(act)(),
             UpConv(in_channels, out_channels, in_size, size, act, final_act=False),
         )
@@ -80,16 +82,17 @@ class ResNetEncoderTrunk(nn.Module):
         blocks: residual blocks per stage (the depth).
         hidden: width of the features ``h``.
         act: activation name.
+        dropout: dropout probability in every residual branch and after the dense layer.
 
     Attributes:
         shapes: ``(C, H, W)`` of the input and after each stage (for the decoder).
     """
 
     def __init__(self, x_shape: Sequence[int], channels: Sequence[int], blocks: int, hidden: int,
-                 act: str = "elu"):
+                 act: str = "elu", dropout: float = 0.0):
         super().__init__()
         widths = [int(x_shape[0]), *[int(c) for c in channels]]
-        stages = [DownStage(a, b, blocks, act) for a, b in zip(widths[:-1], widths[1:])]
+        stages = [DownStage(a, b, blocks, act, dropout) for a, b in zip(widths[:-1], widths[1:])]
         self.shapes = spatial_sizes(stages, x_shape)
         self.net = Batched(
             nn.Sequential(
@@ -97,7 +100,7 @@ class ResNetEncoderTrunk(nn.Module):
                 activation(act)(),
                 nn.Flatten(),
                 nn.Linear(math.prod(self.shapes[-1]), hidden),
-                activation(act)(),
+                *act_dropout(act, dropout),
             ),
             event_dims=3,
         )
@@ -117,22 +120,23 @@ class ResNetDecoderNet(nn.Module):
         blocks: residual blocks per stage.
         hidden: width of the dense layer after z.
         act: activation name.
+        dropout: dropout probability after the dense layer and in every residual branch.
     """
 
     def __init__(self, z_dim: int, shapes: Sequence[Tuple[int, ...]], out_channels: int,
-                 blocks: int, hidden: int, act: str = "elu"):
+                 blocks: int, hidden: int, act: str = "elu", dropout: float = 0.0):
         super().__init__()
         top = tuple(shapes[-1])
         widths = [s[0] for s in shapes[1:]][::-1] + [int(out_channels)]
         sizes = [tuple(s[1:]) for s in shapes][::-1]
         stages: List[nn.Module] = [
-            UpStage(widths[i], widths[i + 1], sizes[i], sizes[i + 1], blocks, act)
+            UpStage(widths[i], widths[i + 1], sizes[i], sizes[i + 1], blocks, act, dropout)
             for i in range(len(sizes) - 1)
         ]
         self.net = Batched(
             nn.Sequential(
                 nn.Linear(z_dim, hidden),
-                activation(act)(),
+                *act_dropout(act, dropout),
                 nn.Linear(hidden, math.prod(top)),
                 nn.Unflatten(1, top),
                 *stages,

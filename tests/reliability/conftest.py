@@ -1,12 +1,13 @@
 """Fixtures of the reliability tests: one tiny trained run shared by every case that must
 leave it untouched, and one straight run every fault test's resumed run must equal."""
 
+import json
 import shutil
 
 import pytest
 
 from inference.cli import main
-from reliability_helpers import EPOCHS, TINY, checkpoint, one_thread
+from reliability_helpers import EPOCHS, SELECTED, TINY, checkpoint, one_thread
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +39,15 @@ def straight(tmp_path_factory):
     with one_thread():
         assert main(["train", "--epochs", str(EPOCHS), "--out", run, *TINY]) == 0
     return checkpoint(run)
+
+
+@pytest.fixture(scope="session")
+def straight_selected(tmp_path_factory):
+    """``(checkpoint.pt, best.pt, metrics)`` of an undisturbed run of EPOCHS epochs with every
+    selection and regularisation option on (SELECTED)."""
+    run = str(tmp_path_factory.mktemp("straight_selected") / "run")
+    with one_thread():
+        assert main(["train", "--epochs", str(EPOCHS), "--out", run, *SELECTED]) == 0
+    with open(f"{run}/metrics.jsonl") as f:
+        metrics = [json.loads(line) for line in f]
+    return checkpoint(run), checkpoint(run, "best.pt"), metrics

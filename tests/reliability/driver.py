@@ -9,6 +9,9 @@ applying the faults named in the environment:
   its bytes (0 ≤ F ≤ 1; at 1 every byte is written but the file is neither synced nor
   renamed), creates ``FAULT_MARKER`` (a path) and waits: a test that waits for the marker
   can ``kill -9`` the process at that moment of the write, whatever the machine's load;
+* ``FAULT_STALL_BEST=E`` — the write of ``best.pt`` for epoch E waits before its first byte
+  (after ``checkpoint.pt`` of that epoch is written), creates ``FAULT_MARKER`` and waits: a
+  ``kill -9`` there lands between the two checkpoint files;
 * ``FAULT_FSIZE=BYTES`` — a file-size limit (``RLIMIT_FSIZE``; SIGXFSZ ignored, so a write
   beyond it fails with EFBIG as a full disk fails with ENOSPC);
 * ``FAULT_NOSPACE_EPOCH=E`` — the checkpoint write of epoch E fails with ENOSPC;
@@ -54,7 +57,7 @@ def _patch_nan(nan_epoch: int) -> None:
     Trainer.step = nan_step
 
 
-def _patch_checkpoint(stall: str, nospace: int, marker: str) -> None:
+def _patch_checkpoint(stall: str, nospace: int, marker: str, stall_best: int = 0) -> None:
     import io
 
     import torch
@@ -69,6 +72,9 @@ def _patch_checkpoint(stall: str, nospace: int, marker: str) -> None:
         data = buf.getvalue()
 
         def write(f):
+            if stall_best and obj.get("best", {}).get("epoch") == stall_best:
+                open(marker, "w").close()
+                time.sleep(3600)  # until the test kills this process
             if nospace and epoch == nospace:
                 f.write(data[: len(data) // 2])
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -92,9 +98,9 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     if env.get("FAULT_EPOCH_SLEEP"):
         _patch_trainer(float(env["FAULT_EPOCH_SLEEP"]))
-    if env.get("FAULT_STALL_WRITE") or env.get("FAULT_NOSPACE_EPOCH"):
+    if env.get("FAULT_STALL_WRITE") or env.get("FAULT_NOSPACE_EPOCH") or env.get("FAULT_STALL_BEST"):
         _patch_checkpoint(env.get("FAULT_STALL_WRITE", ""), int(env.get("FAULT_NOSPACE_EPOCH", "0")),
-                          env.get("FAULT_MARKER", ""))
+                          env.get("FAULT_MARKER", ""), int(env.get("FAULT_STALL_BEST", "0")))
     if env.get("FAULT_NAN_EPOCH"):
         _patch_nan(int(env["FAULT_NAN_EPOCH"]))
     from inference.cli import main as cli

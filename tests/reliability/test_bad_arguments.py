@@ -106,6 +106,64 @@ CASES = [
     (["--compile", "yes"], ["unrecognized arguments: yes"]),
     (["--grad-compression", "int8"], ["argument --grad-compression: unknown gradient compression 'int8'",
                                       "none, fp16, bf16"]),
+    # labels: the conditional VAE, the semi-supervised VAE, β (issue 22)
+    (["--model", "ssvae", "--dataset", "{tmp}/grey.npz", "--valid-fraction", "0"], [
+        "the ssvae model needs labelled data, but", "grey.npz has no labels", "train_labels"]),
+    (["--condition", "label", "--dataset", "{tmp}/grey.npz", "--valid-fraction", "0"],
+     ["condition='label' needs labelled data"]),
+    (["--condition", "labels"], ["argument --condition: unknown condition 'labels'; valid conditions: label"]),
+    (["--model", "ssvae", "--condition", "label"], ["argument --condition:", "does not apply to the ssvae model"]),
+    (["--model", "nice", "--condition", "label"], ["--condition cannot be used with the density flow 'nice'"]),
+    (["--model", "ssvae", "--labels-per-class", "0"], ["argument --labels-per-class: labels_per_class must be a "
+                                                       "positive integer or 'all', got 0"]),
+    (["--model", "ssvae", "--labels-per-class", "ten"], ["labels_per_class must be a positive integer or 'all', "
+                                                         "got 'ten'"]),
+    (["--model", "ssvae", "--labels-per-class", "100"], ["argument --labels-per-class: labels_per_class=100 is more "
+                                                         "than the", "training images of class"]),
+    (["--labels-per-class", "10"], ["argument --labels-per-class: labels_per_class applies to a model that learns "
+                                    "from a few labels (ssvae), not to 'dense'"]),
+    (["--condition", "label", "--labels-per-class", "10"], ["a conditional VAE learns from every label"]),
+    (["--model", "ssvae", "--objective", "iwae", "--particles", "2"], ["argument --objective:",
+                                                                       "not available for the ssvae model"]),
+    (["--model", "ssvae", "--free-bits", "0.5"], ["argument --free-bits:", "enumeration"]),
+    (["--prior-set", "conditional=true"], ["conditional normal prior p(z | y) needs a VAE that takes labels"]),
+    (["--model", "ssvae", "--set", "network=mlp"], ["argument --set: unknown network 'mlp'; valid networks: dense, "
+                                                   "conv"]),
+    (["--model", "ssvae", "--set", "channels=[4]"], ["channels and hidden are options of network='conv'"]),
+    (["--model", "ssvae", "--set", "network=conv", "--set", "hidden_dims=[4]"], ["hidden_dims is an option of "
+                                                                                "network='dense'"]),
+    (["--model", "ssvae", "--set", "alpha=-1"], ["argument --set: invalid options of the ssvae model: "
+                                                 "alpha=-1.0 (must be ≥ 0)"]),
+    (["--set", "num_classes=3"], ["num_classes=… comes from the data"]),
+    (["--beta", "0"], ["argument --beta: invalid training settings: beta=0.0 (must be > 0 and ≤ 1000)"]),
+    (["--beta", "-1"], ["beta=-1.0"]),
+    (["--beta", "nan"], ["beta must be a finite number, got nan"]),
+    (["--beta", "big"], ["argument --beta: invalid float value: 'big'"]),
+    (["--model", "realnvp", "--beta", "2"], ["--beta cannot be used with the density flow 'realnvp'"]),
+    # the validation split, selection and regularisation (issue 21): all before any data are loaded
+    (["--valid-fraction", "1"], ["argument --valid-fraction", "valid_fraction=1.0 (must be from 0 (no validation "
+                                 "split) to below 1)"]),
+    (["--valid-fraction", "-0.1"], ["argument --valid-fraction", "valid_fraction=-0.1"]),
+    (["--valid-fraction", "0.001"], ["valid_fraction=0.001", "of the 128 training images", "leaves 0 for validation"]),
+    (["--valid-fraction", "0.99"], ["valid_fraction=0.99", "leaves 127 for validation"]),
+    (["--train-size", "4000", "--valid-fraction", "0.0001"], ["valid_fraction=0.0001", "of the 4000 training"]),
+    (["--valid-fraction", "nan"], ["valid_fraction must be a finite number, got nan"]),
+    (["--patience", "0"], ["argument --patience", "patience=0 (must be ≥ 1)"]),
+    (["--patience", "2.5"], ["argument --patience: invalid int value: '2.5'"]),
+    (["--patience", "3", "--valid-fraction", "0"], ["argument --patience/--valid-fraction: patience needs a "
+                                                    "validation split"]),
+    (["--ema", "1"], ["argument --ema", "ema=1.0 (must be from 0 (no averaging) to below 1)"]),
+    (["--ema", "1.5"], ["ema=1.5 (must be from 0 (no averaging) to below 1)"]),
+    (["--ema", "-0.5"], ["ema=-0.5"]),
+    (["--weight-decay", "-0.1"], ["argument --weight-decay", "weight_decay=-0.1 (must be ≥ 0, with lr × λ < 1)"]),
+    (["--weight-decay", "1000"], ["weight_decay=1000.0"]),
+    (["--set", "dropout=1"], ["argument --set", "dropout must be a probability from 0 to below 1, got 1"]),
+    (["--set", "dropout=-0.2"], ["dropout must be a probability from 0 to below 1, got -0.2"]),
+    (["--model", "conv", "--set", "dropout=1.5"], ["dropout must be a probability"]),
+    (["--set", "dropout=high"], ["option dropout of model 'dense' must be a number"]),
+    (["--skip-threshold", "inf"], ["argument --skip-threshold", "skip_threshold must be a finite number, got inf"]),
+    (["--skip-threshold", "nan"], ["skip_threshold must be a finite number, got nan"]),
+    (["--skip-threshold", "0"], ["skip_threshold=0.0 (must be > 0)"]),
     # the command itself
     (["--jit"], ["--jit is gone"]),
 ]
@@ -121,7 +179,8 @@ def files(tmp_path_factory):
     np.savez(tmp / "flat.npz", train=np.zeros((10, 16), np.float32), test=np.zeros((2, 16), np.float32))
     np.savez(tmp / "empty.npz", train=grey[:0], test=grey[:2])
     np.savez(tmp / "nolabel.npz", images=grey)
-    np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((20, 1, 1, 1), np.float32),
+    np.savez(tmp / "grey.npz", train=grey, test=grey[:2])  # images without labels
+    np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((40, 1, 1, 1), np.float32),
              test=np.full((4, 1, 1, 1), 0.5, np.float32))
     (tmp / "text.npz").write_text("train,test\n0.5,0.5\n")
     (tmp / "folder.npz").mkdir()
@@ -135,6 +194,23 @@ def files(tmp_path_factory):
         Image.fromarray(image).save(tmp / "pngs" / f"{i}.png")
         Image.fromarray(image if i % 2 else np.pad(image, 2)).save(tmp / "mixed" / f"{i}.png")
     return tmp
+
+
+#: The cases of issue 21, refused before any data are loaded (tested with the loader replaced).
+BEFORE_DATA = [case for case in CASES if any(a in case[0] for a in ("--valid-fraction", "--patience", "--ema",
+                                                                    "--weight-decay", "--skip-threshold"))
+               or any("dropout" in a for a in case[0])
+               if not any("{tmp}" in a for a in case[0])]  # (a file's own cases pass --valid-fraction 0)
+
+
+@pytest.mark.parametrize("argv, fragments", BEFORE_DATA, ids=[" ".join(a)[:48] for a, _ in BEFORE_DATA])
+def test_selection_and_regularisation_values_are_refused_before_any_data_are_loaded(tmp_path, capsys,
+                                                                                     monkeypatch, argv, fragments):
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were loaded")
+
+    monkeypatch.setattr("inference.train.load_dataset", no_data)
+    refused(capsys, ["train", *BASE, *argv, "--out", tmp_path / "run"], *fragments)
 
 
 @pytest.mark.parametrize("argv, fragments", CASES, ids=[" ".join(a)[:48] for a, _ in CASES])

@@ -20,6 +20,14 @@ def test_refusals_come_before_torch_is_imported(trained_run, tmp_path):
     run, t = trained_run, str(tmp_path)
     cases = [
         ["train", "--epochs", "many"],
+        ["train", "--valid-fraction", "0.0001"],
+        ["train", "--patience", "0"],
+        ["train", "--ema", "1.5"],
+        ["train", "--weight-decay", "-1"],
+        ["train", "--skip-threshold", "inf"],
+        ["train", "--patience", "2", "--valid-fraction", "0"],
+        ["evaluate", run, "--checkpoint", "worst"],
+        ["sample", run, "--checkpoint", "first"],
         ["train", "--out", f"{t}/file/run"],
         ["train", "--out", "/proc/run"],
         ["train", "--out", run],
@@ -36,8 +44,18 @@ def test_refusals_come_before_torch_is_imported(trained_run, tmp_path):
         ["sample", run, "--out", t],
         ["sample", run, "--n", "0"],
         ["sample", run, "--temperature", "nan"],
+        ["sample", run, "--label", "3"],  # a run without labels
+        ["sample", run, "--label", "three"],
+        ["sample", run, "--label", "all", "--interpolate", "0", "1"],
         ["posterior", run, "--out", run],
         ["posterior", run, "--seed", "-1"],
+        # the resource bounds and the options of issue 24
+        ["posterior", run, "--draws", "10000000"],
+        ["posterior", run, "--max-tree-depth", "64"],
+        ["sample", run, "--temperature", "1e300"],
+        ["train", "--tracker", "wandb"],
+        ["train", "--dataset-set", "size"],
+        ["train", "--epochs", "1000000"],
     ]
     script = (
         "import json, sys\n"

@@ -19,7 +19,7 @@ import torch
 from inference.checkpoint import load_checkpoint
 from inference.rundir import check_new_run
 from pyro_vae.infer.trainer import Trainer
-from reliability_helpers import (EPOCHS, TINY, assert_same_training, checkpoint, one_line, refused, run_cli,
+from reliability_helpers import (EPOCHS, SELECTED, TINY, assert_same_training, checkpoint, one_line, refused, run_cli,
                                  subprocess_cli, temp_files)
 
 
@@ -125,6 +125,62 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_a_run_that_resumes(tmp_path, 
     resume_equals_straight(capsys, run, straight)
 
 
+# ---------------------------------------------------------------------- selection and averaging
+def resume_equals_straight_selected(capsys, run, straight_selected):
+    """Continue a SELECTED run to EPOCHS epochs: its checkpoint.pt (trained and averaged
+    weights, best epoch, skipped updates) and best.pt equal the straight run's bit for bit."""
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--epochs", EPOCHS)
+    assert code == 0, err
+    assert temp_files(run) == []
+    ckpt, best, _ = straight_selected
+    assert_same_training(checkpoint(run), ckpt)
+    again = checkpoint(run, "best.pt")
+    assert again["best"] == best["best"]
+    assert all(torch.equal(again["model_state"][k], v) for k, v in best["model_state"].items())
+
+
+def test_a_signal_in_a_run_with_averaging_early_stopping_and_skips_resumes_exactly(tmp_path, capsys,
+                                                                                   straight_selected):
+    _, _, metrics = straight_selected
+    assert any(m["skipped"] for m in metrics) and not all(m["skipped"] == m["steps"] for m in metrics)
+    run = tmp_path / "run"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *SELECTED, env={"FAULT_EPOCH_SLEEP": "0.5"})
+    wait_for((run / "checkpoint.pt").exists, proc)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in one_line(err)
+    assert 1 <= checkpoint(run)["trainer"]["epoch"] < EPOCHS
+    resume_equals_straight_selected(capsys, str(run), straight_selected)
+
+
+def test_kill_9_between_the_two_checkpoint_files_never_leaves_them_disagreeing(tmp_path, capsys,
+                                                                                straight_selected):
+    """Killed after checkpoint.pt of epoch 2 and before best.pt of epoch 2: checkpoint.pt says
+    epoch 2 is the best, best.pt still holds epoch 1. Every reader takes the best weights
+    from checkpoint.pt then (they are its evaluated weights), `evaluate` says epoch 2, and the
+    resumed run writes best.pt again and equals the straight one."""
+    _, _, metrics = straight_selected
+    assert metrics[1]["best_epoch"] == 2  # epoch 2 improves on the validation split
+    run, marker = tmp_path / "run", tmp_path / "writing"
+    proc = subprocess_cli("train", "--epochs", EPOCHS, "--out", run, *SELECTED,
+                          env={"FAULT_STALL_BEST": "2", "FAULT_MARKER": str(marker)})
+    wait_for(marker.exists, proc)
+    proc.kill()
+    proc.communicate()
+    assert checkpoint(run)["trainer"]["epoch"] == 2 and checkpoint(run)["trainer"]["stopping"]["best_epoch"] == 2
+    assert checkpoint(run, "best.pt")["best"]["epoch"] == 1  # one write behind
+    results = {}
+    for which in ("best", "last"):
+        code, _, err = run_cli(capsys, "evaluate", run, "--checkpoint", which, "--iwae-samples", "3",
+                               "--no-progress")
+        assert code == 0, err
+        results[which] = json.load(open(run / "eval.json"))
+    assert results["best"]["checkpoint"] == "best" and results["best"]["checkpoint_epoch"] == 2
+    assert results["best"]["nll"] == results["last"]["nll"]  # the same weights: epoch 2's, averaged
+    resume_equals_straight_selected(capsys, str(run), straight_selected)
+
+
 # ---------------------------------------------------------------------- NaN
 def nan_from(monkeypatch, epoch):
     """The loss of every step of ``epoch`` (1-based) is NaN."""
@@ -221,7 +277,7 @@ def test_a_full_disk_during_training_keeps_the_previous_checkpoint(tmp_path, cap
         torch.save(obj, buf)
 
         def write(f):
-            if obj["trainer"]["epoch"] == 2:  # half the bytes, then the disk is full
+            if obj.get("trainer", {}).get("epoch") == 2:  # half the bytes, then the disk is full
                 f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             f.write(buf.getvalue())

@@ -143,7 +143,7 @@ BUILDS = {
     "num_data below the batch": (lambda: data_plate(torch.zeros(8, 1), 4), ConfigError, "smaller than the mini-batch"),
     "a temperature for a VAE": (lambda: build_vae("dense", (1, 6, 6)).generate(2, 0.5), ConfigError, "density flows"),
     "a temperature of 0": (lambda: build_flow_model("nice", (1, 4, 4)).generate(2, 0.0), ConfigError,
-                           "temperature must be positive"),
+                           "temperature must be a number from 0.001 to 1000"),
     "evaluate with k=0": (lambda: evaluate(build_vae("dense", (1, 6, 6)), None, binary(), num_samples=0),
                           ConfigError, "num_samples must be an integer ≥ 1, got 0"),
     "IWAE with free bits": (lambda: TrainConfig(objective="iwae", particles=4, free_bits=0.5), ConfigError,

@@ -117,8 +117,11 @@ def _empty(path):
 
 
 def _missing_weight(path):
+    """A weight missing from the trained weights and from their moving average (what
+    `evaluate` and `sample` use)."""
     ckpt = torch.load(path, weights_only=True)
-    ckpt["model_state"].pop(next(iter(ckpt["model_state"])))
+    for state in (ckpt["model_state"], ckpt["trainer"]["average"]["model"]):
+        state.pop(next(iter(state)))
     torch.save(ckpt, path)
 
 
@@ -191,7 +194,7 @@ NUMBERS = [
     ("sample", ["--n", "1000000000"], "argument --n: n must be an integer from 1 to 10000"),
     ("sample", ["--seed", "-1"], "argument --seed: seed must be an integer from 0 to 4294967295, got -1"),
     ("sample", ["--seed", str(2**70)], "argument --seed: seed must be an integer from 0"),
-    ("sample", ["--temperature", "nan"], "argument --temperature: option temperature must be a number or null, got nan"),
+    ("sample", ["--temperature", "nan"], "argument --temperature: option temperature must be a finite number, got nan"),
     ("sample", ["--temperature", "inf"], "argument --temperature: "),
     ("sample", ["--temperature", "0"], "argument --temperature: "),
     ("sample", ["--temperature", "0.7"], "argument --temperature: temperature applies to flow models"),

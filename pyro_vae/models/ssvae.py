@@ -1,0 +1,246 @@
+r"""The semi-supervised VAE — M2 of Kingma, Rezende, Mohamed & Welling 2014, "Semi-supervised
+learning with deep generative models" (arXiv:1406.5298) — as a Pyro model/guide pair in which
+the label of an unlabelled image is a discrete latent variable that Pyro sums out exactly.
+
+The model is a conditional VAE (:meth:`~pyro_vae.models.base.VAE.condition_on_labels`) whose
+label is a random variable with a uniform prior::
+
+    model:  with plate("data"):
+                y ~ p(y) = Cat(1/C)          observed where the label is known
+                z ~ p(z)                     (p(z | y) with a conditional prior)
+                x ~ p(x | z, y)
+    guide:  with plate("data"):
+                y ~ q(y | x) = Cat(π_φ(x))   only where the label is unknown: enumerated
+                z ~ q(z | x, y)
+
+For a labelled image the ELBO is that of the conditional VAE plus log p(y),
+
+    L(x, y) = E_q(z|x,y)[log p(x | z, y) + log p(y) + log p(z) − log q(z | x, y)],
+
+and for an unlabelled one the guide's ``"y"`` is marked for parallel enumeration
+(:func:`pyro.infer.config_enumerate`), so that ``TraceEnum_ELBO(max_plate_nesting=1)``
+computes the expectation over y as a sum over its C values (one extra batch dimension, left
+of the ``"data"`` plate) rather than a sample:
+
+    U(x) = Σ_y q(y | x) L(x, y) + H(q(y | x)).
+
+The classifier q(y | x) learns from U only through the unlabelled images, so Kingma et al. add
+a classification term on the labelled ones — the training objective of N images, N_l labelled,
+
+    J^α = Σ_labelled L(x, y) + Σ_unlabelled U(x) + α · (1 / N_l) Σ_labelled log q(y | x),
+
+with α = 0.1 · N by default, as in the paper. ``labelled_weight`` λ multiplies the first sum:
+λ = 1 is J^α; with N_l ≪ N_u the labelled images then shape the decoder's classes little,
+and λ = N_u / N_l weighs the labelled and the unlabelled halves of a step alike. :meth:`SemiSupervisedVAE.classifier_model` is
+that term as a Pyro program (an observed site under ``poutine.scale``, as Pyro's own
+``examples/vae/ss_vae_M2.py`` has it); :class:`~pyro_vae.infer.labels.LabelledLoss` adds the
+three parts in one training step.
+
+The encoder, the decoder and the classifier's trunk are dense (``network="dense"``: an MLP of
+``hidden_dims``, the paper's one layer of 500 softplus units) or convolutional
+(``network="conv"``: the conv VAE's ``channels`` and ``hidden``); the classifier has its own
+trunk, as in the paper.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import config_enumerate
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..guides.base import GaussianGuide, Guide
+from ..guides.flows import FlowSteps
+from ..likelihoods import build_likelihood
+from ..nets.conv import ConvDecoderNet, ConvEncoderTrunk
+from ..options import check_choice, check_ranges
+from ..plates import data_plate, full_precision
+from .base import MODELS, VAE, Decoder, Encoder
+from .conv import check_stages, check_widths
+from .dense import check_hidden_dims, dense_decoder_net, dense_trunk
+
+#: The networks of the semi-supervised VAE.
+NETWORKS = ("dense", "conv")
+
+
+@MODELS.register("ssvae")
+class SemiSupervisedVAE(VAE):
+    """M2 of Kingma et al. 2014 (see the module docstring); build it with ``num_classes``
+    (``build_vae("ssvae", x_shape, num_classes=10)``).
+
+    Args:
+        x_shape: image shape ``(C, H, W)``.
+        z_dim: latent dimension.
+        likelihood: ``bernoulli`` for binary images, ``gaussian`` or ``logistic`` for grey levels.
+        network: ``dense`` or ``conv``: the encoder's, the decoder's and the classifier's.
+        hidden_dims: widths of the dense network (default ``[500]``); only for ``dense``.
+        channels: stage widths of the conv network (default ``[32, 64]``); only for ``conv``.
+        hidden: width of the conv network's dense features (default 256); only for ``conv``.
+        activation: ``softplus`` (the paper's), ``elu``, ``relu`` or ``tanh``.
+        alpha: α, the weight of the classification term; ``None``: 0.1 × the number of
+            training images, the paper's.
+        labelled_weight: λ, the weight of the labelled images' ELBO against the unlabelled
+            ones' — 1 is J^α; N_u / N_l weighs the two halves of every step alike, as the
+            per-mini-batch means of many implementations do (see the module docstring).
+        dropout: probability of dropout after every activation of the encoder, the decoder
+            and the classifier (0: none; off in evaluation).
+
+    Example:
+        >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
+        >>> vae.condition_on_labels(10)
+        >>> vae.classify(torch.zeros(2, 1, 28, 28)).probs.shape
+        torch.Size([2, 10])
+    """
+
+    label_is_latent = True
+
+    def __init__(
+        self,
+        x_shape: Sequence[int],
+        z_dim: int = 32,
+        likelihood: str = "bernoulli",
+        network: str = "dense",
+        hidden_dims: Optional[Sequence[int]] = None,
+        channels: Optional[Sequence[int]] = None,
+        hidden: Optional[int] = None,
+        activation: str = "softplus",
+        alpha: Optional[float] = None,
+        labelled_weight: float = 1.0,
+        dropout: float = 0.0,
+    ) -> None:
+        check_choice(network, NETWORKS, "network", "network")
+        lik = build_likelihood(likelihood, x_shape)
+        if network == "dense":
+            if channels is not None or hidden is not None:
+                raise ConfigError("channels and hidden are options of network='conv' (the dense network takes "
+                                  "hidden_dims)", params=("channels", "hidden"))
+            widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
+            h_dim = widths[-1]
+            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, dropout) for _ in range(2))
+            net = dense_decoder_net(z_dim, widths, lik, activation, dropout)
+        else:
+            if hidden_dims is not None:
+                raise ConfigError("hidden_dims is an option of network='dense' (the conv network takes channels "
+                                  "and hidden)", params=("hidden_dims",))
+            h_dim = int(hidden if hidden is not None else 256)
+            widths = check_widths(channels if channels is not None else (32, 64), h_dim)
+            check_stages(x_shape, len(widths), "ssvae")
+            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation, dropout)
+                                       for _ in range(2))
+            net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation, dropout)
+        check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
+            "alpha": (alpha is None or alpha >= 0, "≥ 0"),
+            "labelled_weight": (labelled_weight > 0, "> 0"),
+        }, "options of the ssvae model")
+        super().__init__(x_shape, z_dim, Encoder(trunk, h_dim, z_dim), Decoder(net, lik))
+        #: the classifier's trunk; its head, h → C logits, comes with the number of classes
+        self.classifier_trunk = classifier_trunk
+        self.classifier_head: Optional[nn.Linear] = None
+        self.alpha = alpha
+        self.labelled_weight = float(labelled_weight)
+        self.guide = SemiSupervisedGuide(self, GaussianGuide(self))
+        self.guide.spec = {"name": "gaussian"}
+
+    def condition_on_labels(self, num_classes: int) -> None:
+        """The conditional VAE's inputs (see :meth:`VAE.condition_on_labels`), the classifier's
+        head and the uniform prior p(y) over ``num_classes`` classes."""
+        super().condition_on_labels(num_classes)
+        self.classifier_head = nn.Linear(self.encoder.h_dim, self.num_classes)
+        self.register_buffer("label_logits", torch.zeros(self.num_classes))
+
+    def label_alpha(self, num_data: int) -> float:
+        """α for a training split of ``num_data`` images: the option, or 0.1 · N."""
+        return 0.1 * num_data if self.alpha is None else float(self.alpha)
+
+    # ------------------------------------------------------------------ the classifier
+    def label_posterior(self, x: Tensor) -> dist.Categorical:
+        """q_φ(y | x) of checked images x (B, C, H, W): batch shape (B,)."""
+        return dist.Categorical(logits=full_precision(self.classifier_head(self.classifier_trunk(x))))
+
+    def classify(self, x: Tensor) -> dist.Categorical:
+        """q_φ(y | x), the classifier the semi-supervised VAE learns, for images ``x``; its
+        ``probs`` (B, C), and the predicted classes ``classify(x).probs.argmax(-1)``."""
+        return self.label_posterior(self.check_x(x, values=True))
+
+    def register_classifier(self) -> None:
+        self._register("classifier_trunk", self.classifier_trunk)
+        self._register("classifier_head", self.classifier_head)
+
+    # ------------------------------------------------------------------ Pyro programs
+    def label_site(self, y: Optional[Tensor]) -> Tensor:
+        """Site ``"y"`` ~ p(y) = Cat(1/C), observed where the labels ``y`` are given."""
+        return pyro.sample("y", dist.Categorical(logits=self.label_logits), obs=y)
+
+    def classifier_model(self, x: Tensor, y: Tensor, num_data: Optional[int] = None, scale: float = 1.0) -> None:
+        """The classification term ``scale`` · log q(y | x) of labelled images as a Pyro
+        program: the labels observed under the classifier, in the ``"data"`` plate and a
+        ``poutine.scale`` (α / N_l, so that the plate's N_l / B makes it α times the mean over
+        the N_l labelled images); its guide is empty."""
+        x = self.check_x(x)
+        if y is None:
+            raise ConfigError("the classification term needs the labels y", params=("y",))
+        y = self.check_y(y, len(x))
+        self.register_classifier()
+        with data_plate(x, num_data), poutine.scale(scale=scale):
+            pyro.sample("y", self.label_posterior(x), obs=y)
+
+    # ------------------------------------------------------------------ guides by kind
+    def flow_guide(self, steps: FlowSteps, num_flows: int, hidden_dims: Optional[Sequence[int]],
+                   **options) -> Guide:
+        """q(y | x) and the flow guide of the conditional VAE for q(z | x, y)."""
+        return SemiSupervisedGuide(self, super().flow_guide(steps, num_flows, hidden_dims, **options))
+
+
+class SemiSupervisedGuide(Guide):
+    """q_φ(y | x) q_φ(z | x, y): site ``"y"`` from the VAE's classifier where the labels are
+    not given — marked for parallel enumeration (``config_enumerate``), so that
+    ``TraceEnum_ELBO`` sums it out and a plain trace samples it — then the ``inner`` guide's
+    latent sites given y (the Gaussian head, or a flow guide).
+
+    Args:
+        vae: the :class:`SemiSupervisedVAE`.
+        inner: a guide of its latent sites given the label.
+    """
+
+    def __init__(self, vae: SemiSupervisedVAE, inner: Guide) -> None:
+        super().__init__(vae)
+        self.inner = inner
+        self.label = config_enumerate(self._label, default="parallel")
+
+    def _label(self, x: Tensor) -> Tensor:
+        return pyro.sample("y", self.vae.label_posterior(x))
+
+    def register(self) -> None:
+        super().register()
+        self.vae.register_classifier()
+
+    def sample(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """``"y"`` ~ q(y | x) where ``y`` is not given, then z ~ q(z | x, y)."""
+        return self.inner.sample(x, self.label(x) if y is None else y)
+
+    def predict(self, x: Tensor, y: Optional[Tensor]) -> Tensor:
+        """``y``, or where not given the most probable class under q(y | x)."""
+        return self.vae.label_posterior(x).probs.argmax(-1) if y is None else y
+
+    def _location(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """The inner guide's location given y (the predicted class where y is not given)."""
+        return self.inner._location(x, self.predict(x, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Reconstructions through z = :meth:`location` and the label (the predicted class
+        where ``y`` is not given)."""
+        x = self.check_x(x)
+        y = self.predict(x, self.check_y(y, len(x)))
+        return self.vae.decode(self.inner._location(x, y), y)
+
+    def local_parameters(self) -> List[nn.Parameter]:
+        return self.inner.local_parameters()
+
+    def extra_repr(self) -> str:
+        return f"inner={type(self.inner).__name__}"
