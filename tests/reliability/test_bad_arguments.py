@@ -136,7 +136,7 @@ def files(tmp_path_factory):
     np.savez(tmp / "flat.npz", train=np.zeros((10, 16), np.float32), test=np.zeros((2, 16), np.float32))
     np.savez(tmp / "empty.npz", train=grey[:0], test=grey[:2])
     np.savez(tmp / "nolabel.npz", images=grey)
-    np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((20, 1, 1, 1), np.float32),
+    np.savez(tmp / "dot.npz", train=np.random.default_rng(0).random((40, 1, 1, 1), np.float32),
              test=np.full((4, 1, 1, 1), 0.5, np.float32))
     (tmp / "text.npz").write_text("train,test\n0.5,0.5\n")
     (tmp / "folder.npz").mkdir()
