@@ -153,7 +153,7 @@ def test_a_cifar10_file_that_fails_its_checksum_is_damaged_not_missing(tmp_path,
 def files(tmp_path_factory):
     """A dataset file of each kind, whole, and damaged in the ways a disk or a copy does."""
     tmp = tmp_path_factory.mktemp("damaged")
-    grey = np.random.default_rng(0).random((24, 1, 4, 4)).astype(np.float32)
+    grey = np.random.default_rng(0).random((40, 1, 4, 4)).astype(np.float32)
     np.savez(tmp / "whole.npz", train=grey, test=grey[:8])
     torch.save({"train": torch.from_numpy(grey), "test": torch.from_numpy(grey[:8])}, tmp / "whole.pt")
     for suffix in ("npz", "pt"):
