@@ -110,12 +110,20 @@ def _arange(n: int, device: torch.device) -> Tensor:
     return torch.arange(n, device=device)
 
 
+def uses_param_store() -> bool:
+    """Whether parameters are to be registered in Pyro's global param store (``SVI``'s
+    route); not under ``pyro.settings``' ``module_local_params=True`` (the training engine's),
+    where the models and guides skip their registration walk altogether (it costs a few µs a
+    call, on every step)."""
+    return not pyro.settings.get("module_local_params")
+
+
 def register(name: str, module: torch.nn.Module) -> None:
     """``pyro.module(name, module)``: put its parameters in Pyro's global param store, which
     ``SVI`` optimises — unless ``pyro.settings`` has ``module_local_params=True``, under which
     parameters live in their modules and a torch optimizer steps them (the training engine,
     :class:`~pyro_vae.infer.trainer.Trainer`, and Pyro's ``ELBOModule`` route)."""
-    if not pyro.settings.get("module_local_params"):
+    if uses_param_store():
         pyro.module(name, module)
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..plates import data_plate, kl_scaled, register
+from ..plates import data_plate, kl_scaled, register, uses_param_store
 from ..registry import Registry
 
 #: The guides by name; a guide from outside pyro-vae is a class checked by :func:`check_guide_class`.
@@ -101,7 +101,8 @@ class Guide(nn.Module, abc.ABC):
         x (B, C, H, W) of ``num_data``; returns the joint latent z (B, z_dim)."""
         x = self.check_x(x)
         y = self.check_y(y, len(x))
-        self.register()
+        if uses_param_store():
+            self.register()
         with data_plate(x, num_data), kl_scaled(kl_scale):
             return self.sample(x) if y is None else self.sample(x, y)
 

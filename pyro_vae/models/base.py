@@ -53,7 +53,8 @@ from ..guides.flows import FlowGuide, FlowSteps
 from ..likelihoods import Likelihood
 from ..nets.labels import widen_input, with_label
 from ..options import check_int
-from ..plates import check_shape, check_z_dim, data_plate, full_precision, kl_scaled, register
+from ..plates import (check_shape, check_z_dim, data_plate, full_precision, kl_scaled, register,
+                      uses_param_store)
 from ..priors import StandardNormalPrior, build_prior
 from ..registry import Registry
 
@@ -296,7 +297,8 @@ class VAE(Model):
         """
         x = self.check_x(x)
         y = self.check_y(y, len(x))
-        self.register_model()
+        if uses_param_store():
+            self.register_model()
         with data_plate(x, num_data):
             with kl_scaled(kl_scale):
                 y = self.label_site(y)
@@ -311,7 +313,8 @@ class VAE(Model):
         running the decoder (:func:`~pyro_vae.infer.usage.latent_usage`)."""
         x = self.check_x(x)
         y = self.check_y(y, len(x))
-        self.register_model()
+        if uses_param_store():
+            self.register_model()
         with data_plate(x, num_data), kl_scaled(kl_scale):
             return self.latents_of(self.label_site(y))
 
