@@ -19,7 +19,6 @@ def _fit_and_dump(run_dir, model, *args, **kwargs):
     return result
 
 
-train._fit = _fit_and_dump
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # (pytest's doctest collection imports this file: patch only when run)
+    train._fit = _fit_and_dump
     sys.exit(main(sys.argv[1:]))
