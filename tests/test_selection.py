@@ -129,6 +129,31 @@ def test_the_moving_average_follows_its_closed_form():
     assert all(torch.equal(a, b) for a, b in zip(copy_.model.parameters(), average.model.parameters()))
 
 
+def test_the_moving_average_is_torchs_averaged_model_bit_for_bit():
+    """WeightAverage.update (one fused lerp over lists gathered once) against torch's own
+    AveragedModel with get_ema_multi_avg_fn: the same floats after every step, buffers
+    copied."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    guide = torch.nn.Linear(4, 2)
+    ours = WeightAverage(model, guide, 0.97)
+    trained = torch.nn.ModuleDict({"model": model, "guide": guide})
+    theirs = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(0.97))
+    for _ in range(5):
+        with torch.no_grad():
+            for p in trained.parameters():
+                p.add_(torch.randn_like(p))
+            model[1].running_mean.add_(1.0)
+        ours.update()
+        theirs.update_parameters(trained)
+        for a, b in zip(list(ours.model.state_dict().values()) + list(ours.guide.state_dict().values()),
+                        theirs.module.state_dict().values()):
+            assert torch.equal(a, b)
+    assert ours.updates == int(theirs.n_averaged) == 5
+
+
 def test_the_averaged_guide_is_the_averaged_models():
     vae = build_vae("dense", (1, 28, 28), z_dim=2, hidden_dims=(8,))
     average = WeightAverage(vae, vae.guide, 0.99)

@@ -4,9 +4,10 @@ stopping, and an exponential moving average of the weights.
 * :class:`EarlyStopping` follows the validation ELBO epoch by epoch, remembers the best
   epoch and says when ``patience`` epochs have passed without an improvement (the rule of the
   VampPrior's and the IWAE paper's reference code, and of pythae's best-model selection).
-* :class:`WeightAverage` keeps θ̄ ← β θ̄ + (1 − β) θ after every optimizer step
-  (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(β)``: the first
-  update copies θ), the weights that NVAE and VDVAE evaluate. The average is a copy of the
+* :class:`WeightAverage` keeps θ̄ ← β θ̄ + (1 − β) θ after every optimizer step (the
+  average of ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(β)``: the
+  first update copies θ; the copy is AveragedModel's, the update one fused ``_foreach_lerp_``
+  over lists gathered once), the weights that NVAE and VDVAE evaluate. The average is a copy of the
   model and its guide, so it is validated, saved and evaluated like them.
 
 Both are part of a :class:`~pyro_vae.infer.trainer.Trainer`'s state, so a resumed run
@@ -16,11 +17,11 @@ selects and averages exactly as one that never stopped.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 
 class EarlyStopping:
@@ -91,32 +92,48 @@ class WeightAverage:
         self.decay = float(decay)
         self._trained = nn.ModuleDict({"model": model, "guide": guide})
         # deep-copies both: a guide that references its model keeps referencing the copy
-        self._average = AveragedModel(self._trained, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
+        self._average = AveragedModel(self._trained)  # the copy (its update is ours: see update)
         self.model: nn.Module = self._average.module["model"]
         self.guide: nn.Module = self._average.module["guide"]
+        self._updates = 0
+        self._pairs: Optional[Tuple[List[nn.Parameter], List[nn.Parameter], List[Tuple[Tensor, Tensor]]]] = None
 
     @torch.no_grad()
     def update(self) -> None:
-        """One step of the average, after an optimizer step of the trained modules."""
-        self._average.update_parameters(self._trained)
-        for mine, theirs in zip(self._average.module.buffers(), self._trained.buffers()):
-            mine.copy_(theirs)
+        """One step of the average, after an optimizer step of the trained modules: the
+        first copies the weights, every later one is ``torch._foreach_lerp_`` by 1 − β —
+        what ``AveragedModel.update_parameters`` with ``get_ema_multi_avg_fn`` computes, with
+        the parameter lists gathered once and the count kept in Python (its per-call walk,
+        grouping and tensor count cost about as much as the lerp itself on a small network,
+        at every step)."""
+        if self._pairs is None:
+            # the Parameter objects themselves: `module.to(device)` keeps them (it swaps .data)
+            self._pairs = (list(self._average.module.parameters()), list(self._trained.parameters()),
+                           list(zip(self._average.module.buffers(), self._trained.buffers())))
+        mine, theirs, buffers = self._pairs
+        if self._updates == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            torch._foreach_lerp_(mine, theirs, 1.0 - self.decay)
+        for mine_buffer, their_buffer in buffers:
+            mine_buffer.copy_(their_buffer)
+        self._updates += 1
 
     @property
     def updates(self) -> int:
         """Optimizer steps averaged so far."""
-        return int(self._average.n_averaged)
+        return self._updates
 
     def state_dict(self) -> Dict[str, Any]:
         """The averaged model's and guide's ``state_dict`` s (as a checkpoint holds them) and
         the number of updates."""
         return {"model": self.model.state_dict(), "guide": self.guide.state_dict(),
-                "n_averaged": self._average.n_averaged.clone()}
+                "n_averaged": torch.tensor(self._updates)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.guide.load_state_dict(state["guide"])
-        self._average.n_averaged.copy_(torch.as_tensor(state["n_averaged"]))
+        self._updates = int(torch.as_tensor(state["n_averaged"]))
 
     def modules(self) -> Tuple[nn.Module, nn.Module]:
         return self.model, self.guide
