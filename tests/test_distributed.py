@@ -297,7 +297,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_agents_on_one_host_train_one_run_as_two_machines_would(tmp_path):
     """Two torchrun agents, one process each, meeting through c10d's rendezvous at a free
     port of this host — the multi-node launch of the README, as PyTorch's own launcher tests
