@@ -105,8 +105,9 @@ def main() -> None:
         for name in a.only:
             last = os.path.join(a.runs, f"{name}.last.json")
             if not os.path.exists(last) and not a.skip_last:
+                result = evaluate_last(os.path.join(a.runs, name))  # then written: a kill leaves none
                 with open(last, "w") as f:
-                    json.dump(evaluate_last(os.path.join(a.runs, name)), f, indent=1)
+                    json.dump(result, f, indent=1)
     print_table(["run", "what", "epochs", "best epoch", "test ELBO", "test NLL (k=1000), selected",
                  "NLL of the last epoch", "gain of selection", "train s"], a.only, a.runs, row)
 
