@@ -14,10 +14,17 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    """Every test starts from the same seed and a clean param store."""
+    """Every test starts from the same seed and a clean param store, and leaves torch's
+    global default dtype and thread count as it found them (the in-process rank of the DDP
+    tests sets float64 and one thread, which would change every later run's arithmetic)."""
+    import torch
+
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
