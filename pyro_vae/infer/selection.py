@@ -6,8 +6,8 @@ stopping, and an exponential moving average of the weights.
   VampPrior's and the IWAE paper's reference code, and of pythae's best-model selection).
 * :class:`WeightAverage` keeps θ̄ ← β θ̄ + (1 − β) θ after every optimizer step (the
   average of ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(β)``: the
-  first update copies θ; the copy is AveragedModel's, the update one fused ``_foreach_lerp_``
-  over lists gathered once), the weights that NVAE and VDVAE evaluate. The average is a copy of the
+  first update copies θ; here one fused ``_foreach_lerp_`` over lists gathered once), the
+  weights that NVAE and VDVAE evaluate. The average is a copy of the
   model and its guide, so it is validated, saved and evaluated like them.
 
 Both are part of a :class:`~pyro_vae.infer.trainer.Trainer`'s state, so a resumed run
@@ -16,12 +16,12 @@ selects and averages exactly as one that never stopped.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 
 class EarlyStopping:
@@ -91,10 +91,10 @@ class WeightAverage:
     def __init__(self, model: nn.Module, guide: nn.Module, decay: float) -> None:
         self.decay = float(decay)
         self._trained = nn.ModuleDict({"model": model, "guide": guide})
-        # deep-copies both: a guide that references its model keeps referencing the copy
-        self._average = AveragedModel(self._trained)  # the copy (its update is ours: see update)
-        self.model: nn.Module = self._average.module["model"]
-        self.guide: nn.Module = self._average.module["guide"]
+        # one deep copy of both: a guide that references its model keeps referencing the copy
+        self._average = copy.deepcopy(self._trained)
+        self.model: nn.Module = self._average["model"]
+        self.guide: nn.Module = self._average["guide"]
         self._updates = 0
         self._pairs: Optional[Tuple[List[nn.Parameter], List[nn.Parameter], List[Tuple[Tensor, Tensor]]]] = None
 
@@ -108,8 +108,8 @@ class WeightAverage:
         at every step)."""
         if self._pairs is None:
             # the Parameter objects themselves: `module.to(device)` keeps them (it swaps .data)
-            self._pairs = (list(self._average.module.parameters()), list(self._trained.parameters()),
-                           list(zip(self._average.module.buffers(), self._trained.buffers())))
+            self._pairs = (list(self._average.parameters()), list(self._trained.parameters()),
+                           list(zip(self._average.buffers(), self._trained.buffers())))
         mine, theirs, buffers = self._pairs
         if self._updates == 0:
             torch._foreach_copy_(mine, theirs)
