@@ -164,11 +164,11 @@ class Trainer:
         self.skipped = 0  # updates skipped (skip_threshold) since the run started
         #: whether the model learns from labels (mini-batches of :mod:`pyro_vae.infer.labels`)
         self.labelled = model.num_classes is not None
+        name = model.spec.get("name", type(model).__name__)
         if model.label_is_latent:
-            config.check_enumeration(model.spec.get("name", type(model).__name__))
+            config.check_enumeration(name)
         self.elbo = make_elbo(config, enumerate=model.label_is_latent)
         if self.labelled:
-            name = model.spec.get("name", type(model).__name__)
             require_labels(data, f"the {name} model" if model.label_is_latent else "a conditional VAE")
             if not model.label_is_latent and (data.labelled is not None or data.labels("test") is None):
                 raise ConfigError("a conditional VAE learns from the label of every image, and is judged on "
