@@ -379,7 +379,7 @@ def load_dataset(
     with DATASETS.scoped():  # a source's options are the dataset's (dataset.size)
         kwargs = bind_options(loader, given, f"dataset {display_name(name)!r}", skip=3) if given else {}
         returned = loader(name, data_dir, download, **kwargs)
-    if not isinstance(returned, (tuple, list)) or len(returned) not in (4, 5, 7):
+    if not isinstance(returned, (tuple, list)) or not 4 <= len(returned) <= len(Arrays._fields):
         raise DataError(f"the loader of dataset {display_name(name)!r} returned {type(returned).__name__}, not "
                         "(train, train_labels, test, test_labels)")
     arrays = Arrays(*returned)
