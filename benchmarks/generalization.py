@@ -57,6 +57,16 @@ RUNS = {
     "resnet": (["--model", "resnet"], "resnet, the defaults"),
     "hvae-sel": (["--model", "hvae", *NO_EMA], "hvae, selection alone"),
     "hvae": (["--model", "hvae"], "hvae, the defaults"),
+    # the deep models' budget: their best validation epoch was the 200th of 200
+    "conv-400": (["--model", "conv", "--epochs", "400"], "conv, 400 epochs"),
+    "conv-400-decay": (["--model", "conv", "--epochs", "400", "--lr-decay", "0.995"],
+                       "conv, 400 epochs, learning rate × 0.995 an epoch (× 0.13 by the last)"),
+    "resnet-400": (["--model", "resnet", "--epochs", "400"], "resnet, 400 epochs"),
+    "resnet-400-decay": (["--model", "resnet", "--epochs", "400", "--lr-decay", "0.995"],
+                         "resnet, 400 epochs, learning rate × 0.995 an epoch"),
+    "hvae-400": (["--model", "hvae", "--epochs", "400"], "hvae, 400 epochs"),
+    "hvae-400-decay": (["--model", "hvae", "--epochs", "400", "--lr-decay", "0.995"],
+                       "hvae, 400 epochs, learning rate × 0.995 an epoch"),
 }
 
 
