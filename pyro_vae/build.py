@@ -119,9 +119,10 @@ def check_specs(
         return
     bound = MODELS.options(name, options)
     check_z_dim(bound["z_dim"])
-    if "dropout" in bound:  # every VAE's option, whose range needs no image shape
-        with MODELS.scoped():
-            check_dropout(bound["dropout"])
+    with MODELS.scoped():  # every VAE's option (and the SS-VAE's classifier's), whose range needs no image shape
+        for key in ("dropout", "classifier_dropout"):
+            if bound.get(key) is not None:
+                check_dropout(bound[key], key)
     if binary is not None:
         build_likelihood(bound["likelihood"], (1, 1, 1)).check_data(binary)
     if prior is not None:

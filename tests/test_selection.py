@@ -227,6 +227,27 @@ def test_a_dropout_outside_zero_to_one_is_refused_before_anything_is_built(p):
         check_specs({"name": "dense", "dropout": p})
 
 
+def test_the_ssvae_classifier_takes_its_own_dropout_and_the_vae_keeps_its_own():
+    def dropouts(module):
+        return sorted({m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)})
+
+    for network in ("dense", "conv"):
+        vae = build_vae("ssvae", (1, 16, 16), z_dim=2, network=network, dropout=0.1, classifier_dropout=0.3,
+                        num_classes=3)
+        assert vae.spec["classifier_dropout"] == 0.3
+        assert dropouts(vae.classifier_trunk) == [0.3]
+        assert dropouts(vae.encoder) == dropouts(vae.decoder) == [0.1]
+        same = build_vae("ssvae", (1, 16, 16), z_dim=2, network=network, dropout=0.2, num_classes=3)
+        assert dropouts(same.classifier_trunk) == [0.2]  # None: the VAE's
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, True])
+def test_a_classifier_dropout_outside_zero_to_one_is_refused_before_anything_is_built(p):
+    with pytest.raises(ConfigError, match="classifier_dropout") as err:
+        check_specs({"name": "ssvae", "classifier_dropout": p})
+    assert err.value.params == ("model.classifier_dropout",)
+
+
 # ---------------------------------------------------------------------- skipped updates
 def test_updates_above_the_threshold_are_skipped_and_counted():
     trainer = _tiny(skip_threshold=1e-6)  # every gradient is larger: nothing moves

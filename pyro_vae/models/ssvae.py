@@ -58,6 +58,7 @@ from ..guides.base import GaussianGuide, Guide
 from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
 from ..nets.conv import ConvDecoderNet, ConvEncoderTrunk
+from ..nets.mlp import check_dropout
 from ..options import check_choice, check_ranges
 from ..plates import data_plate, full_precision
 from .base import MODELS, VAE, Decoder, Encoder
@@ -89,6 +90,11 @@ class SemiSupervisedVAE(VAE):
             per-mini-batch means of many implementations do (see the module docstring).
         dropout: probability of dropout after every activation of the encoder, the decoder
             and the classifier (0: none; off in evaluation).
+        classifier_dropout: the classifier's own dropout probability (``None``: ``dropout``).
+            The classifier learns from far fewer examples than the VAE (its labelled images
+            and the enumerated term) and over-fits first; a supervised conv classifier of
+            this network on mnist5k's 3,800 images reached 96.5 % with 0.3 against 94–95 %
+            without (docs/benchmarks.md, "Labels").
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -112,16 +118,18 @@ class SemiSupervisedVAE(VAE):
         alpha: Optional[float] = None,
         labelled_weight: float = 1.0,
         dropout: float = 0.0,
+        classifier_dropout: Optional[float] = None,
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
         lik = build_likelihood(likelihood, x_shape)
+        drop_y = dropout if classifier_dropout is None else check_dropout(classifier_dropout, "classifier_dropout")
         if network == "dense":
             if channels is not None or hidden is not None:
                 raise ConfigError("channels and hidden are options of network='conv' (the dense network takes "
                                   "hidden_dims)", params=("channels", "hidden"))
             widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
             h_dim = widths[-1]
-            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, dropout) for _ in range(2))
+            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, p) for p in (dropout, drop_y))
             net = dense_decoder_net(z_dim, widths, lik, activation, dropout)
         else:
             if hidden_dims is not None:
@@ -130,8 +138,8 @@ class SemiSupervisedVAE(VAE):
             h_dim = int(hidden if hidden is not None else 256)
             widths = check_widths(channels if channels is not None else (32, 64), h_dim)
             check_stages(x_shape, len(widths), "ssvae")
-            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation, dropout)
-                                       for _ in range(2))
+            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation, p)
+                                       for p in (dropout, drop_y))
             net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation, dropout)
         check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
             "alpha": (alpha is None or alpha >= 0, "≥ 0"),

@@ -18,12 +18,12 @@ def activation(name: str) -> Callable[[], nn.Module]:
     return ACTIVATIONS[check_choice(name, ACTIVATIONS, "activation", "activation")]
 
 
-def check_dropout(p: float) -> float:
-    """``p`` if it is a dropout probability in [0, 1); else a ConfigError about ``dropout``
-    (every VAE takes the option; :func:`~pyro_vae.build.check_specs` checks it before any
-    data are loaded, the networks again when they are built)."""
+def check_dropout(p: float, name: str = "dropout") -> float:
+    """``p`` if it is a dropout probability in [0, 1); else a ConfigError about the option
+    ``name`` (every VAE takes ``dropout``; :func:`~pyro_vae.build.check_specs` checks it before
+    any data are loaded, the networks again when they are built)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ConfigError(f"dropout must be a probability from 0 to below 1, got {p!r}", params=("dropout",))
+        raise ConfigError(f"{name} must be a probability from 0 to below 1, got {p!r}", params=(name,))
     return float(p)
 
 

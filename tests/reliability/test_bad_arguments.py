@@ -161,6 +161,8 @@ CASES = [
     (["--set", "dropout=-0.2"], ["dropout must be a probability from 0 to below 1, got -0.2"]),
     (["--model", "conv", "--set", "dropout=1.5"], ["dropout must be a probability"]),
     (["--set", "dropout=high"], ["option dropout of model 'dense' must be a number"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_dropout=1"],
+     ["argument --set", "classifier_dropout must be a probability from 0 to below 1, got 1"]),
     (["--skip-threshold", "inf"], ["argument --skip-threshold", "skip_threshold must be a finite number, got inf"]),
     (["--skip-threshold", "nan"], ["skip_threshold must be a finite number, got nan"]),
     (["--skip-threshold", "0"], ["skip_threshold=0.0 (must be > 0)"]),
