@@ -33,7 +33,10 @@ class DeltaGuide(JointGuide):
         return dist.Delta(self.vae.encoder.loc_scale(self.vae.encoder.features(x))[0], event_dim=1)
 
 
-def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, compression="none", compile=False):
+def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, compression="none", compile=False,
+            sync=True):
+    import contextlib
+
     import pyro
 
     from pyro_vae import build_vae, load_dataset
@@ -55,7 +58,10 @@ def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, co
         trainer = Trainer(vae, guide, data, TrainConfig(grad_compression=compression,
                                                         compile=compile and guide_name == "gaussian"))
         n = warmup + steps if guide_name == "gaussian" else check_steps
-        with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        # sync=False: each process steps on its own shard without the all-reduce (DDP's
+        # no_sync), the cost of two processes computing side by side on the machine
+        alone = trainer._loss.no_sync() if world > 1 and not sync else contextlib.nullcontext()
+        with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False), alone:
             for i in range(n):
                 if guide_name == "gaussian" and i == warmup:
                     if world > 1:
@@ -73,11 +79,11 @@ def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, co
         torch.distributed.destroy_process_group()
 
 
-def measure(model, world, batch, warmup, steps, check_steps, compression="none", compile=False):
+def measure(model, world, batch, warmup, steps, check_steps, compression="none", compile=False, sync=True):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.pt")
         args = (world, model, batch, warmup, steps, check_steps, 29600 + os.getpid() % 300, out, compression,
-                compile)
+                compile, sync)
         if world == 1:
             _worker(0, *args)
         else:
@@ -94,6 +100,9 @@ def main():
     p.add_argument("--check-steps", type=int, default=20)
     p.add_argument("--compressions", nargs="+", default=["none"], help="none | fp16 | bf16 (each a row)")
     p.add_argument("--compile", action="store_true", help="the compiled step in both (TrainConfig.compile)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also what bounds the speed-up on this machine: one process on half a batch, and two "
+                        "processes on their halves without the all-reduce")
     a = p.parse_args()
     print(f"batch {a.batch_size} (global), {a.steps} timed steps, 1 torch thread per process, gloo"
           + (", compiled step" if a.compile else ""))
@@ -108,6 +117,15 @@ def main():
             diff = max(float((one["params"][k] - two["params"][k]).abs().max()) for k in one["params"])
             print(f"| {model} | {compression} | {rate[0]:.0f} | {rate[1]:.0f} | {rate[1] / rate[0]:.2f}× | "
                   f"{diff:.1e} |")
+        if a.ceiling:
+            half = measure(model, 1, a.batch_size // 2, a.warmup, a.steps, 0)
+            alone = measure(model, 2, a.batch_size, a.warmup, a.steps, 0, sync=False)
+            rate = [a.steps * b / r["seconds"] for b, r in ((a.batch_size, one), (a.batch_size // 2, half),
+                                                             (a.batch_size, alone))]
+            print(f"| {model} | ceiling: 1 process on {a.batch_size // 2} images a step | {rate[0]:.0f} | "
+                  f"{2 * rate[1]:.0f} (2 × {rate[1]:.0f}) | {2 * rate[1] / rate[0]:.2f}× | — |")
+            print(f"| {model} | ceiling: 2 processes, no all-reduce | {rate[0]:.0f} | {rate[2]:.0f} | "
+                  f"{rate[2] / rate[0]:.2f}× | — |")
 
 
 if __name__ == "__main__":
