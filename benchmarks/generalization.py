@@ -71,6 +71,8 @@ RUNS = {
     "hvae-400": (["--model", "hvae", "--epochs", "400"], "hvae, 400 epochs"),
     "hvae-400-warmup": (["--model", "hvae", "--epochs", "400", "--kl-warmup", "50"],
                         "hvae, 400 epochs, the KL weight from 0 to 1 over the first 50 (as the ladder VAE)"),
+    "resnet-400-warmup": (["--model", "resnet", "--epochs", "400", "--kl-warmup", "50"],
+                          "resnet, 400 epochs, the same KL warm-up"),
     "hvae-400-decay": (["--model", "hvae", "--epochs", "400", "--lr-decay", "0.995"],
                        "hvae, 400 epochs, learning rate × 0.995 an epoch"),
 }
