@@ -101,7 +101,10 @@ def test_the_curves_keep_the_late_epochs_readable():
     ([], "dense", 0.999, 300, 0.0),
     (["--binarize", "static"], "dense", 0.999, 300, 0.1),  # a static binarization is memorised: dropout
     (["--binarize", "static", "--set", "dropout=0"], "dense", 0.999, 300, 0.0),
-    (["--model", "conv", "--ema", "0"], "conv", 0.0, 200, 0.0),
+    (["--model", "conv", "--ema", "0"], "conv", 0.0, 300, 0.0),
+    (["--model", "resnet"], "resnet", 0.999, 400, 0.0),
+    (["--model", "hvae"], "hvae", 0.999, 300, 0.0),  # and a KL warm-up: below
+    (["--model", "linear"], "linear", 0.999, 200, 0.0),
     (["--model", "pixel"], "pixel", None, 20, 0.0),
     (["--valid-fraction", "0"], "dense", 0.999, 300, 0.0),
 ])
@@ -114,3 +117,13 @@ def test_the_defaults_of_the_command_line(argv, model, ema, epochs, dropout):
     assert config.model["name"] == model and config.model.get("dropout", 0.0) == dropout
     assert (config.train.ema, config.train.epochs, config.data.valid_fraction) == (
         ema, epochs, 0.0 if "--valid-fraction" in argv else 0.05)
+
+
+@pytest.mark.parametrize("argv, warmup", [(["--model", "hvae"], 50), (["--model", "hvae", "--kl-warmup", "0"], 0),
+                                          (["--model", "resnet"], 0)])
+def test_the_hierarchical_vae_warms_its_kl_up_by_default_and_a_flag_overrides_it(argv, warmup):
+    from inference.args import build_parser, options
+    from inference.train import run_config
+
+    argv = ["train", *argv]
+    assert run_config(options(build_parser().parse_args(argv), argv)).train.kl_warmup == warmup
