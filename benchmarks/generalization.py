@@ -70,6 +70,8 @@ RUNS = {
     "conv-400-b64": (["--model", "conv", "--epochs", "400", "--batch-size", "64"], "conv, 400 epochs of 64"),
     "resnet-b64": (["--model", "resnet", "--epochs", "200", "--batch-size", "64"], "resnet, mini-batches of 64"),
     "hvae-b64": (["--model", "hvae", "--epochs", "200", "--kl-warmup", "0", "--batch-size", "64"], "hvae, mini-batches of 64"),
+    "hvae-b64-warmup": (["--model", "hvae", "--epochs", "300", "--batch-size", "64", "--kl-warmup", "50"],
+                        "hvae, 300 epochs of 64, KL warm-up over 50"),
     "resnet-400": (["--model", "resnet", "--epochs", "400"], "resnet, 400 epochs"),
     "resnet-400-decay": (["--model", "resnet", "--epochs", "400", "--lr-decay", "0.995"],
                          "resnet, 400 epochs, learning rate × 0.995 an epoch"),
