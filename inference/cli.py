@@ -72,6 +72,8 @@ def _out_of_memory(err: BaseException) -> Optional[str]:
 
 def _where(command: str, opts: Any, err: BaseException) -> str:
     """Where a command stopped by a fault or a signal leaves things (for its one line)."""
+    if opts is None:  # stopped while the arguments were still being read
+        return "nothing was written"
     if command != "train":
         return "nothing was left half-written (every file is written atomically)"
     return describe_checkpoint(opts.run.out, getattr(err, "checkpoint_epoch", None))

@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from inference import signals
 from inference.checkpoint import load_checkpoint
 from inference.rundir import check_new_run
 from pyro_vae.infer.trainer import Trainer
@@ -107,6 +108,24 @@ def test_a_signal_during_start_up_ends_without_a_traceback(tmp_path, sig, delay)
     assert len(err.strip().splitlines()) <= 1, err
     if run.exists() and not (run / "checkpoint.pt").exists():  # a fresh train may start there
         check_new_run(str(run))
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, signals.Terminated])
+def test_a_signal_while_the_arguments_are_read_is_one_line(tmp_path, capsys, monkeypatch, command, stop):
+    """The window the start-up test above hits by timing (a SIGTERM 0.3 s in, on a loaded
+    machine, once gave a traceback: there were no options yet to say where things stood)."""
+    def interrupted(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr("inference.cli.options", interrupted)
+    argv = ["train", "--epochs", 1, "--out", tmp_path / "run", *TINY] if command == "train" else ["evaluate",
+                                                                                                  tmp_path / "run"]
+    code, _, err = run_cli(capsys, *argv)
+    name = "SIGINT" if stop is KeyboardInterrupt else "SIGTERM"
+    assert code == signals.EXIT_STATUS[name]
+    assert one_line(err) == f"pyro-vae {command}: interrupted by {name}; nothing was written"
+    assert not (tmp_path / "run").exists()
 
 
 def test_ctrl_c_before_the_first_checkpoint_leaves_a_run_that_resumes(tmp_path, capsys, monkeypatch, straight):
