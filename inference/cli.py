@@ -26,7 +26,7 @@ from pyro_vae.errors import PyroVAEError
 
 from . import signals
 from .args import PROG, build_parser, flag_of, options
-from .rundir import describe_checkpoint
+from .rundir import NOTHING_WRITTEN, describe_checkpoint
 
 #: The module whose ``main(options)`` runs each command.
 MODULES = {"train": "train", "evaluate": "evaluate", "sample": "sample", "posterior": "posterior",
@@ -73,7 +73,7 @@ def _out_of_memory(err: BaseException) -> Optional[str]:
 def _where(command: str, opts: Any, err: BaseException) -> str:
     """Where a command stopped by a fault or a signal leaves things (for its one line)."""
     if opts is None:  # stopped while the arguments were still being read
-        return "nothing was written"
+        return NOTHING_WRITTEN
     if command != "train":
         return "nothing was left half-written (every file is written atomically)"
     return describe_checkpoint(opts.run.out, getattr(err, "checkpoint_epoch", None))
@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt as err:  # before the command started (parsing arguments)
-        print(f"{PROG}: interrupted by {signals.name(err)}; nothing was written", file=sys.stderr)
+        print(f"{PROG}: interrupted by {signals.name(err)}; {NOTHING_WRITTEN}", file=sys.stderr)
         return signals.EXIT_STATUS[signals.name(err)]
     finally:
         signals.restore(previous)

@@ -262,15 +262,19 @@ def run_dataset(run_dir: str, data: DataConfig) -> DataConfig:
     return dataclasses.replace(data, name=found)
 
 
+#: what a command stopped before it wrote anything says (the end of its one line)
+NOTHING_WRITTEN = "nothing was written"
+
+
 def describe_checkpoint(run_dir: Optional[str], epoch: Optional[int] = None) -> str:
     """Where a stopped training run stands and how to continue it (for one-line messages)."""
     if not run_dir or not os.path.isdir(run_dir):
-        return "nothing was written"
+        return NOTHING_WRITTEN
     resume = f"pyro-vae train --resume --out {run_dir}"
     checkpoint = paths(run_dir)["checkpoint"]
     if not os.path.exists(checkpoint):
         if not os.path.exists(paths(run_dir)["config"]):
-            return "nothing was written"
+            return NOTHING_WRITTEN
         return f"{run_dir} holds no checkpoint yet; start it again with: {resume}"
     at = f" (epoch {epoch})" if epoch is not None else ""
     return f"the last checkpoint{at} is {checkpoint}; continue with: {resume}"
