@@ -14,6 +14,7 @@ the arithmetic of the all-reduce (float32). Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -35,8 +36,6 @@ class DeltaGuide(JointGuide):
 
 def _worker(rank, world, model, batch, warmup, steps, check_steps, port, out, compression="none", compile=False,
             sync=True):
-    import contextlib
-
     import pyro
 
     from pyro_vae import build_vae, load_dataset

@@ -55,8 +55,8 @@ RUNS = {
     "ssvae-all": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set", "activation=elu",
                   "--epochs", "100", "--iwae-samples", "100"],
     # the classifier's own dropout (0.3: a supervised classifier of the conv network reached 96.5 %
-    # on the 3,800 training images with it, 94–95 % without)
-    # (IWAE k = 100 per class: its final evaluation at k = 1000 costs half its training)
+    # on the 3,800 training images with it, 94–95 % without); the 10-label row with IWAE k = 100
+    # per class (its final evaluation at k = 1000 costs half its training)
     "ssvae-k10-cd": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
                      "--iwae-samples", "100"],
     "ssvae-all-cd": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
