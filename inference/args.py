@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
@@ -26,7 +27,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.infer.config import LocalFitConfig, NUTSConfig, TrainConfig
 from pyro_vae.options import fields_of
 
-from .config import Choices, DataConfig, RunConfig
+from .config import Choices, DataConfig, RunConfig, defaults_by_model
 from .settings import (Common, CompareOptions, EvaluateOptions, PosteriorOptions, SampleOptions,
                        TrainOptions, TrainRun)
 
@@ -93,7 +94,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, common: bool = False) 
     for f, annotation, flag in (flag_fields(cls) if common else _own_fields(cls)):
         meta = f.metadata
         dest = f"{cls.__name__}.{f.name}"
-        kwargs: Dict[str, Any] = {"default": None, "help": meta["help"]}
+        by_model = defaults_by_model(f.name) if cls is TrainConfig else ""
+        # the model's default replaces the library's "(default …)" at the end of the help
+        help_text = f"{re.sub(r' *[(]default[^()]*[)]$', '', meta['help'])} (default: {by_model})" \
+            if by_model else meta["help"]
+        kwargs: Dict[str, Any] = {"default": None, "help": help_text}
         metavar = meta["metavar"] or f.name.upper()
         nargs = meta.get("nargs")
         if annotation is bool:

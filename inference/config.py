@@ -345,6 +345,27 @@ MODEL_DEFAULTS: Dict[str, RunDefaults] = {
 FLOW_DEFAULTS = RunDefaults(train={"epochs": 10}, binarize="none")
 
 
+def defaults_by_model(field_name: str) -> str:
+    """What the command line's defaults make of the :class:`TrainConfig` field ``field_name``,
+    in words for ``--help`` ("300 for dense, conv; 20 for pixel; 200 for the others"), or ""
+    where every model keeps the library's default: derived from the tables above, so that the
+    help cannot drift from them."""
+    library = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[field_name]
+    others = RunDefaults().train.get(field_name, library)
+    groups: Dict[Any, list] = {}
+    for name, value in [*((n, d.train.get(field_name, library)) for n, d in MODEL_DEFAULTS.items()),
+                        ("density flows", FLOW_DEFAULTS.train.get(field_name, library))]:
+        if value != others:
+            groups.setdefault(value, []).append(name)
+    if not groups and others == library:
+        return ""
+    def text(value: Any) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    words = [f"{text(v)} for {', '.join(names)}" for v, names in groups.items()]
+    return "; ".join([*words, f"{text(others)} for the others"])
+
+
 def defaults_for(name: str, has_latent: bool = True) -> RunDefaults:
     """The defaults of the model registered as ``name`` (``has_latent=False``: a density flow)."""
     return MODEL_DEFAULTS.get(name, RunDefaults() if has_latent else FLOW_DEFAULTS)

@@ -127,3 +127,21 @@ def test_the_hierarchical_vae_warms_its_kl_up_by_default_and_a_flag_overrides_it
 
     argv = ["train", *argv]
     assert run_config(options(build_parser().parse_args(argv), argv)).train.kl_warmup == warmup
+
+
+def test_the_help_of_train_gives_each_models_default_from_the_one_table(monkeypatch, capsys):
+    from inference import config
+    from inference.args import build_parser
+
+    assert config.defaults_by_model("kl_warmup") == "50 for hvae; 0 for the others"
+    assert config.defaults_by_model("ema") == "none for pixel, density flows; 0.999 for the others"
+    assert config.defaults_by_model("lr") == ""  # every model keeps the library's
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "total epochs (default: 300 for dense, conv, hvae; 400 for resnet; 20 for pixel; " \
+           "10 for density flows; 200 for the others)" in help_text
+    assert "Adam learning rate (default 0.001)" in help_text
+    # derived, not written: a new model default shows in the help
+    monkeypatch.setitem(config.MODEL_DEFAULTS, "linear", config.RunDefaults(train={"kl_warmup": 7}))
+    assert config.defaults_by_model("kl_warmup") == "50 for hvae; 7 for linear; 0 for the others"

@@ -102,8 +102,7 @@ class TrainConfig:
             exceeds it, as VDVAE does (``None``: never skip); skipped updates are counted.
     """
 
-    epochs: int = option(200, "total epochs (default 200; 20 for pixel, 10 for density flows)",
-                         on_resume=True)
+    epochs: int = option(200, "total epochs (default 200)", on_resume=True)
     batch_size: int = option(128, "mini-batch size (default 128)", metavar="B")
     lr: float = option(1e-3, "Adam learning rate (default 0.001)")
     lr_decay: float = option(1.0, "learning-rate decay per epoch (default 1: constant)")
@@ -115,7 +114,7 @@ class TrainConfig:
     elbo: str = option("trace", "estimator of the ELBO: trace (Monte-Carlo KL, Trace_ELBO) | meanfield "
                                 "(closed-form KL where it exists, TraceMeanField_ELBO) (default trace)",
                        latent=True)
-    kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0)", metavar="EPOCHS", latent=True)
+    kl_warmup: int = option(0, "epochs of linear KL warm-up (default 0: none)", metavar="EPOCHS", latent=True)
     beta: float = option(1.0, "β-VAE: weight of the KL terms (default 1: the ELBO)", metavar="BETA", latent=True)
     free_bits: float = option(0.0, "free bits: nats per latent dimension not penalised (default 0)",
                               metavar="LAMBDA", latent=True)
@@ -132,8 +131,7 @@ class TrainConfig:
     patience: Optional[int] = option(None, "stop when the validation ELBO has not improved for N epochs "
                                            "(default: train every epoch)", metavar="N", on_resume=True)
     ema: Optional[float] = option(None, "decay β of an exponential moving average of the weights, used for "
-                                        "validation, best.pt and evaluation; 0: none (default 0.999 for "
-                                        "VAEs, none for the pixel model and density flows)",
+                                        "validation, best.pt and evaluation (default: none)",
                                   metavar="DECAY")
     weight_decay: float = option(0.0, "decoupled weight decay λ (as AdamW) (default 0)", metavar="LAMBDA")
     skip_threshold: Optional[float] = option(None, "skip an update whose gradient norm (of the per-example "
