@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.nn  # noqa: F401  (registers the module_local_params setting)
@@ -127,9 +127,11 @@ def register(name: str, module: torch.nn.Module) -> None:
         pyro.module(name, module)
 
 
-def kl_scaled(kl_scale: float):
-    """Scale the latent site (KL warm-up / β) with ``poutine.scale``; a no-op at 1."""
-    if kl_scale == 1.0:
+def kl_scaled(kl_scale: Union[float, Tensor]):
+    """Scale the latent site (KL warm-up / β) with ``poutine.scale``; a no-op at 1. A 0-d
+    tensor (a compiled step's input, :mod:`pyro_vae.infer.compiled`) always scales: Python
+    may not branch on its value while the step is captured."""
+    if not isinstance(kl_scale, Tensor) and kl_scale == 1.0:
         return contextlib.nullcontext()
     return poutine.scale(scale=kl_scale)
 

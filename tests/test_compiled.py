@@ -71,9 +71,29 @@ def test_every_guide_compiles_to_the_eager_step(guide):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [m for m in MODELS.names() if m != "dense"])
+@pytest.mark.parametrize("name", [m for m in MODELS.names() if m not in ("dense", "ssvae")])
 def test_every_vae_compiles_to_the_eager_step(name):
     _same_as_eager(*_vae(name))
+
+
+def test_a_guide_that_draws_without_rsample_trains_eagerly_after_one_line():
+    """The semi-supervised VAE's guide draws the label from q(y | x) under a plain trace: a
+    score-function site, which is not captured — one line, then the eager loss and gradients
+    exactly (its training enumerates y, and its labelled step is eager anyway)."""
+    vae, guide = _vae("ssvae")
+    loss = make_elbo(TrainConfig())(vae, guide)
+    notices = []
+    compiled = CompiledLoss(loss, log=notices.append)
+    x = (torch.rand(6, *X_SHAPE) < 0.5).float()
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        compiled(x, num_data=12, kl_scale=0.5)  # eager: the first call of a key
+        eager, eager_grads = _loss_and_grads(loss, x, seed=3)
+        value, grads = _loss_and_grads(compiled, x, seed=3)
+    assert len(notices) == 1 and "draws 'y' without reparameterization" in notices[0], notices
+    assert compiled.failed and not compiled.graphs
+    assert torch.equal(value, eager)
+    for a, b in zip(grads, eager_grads):
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 @pytest.mark.slow
@@ -107,14 +127,38 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_line():
 
 
 def test_a_new_guard_key_captures_a_new_graph():
-    """A smaller last batch and each KL weight of a warm-up are new keys (new graphs)."""
+    """A smaller last batch is a new key (a new graph); a KL weight below 1 is one more, and
+    every other weight of a warm-up reuses it: the weight is an input of the graph."""
     vae, guide = _vae("dense")
     compiled = CompiledLoss(make_elbo(TrainConfig())(vae, guide))
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
-        for n, beta in ((6, 1.0), (6, 1.0), (4, 1.0), (4, 1.0), (6, 0.5)):
+        for n, beta in ((6, 1.0), (6, 1.0), (4, 1.0), (4, 1.0), (6, 0.5), (6, 0.25), (6, 0.75)):
             compiled(torch.ones(n, *X_SHAPE), num_data=12, kl_scale=beta)
     captured = [key for key, graph in compiled.graphs.items() if graph is not None]
-    assert len(compiled.graphs) == 3 and len(captured) == 2
+    assert len(compiled.graphs) == 3 and len(captured) == 3
+
+
+@pytest.mark.parametrize("beta", [0.25, 0.6])
+def test_the_weights_of_a_warm_up_share_one_graph_and_each_is_the_eager_loss(beta):
+    """The graph captured at one KL weight, run at another, gives the eager loss there (same
+    noise, same gradients up to float reassociation)."""
+    vae, guide = _vae("dense")
+    loss = make_elbo(TrainConfig())(vae, guide)
+    compiled = CompiledLoss(loss)
+    x = torch.rand(6, *X_SHAPE).round()
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        for first in (0.1, 0.1):  # eager, then captured at 0.1
+            compiled(x, num_data=12, kl_scale=first)
+        torch.manual_seed(3)
+        got = compiled(x, num_data=12, kl_scale=beta)
+        got_grads = torch.autograd.grad(got, list(loss.parameters()))
+        torch.manual_seed(3)
+        want = loss(x, num_data=12, kl_scale=beta)
+        want_grads = torch.autograd.grad(want, list(loss.parameters()))
+    assert sum(g is not None for g in compiled.graphs.values()) == 1
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_train_with_compile_is_the_eager_run(tmp_path):

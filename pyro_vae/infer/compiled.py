@@ -18,8 +18,10 @@ random functions in the same order, so a compiled step is the eager step — sam
 same loss, same gradients up to float reassociation (tested for every model and guide).
 
 What the capture bakes in is checked at every step (the guard, :meth:`CompiledLoss.key`):
-the shape, dtype and device of the batch, ``num_data``, the KL weight and train/eval mode;
-a new value captures a new graph (a smaller last batch, each epoch of a KL warm-up). Python
+the shape, dtype and device of the batch, ``num_data``, whether the KL weight is 1 (the
+``poutine.scale`` of the latent sites is there or not) and train/eval mode; a new value
+captures a new graph (a smaller last batch). The KL weight itself is an input of the graph,
+a 0-d tensor, so the epochs of a warm-up share one graph instead of compiling one each. Python
 state that the program reads and that changes during training — e.g. the data-dependent
 initialisation of ActNorm — must change before the capture: the first call of every key
 runs eagerly. A model whose capture or compilation fails falls back to eager, with one
@@ -35,6 +37,8 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import pyro
 import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -79,8 +83,9 @@ class CompiledLoss(nn.Module):
 
     def key(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> Hashable:
         """What a captured graph assumes: the batch's shape, dtype and device, ``num_data``,
-        the KL weight, and whether the model and guide are in training mode (dropout)."""
-        return (tuple(x.shape), x.dtype, x.device, num_data, float(kl_scale),
+        whether the KL weight is 1, and whether the model and guide are in training mode
+        (dropout)."""
+        return (tuple(x.shape), x.dtype, x.device, num_data, float(kl_scale) == 1.0,
                 tuple(m.training for m in self.loss.children()))
 
     def _tensors(self) -> Tuple[List[str], List[Tensor]]:
@@ -92,11 +97,13 @@ class CompiledLoss(nn.Module):
 
     def _capture(self, x: Tensor, num_data: Optional[int],
                  kl_scale: float) -> Tuple[Callable[..., Tensor], List[Tensor]]:
+        self._check_reparameterized(x, num_data, kl_scale)
         names, tensors = self._tensors()
 
-        def step(tensors: List[Tensor], x: Tensor) -> Tensor:
+        def step(tensors: List[Tensor], x: Tensor, beta: Tensor) -> Tensor:
+            # at 1 the program scales nothing (plates.kl_scaled), which the key records
             return functional_call(self.loss, dict(zip(names, tensors)), (x,),
-                                   {"num_data": num_data, "kl_scale": kl_scale})
+                                   {"num_data": num_data, "kl_scale": 1.0 if kl_scale == 1.0 else beta})
 
         # the capture draws the step's noise: keep the generators where they were, so that
         # capturing costs the run nothing and the first compiled step draws what eager would;
@@ -104,7 +111,7 @@ class CompiledLoss(nn.Module):
         # when loaded, as the eager engine assumes too
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
                 pyro.validation_enabled(False):
-            graph = make_fx(step)(tensors, x)
+            graph = make_fx(step)(tensors, x, self._beta(x, kl_scale))
         compiled = torch.compile(graph, mode=self.mode, fullgraph=True, dynamic=False,
                                  options=None if self.mode else INDUCTOR_OPTIONS)
         return compiled, tensors
@@ -122,9 +129,31 @@ class CompiledLoss(nn.Module):
                 return self._fall_back(err, x, num_data, kl_scale)
         graph, tensors = captured
         try:
-            return graph(tensors, x)
+            return graph(tensors, x, self._beta(x, kl_scale))
         except Exception as err:  # noqa: BLE001 - inductor compiles lazily, at the first call
             return self._fall_back(err, x, num_data, kl_scale)
+
+    def _check_reparameterized(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> None:
+        """Refuse (→ eager) a guide with a latent site drawn without ``rsample``: its gradient
+        is Pyro's score-function surrogate, which the compiled step has not been shown to
+        reproduce (the semi-supervised VAE's label drawn by a plain trace: the captured loss
+        matched, its gradients did not)."""
+        guide = getattr(self.loss, "guide", None)
+        if guide is None:
+            return
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+                pyro.validation_enabled(False), torch.no_grad():
+            trace = poutine.trace(guide).get_trace(x, num_data=num_data, kl_scale=kl_scale)
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site) \
+                    and not site["fn"].has_rsample:
+                raise NotImplementedError(f"the guide draws {name!r} without reparameterization "
+                                          f"(score-function gradients)")
+
+    @staticmethod
+    def _beta(x: Tensor, kl_scale: float) -> Tensor:
+        """The KL weight as the graph's 0-d input (a 0-d tensor promotes like a Python float)."""
+        return torch.tensor(float(kl_scale), dtype=x.dtype if x.is_floating_point() else None, device=x.device)
 
     def _fall_back(self, err: Exception, x: Tensor, num_data: Optional[int], kl_scale: float) -> Tensor:
         self.failed = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}"
