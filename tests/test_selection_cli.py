@@ -120,8 +120,9 @@ def test_the_defaults_of_the_command_line(argv, model, ema, epochs, dropout):
 
 
 @pytest.mark.parametrize("argv, warmup", [(["--model", "hvae"], 50), (["--model", "hvae", "--kl-warmup", "0"], 0),
-                                          (["--model", "resnet"], 0)])
-def test_the_hierarchical_vae_warms_its_kl_up_by_default_and_a_flag_overrides_it(argv, warmup):
+                                          (["--model", "resnet"], 0), ([], 50), (["--prior", "vamp"], 50),
+                                          (["--binarize", "static"], 50), (["--kl-warmup", "0"], 0)])
+def test_the_hierarchical_and_dense_vaes_warm_their_kl_up_by_default_and_a_flag_overrides_it(argv, warmup):
     from inference.args import build_parser, options
     from inference.train import run_config
 
@@ -133,7 +134,7 @@ def test_the_help_of_train_gives_each_models_default_from_the_one_table(monkeypa
     from inference import config
     from inference.args import build_parser
 
-    assert config.defaults_by_model("kl_warmup") == "50 for hvae; 0 for the others"
+    assert config.defaults_by_model("kl_warmup") == "50 for dense, hvae; 0 for the others"
     assert config.defaults_by_model("ema") == "none for pixel, density flows; 0.999 for the others"
     assert config.defaults_by_model("lr") == ""  # every model keeps the library's
     with pytest.raises(SystemExit):
@@ -144,4 +145,4 @@ def test_the_help_of_train_gives_each_models_default_from_the_one_table(monkeypa
     assert "Adam learning rate (default 0.001)" in help_text
     # derived, not written: a new model default shows in the help
     monkeypatch.setitem(config.MODEL_DEFAULTS, "linear", config.RunDefaults(train={"kl_warmup": 7}))
-    assert config.defaults_by_model("kl_warmup") == "50 for hvae; 7 for linear; 0 for the others"
+    assert config.defaults_by_model("kl_warmup") == "50 for dense, hvae; 7 for linear; 0 for the others"
