@@ -33,7 +33,8 @@ static per key).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Hashable, List, Optional, Tuple
+import contextlib
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
 import pyro
 import torch
@@ -46,6 +47,18 @@ from torch.fx.experimental.proxy_tensor import make_fx
 #: Options of inductor for the captured graph: random ops call torch's own generators, so a
 #: compiled step draws exactly the eager step's noise (and a resumed run continues exactly).
 INDUCTOR_OPTIONS = {"fallback_random": True}
+
+
+@contextlib.contextmanager
+def _aside(x: Tensor) -> Iterator[None]:
+    """Run a capture (or a probe of the guide) aside from the training: it draws the step's
+    noise, so the generators are put back where they were — it costs the run nothing and the
+    first compiled step draws what eager would; and Pyro's validation, which reads values (a
+    graph cannot branch on them), is off: the data were checked when loaded, as the eager
+    engine assumes too."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+            pyro.validation_enabled(False):
+        yield
 
 
 class CompiledLoss(nn.Module):
@@ -105,12 +118,7 @@ class CompiledLoss(nn.Module):
             return functional_call(self.loss, dict(zip(names, tensors)), (x,),
                                    {"num_data": num_data, "kl_scale": 1.0 if kl_scale == 1.0 else beta})
 
-        # the capture draws the step's noise: keep the generators where they were, so that
-        # capturing costs the run nothing and the first compiled step draws what eager would;
-        # Pyro's validation reads values (a graph cannot branch on them): the data were checked
-        # when loaded, as the eager engine assumes too
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
-                pyro.validation_enabled(False):
+        with _aside(x):
             graph = make_fx(step)(tensors, x, self._beta(x, kl_scale))
         compiled = torch.compile(graph, mode=self.mode, fullgraph=True, dynamic=False,
                                  options=None if self.mode else INDUCTOR_OPTIONS)
@@ -141,8 +149,7 @@ class CompiledLoss(nn.Module):
         guide = getattr(self.loss, "guide", None)
         if guide is None:
             return
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
-                pyro.validation_enabled(False), torch.no_grad():
+        with _aside(x), torch.no_grad():
             trace = poutine.trace(guide).get_trace(x, num_data=num_data, kl_scale=kl_scale)
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site) \
