@@ -353,6 +353,9 @@ def defaults_by_model(field_name: str) -> str:
     in words for ``--help`` ("300 for dense, conv; 20 for pixel; 200 for the others"), or ""
     where every model keeps the library's default: derived from the tables above, so that the
     help cannot drift from them."""
+    def text(value: Any) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
     library = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[field_name]
     others = RunDefaults().train.get(field_name, library)
     groups: Dict[Any, list] = {}
@@ -362,9 +365,6 @@ def defaults_by_model(field_name: str) -> str:
             groups.setdefault(value, []).append(name)
     if not groups and others == library:
         return ""
-    def text(value: Any) -> str:
-        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
     words = [f"{text(v)} for {', '.join(names)}" for v, names in groups.items()]
     return "; ".join([*words, f"{text(others)} for the others"])
 
