@@ -14,9 +14,14 @@ the Pyro steps are ``SVI.step`` with ``Trace_ELBO``. Variants, from naive to wha
 * ``fused+noval`` — and per-step validation off (data are validated once at load): this is
                   the step of :class:`pyro_vae.infer.trainer.Trainer`;
 * ``jit``       — and ``JitTrace_ELBO`` (what ``pyro-vae train --jit`` was);
-* ``engine``    — the step of :class:`pyro_vae.infer.trainer.Trainer`: Pyro's ``ELBOModule``
-                  (``SyncFreeTrace_ELBO()(vae, vae.guide)``), ``backward`` and the torch
-                  ClippedAdam, parameters local to the modules (no param store), no TorchScript;
+* ``uncaptured`` — the step of :class:`pyro_vae.infer.trainer.Trainer` with
+                  ``TrainConfig(capture=False)``: Pyro's ``ELBOModule``
+                  (``SyncFreeTrace_ELBO()(vae, vae.guide)``), its handlers run at every step,
+                  ``backward`` and the torch ClippedAdam, parameters local to the modules (no
+                  param store), no TorchScript;
+* ``engine``    — the Trainer's default step: the same ``ELBOModule``'s operations captured
+                  once per batch shape and replayed (the same loss and gradients to the bit;
+                  :class:`pyro_vae.infer.compiled.CompiledLoss` with ``compile=False``);
 * ``compiled``  — the same step with ``TrainConfig(compile=True)``: the Pyro program captured
                   once into one graph and compiled by ``torch.compile``
                   (:class:`pyro_vae.infer.compiled.CompiledLoss`; CUDA graphs on a GPU).
@@ -27,7 +32,7 @@ per-round ratio, so drifts in machine load cancel. Run::
 
     python benchmarks/svi_overhead.py --batch-size 128 --rounds 15
     python benchmarks/svi_overhead.py --model conv --variants fused+noval jit --rounds 9
-    python benchmarks/svi_overhead.py --hidden 8 --z-dim 2 --variants engine compiled   # tiny
+    python benchmarks/svi_overhead.py --hidden 8 --z-dim 2 --variants uncaptured engine compiled   # tiny
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ from torch.nn import functional as F
 
 from pyro_vae.infer.optim import FusedClippedAdam
 from pyro_vae import build_vae, load_dataset
+
+
+#: the engine's variants: their TrainConfig settings
+ENGINE_VARIANTS = {"uncaptured": {"capture": False}, "engine": {}, "compiled": {"compile": True}}
 
 
 def hand_step_factory(vae, num_data, lr):
@@ -65,11 +74,11 @@ def hand_step_factory(vae, num_data, lr):
     return step
 
 
-def engine_step_factory(vae, num_data, lr, data, compile=False):
+def engine_step_factory(vae, num_data, lr, data, **config):
     from pyro_vae.infer.config import TrainConfig
     from pyro_vae.infer.trainer import Trainer
 
-    trainer = Trainer(vae, vae.guide, data, TrainConfig(lr=lr, compile=compile))
+    trainer = Trainer(vae, vae.guide, data, TrainConfig(lr=lr, **config))
 
     def step(x):  # as Trainer.train_epoch runs it: validation off, parameters in the modules
         with pyro.validation_enabled(False), pyro.settings.context(module_local_params=True):
@@ -119,8 +128,8 @@ def run(batch_size=128, rounds=15, steps=40, variants=("naive", "fused", "fused+
         vae = build_vae(model, data.x_shape, z_dim=z_dim, **options).to(device)
         if name == "hand":
             steps_by_name[name] = hand_step_factory(vae, num_data, 1e-4)
-        elif name in ("engine", "compiled"):
-            steps_by_name[name] = engine_step_factory(vae, num_data, 1e-4, data, compile=name == "compiled")
+        elif name in ENGINE_VARIANTS:
+            steps_by_name[name] = engine_step_factory(vae, num_data, 1e-4, data, **ENGINE_VARIANTS[name])
         else:
             steps_by_name[name] = pyro_step_factory(vae, num_data, 1e-4, name)
         time_steps(steps_by_name[name], batches, 10)  # warm-up (and JIT compilation, capture)

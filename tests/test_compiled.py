@@ -1,7 +1,8 @@
-"""The compiled training step (pyro_vae.infer.compiled): the Pyro program captured once and
-compiled by torch.compile gives the eager step's loss and gradients on the same batch and
-noise, for every model and guide that compiles; one that cannot be compiled trains eagerly
-after one line; and `pyro-vae train --compile` trains the same run as eager."""
+"""The captured and the compiled training step (pyro_vae.infer.compiled): the Pyro program
+captured once and replayed — the engine's default step — is the eager step to the bit, for
+every model and guide; compiled by torch.compile it gives the eager step's loss and
+gradients on the same batch and noise; one that cannot be captured trains eagerly after one
+line; and `pyro-vae train --compile` / `--no-capture` train the same run as the default."""
 
 import json
 import os
@@ -12,9 +13,11 @@ import torch
 
 from pyro_vae import FLOW_MODELS, GUIDES, MODELS, build_guide, build_vae
 from pyro_vae.flows import build_flow_model
-from pyro_vae.infer.compiled import CompiledLoss
+from pyro_vae.infer.compiled import CompiledLoss, simplify
 from pyro_vae.infer.config import TrainConfig
 from pyro_vae.infer.elbo import make_elbo
+from pyro_vae.infer.trainer import Trainer
+from torch.fx.experimental.proxy_tensor import make_fx
 from test_flows import SMALL as SMALL_FLOWS
 from test_models import SMALL as SMALL_VAES
 
@@ -177,3 +180,117 @@ def test_train_with_compile_is_the_eager_run(tmp_path):
     for a, b in zip(runs["eager"], runs["compiled"]):
         for key in ("train_loss", "valid_elbo"):
             assert a[key] == pytest.approx(b[key], abs=1e-3), key
+
+
+def _train_steps(name, guide, capture, config=None, steps=4):
+    """``steps`` engine steps of a small VAE on 8×8 images at KL weight 0.3: the losses and
+    the parameters after them."""
+    from pyro_vae.data import ImageDataset
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(1)
+    data = ImageDataset("tiny", (torch.rand(48, *X_SHAPE, generator=gen) < 0.4).float(),
+                        (torch.rand(16, *X_SHAPE, generator=gen) < 0.4).float(), binarize="static")
+    vae, g = _vae(name, guide)
+    notices = []
+    trainer = Trainer(vae, g, data, TrainConfig(batch_size=16, capture=capture, **(config or {})),
+                      log=notices.append)
+    losses, batches = [], list(data.batches("train", 16))
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        for i in range(steps):
+            losses.append(trainer.step(batches[i % len(batches)], kl_scale=0.3))
+    assert not notices, notices
+    return torch.stack(losses), [p.detach().clone() for p in list(vae.parameters()) + list(g.parameters())]
+
+
+def _replay_is_eager(name, guide="gaussian", config=None):
+    eager_losses, eager_params = _train_steps(name, guide, capture=False, config=config)
+    losses, params = _train_steps(name, guide, capture=True, config=config)
+    assert torch.equal(losses, eager_losses)  # to the bit: the same kernels in the same order
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params))
+
+
+@pytest.mark.parametrize("config", [None, {"elbo": "meanfield"}, {"objective": "iwae", "particles": 3},
+                                    {"free_bits": 0.3}])
+def test_the_default_step_replays_the_captured_program_to_the_bit(config):
+    """Four steps (the first of a key eager, then a capture replayed) give the losses and
+    parameters of four steps that run Pyro's handlers each time, exactly — so a resumed run,
+    whose first step of each key is eager again, stays exact."""
+    _replay_is_eager("dense", config=config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in MODELS.names() if m not in ("dense", "ssvae")])
+def test_every_vae_replays_its_captured_program_to_the_bit(name):
+    _replay_is_eager(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", [g for g in GUIDES.names() if g != "gaussian"])
+def test_every_guide_replays_its_captured_program_to_the_bit(guide):
+    _replay_is_eager("dense", guide)
+
+
+class _StopGradient(torch.nn.Module):
+    """A loss with a gradient stop, as a surrogate loss or a score-function term uses one:
+    d/dw [w · stop(w) · Σx] = stop(w) · Σx (twice that without the stop)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x, num_data=None, kl_scale=1.0):
+        return self.w * self.w.detach() * x.sum()
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_detach_stays_a_gradient_stop_in_the_captured_step(compile):
+    """A capture after dispatch records ``detach`` as ``alias``, through which gradients flow:
+    the captured step must be taken before dispatch, where it stays a stop."""
+    loss = CompiledLoss(_StopGradient(), compile=compile)
+    x = torch.ones(2)
+    grads = []
+    for _ in range(3):  # eager, captured, captured
+        loss.zero_grad()
+        loss(x).backward()
+        grads.append(float(loss.loss.w.grad))
+    assert loss.failed is None and len(loss.graphs) == 1
+    assert grads == [6.0, 6.0, 6.0]  # stop(w) · Σx = 3 · 2; not 12
+
+
+def test_simplify_drops_identities_and_unused_operations_and_keeps_the_values():
+    def f(x, w):
+        unused = torch.arange(5)  # noqa: F841 - an operation whose result nothing reads
+        y = (x * w + 0.0).expand(3, 4) * 1.0
+        a, b = torch.broadcast_tensors(y, x)
+        return (a - 0).div(1).sum() + b.sum()
+
+    x, w = torch.rand(3, 4), torch.rand(3, 4, requires_grad=True)
+    graph = make_fx(f, pre_dispatch=True)(x, w)
+    before = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    simplify(graph)
+    after = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    aten = torch.ops.aten
+    assert aten.arange.default in before and aten.arange.default not in after
+    assert after.count(aten.add.Tensor) == 1 and aten.expand.default not in after
+    assert aten.div.Tensor not in after and aten.broadcast_tensors.default not in after
+    assert after == [aten.mul.Tensor, aten.sum.default, aten.sum.default, aten.add.Tensor]
+    value, = torch.autograd.grad(graph(x, w), w)
+    want, = torch.autograd.grad(f(x, w), w)
+    assert torch.equal(graph(x, w), f(x, w)) and torch.equal(value, want)
+
+
+def test_train_without_capture_is_the_default_run_to_the_bit(tmp_path):
+    """`pyro-vae train --no-capture` (Pyro's handlers at every step) and the default
+    (captured, replayed): the same metrics, exactly; config.json records the choice."""
+    from inference.cli import main
+
+    quick = ["--train-size", "64", "--test-size", "16", "--z-dim", "2", "--set", "hidden_dims=[8]",
+             "--iwae-samples", "4", "--no-progress", "--epochs", "2", "--batch-size", "32", "--no-tensorboard"]
+    runs = {}
+    for name, flags in (("captured", []), ("eager", ["--no-capture"])):
+        assert main(["train", "--out", str(tmp_path / name), *quick, *flags]) == 0
+        runs[name] = [{k: v for k, v in json.loads(line).items() if "seconds" not in k and k != "time"}
+                      for line in open(os.path.join(tmp_path, name, "metrics.jsonl"))]
+    assert json.load(open(tmp_path / "eager" / "config.json"))["train"]["capture"] is False
+    assert runs["captured"] == runs["eager"]

@@ -27,6 +27,17 @@ initialisation of ActNorm — must change before the capture: the first call of 
 runs eagerly. A model whose capture or compilation fails falls back to eager, with one
 line through ``log``.
 
+Without a compiler (``compile=False``, the engine's default step) the captured graph is
+*replayed*: its ATen operations run eagerly, one by one, with autograd as usual — the
+same kernels in the same order as the Pyro program's, so the same loss and gradients to
+the bit (tested), without Pyro's Python per step and without a compile time. The capture
+is taken before dispatch (``pre_dispatch=True``): a ``detach`` stays a gradient stop (a
+capture after dispatch records it as an ``alias``, through which gradients flow), and the
+operations are those the program called (``linear``, not ``t`` + ``addmm``).
+:func:`simplify` drops what the replay need not run: operations whose results nothing
+uses, and identities (``+ 0``, ``× 1``, an ``expand`` or a broadcast to the shape a
+tensor already has).
+
 On a GPU, ``mode="reduce-overhead"`` replays the compiled step as a CUDA graph (shapes are
 static per key).
 """
@@ -34,6 +45,7 @@ static per key).
 from __future__ import annotations
 
 import contextlib
+import operator
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
 import pyro
@@ -42,7 +54,10 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.fx import GraphModule, Node
 from torch.fx.experimental.proxy_tensor import make_fx
+
+aten = torch.ops.aten
 
 #: Options of inductor for the captured graph: random ops call torch's own generators, so a
 #: compiled step draws exactly the eager step's noise (and a resumed run continues exactly).
@@ -61,15 +76,67 @@ def _aside(x: Tensor) -> Iterator[None]:
         yield
 
 
+def _meta(node: object) -> Optional[Tensor]:
+    return node.meta.get("val") if isinstance(node, Node) else None
+
+
+def _same_tensor(a: object, b: Node) -> bool:
+    """Whether node ``a`` holds a tensor of ``b``'s shape, dtype and device (so ``b`` may be
+    replaced by ``a``)."""
+    va, vb = _meta(a), _meta(b)
+    return isinstance(va, Tensor) and isinstance(vb, Tensor) and va.shape == vb.shape \
+        and va.dtype == vb.dtype and va.device == vb.device
+
+
+def _identity_of(node: Node) -> Optional[Node]:
+    """The node whose tensor ``node`` merely repeats (value and gradient), or ``None``."""
+    if node.op != "call_function" or node.kwargs:
+        return None
+    target, args = node.target, node.args
+    constant = {aten.add.Tensor: 0, aten.sub.Tensor: 0, aten.mul.Tensor: 1, aten.div.Tensor: 1}.get(target)
+    if constant is not None and len(args) == 2 and type(args[1]) in (int, float) and args[1] == constant:
+        source = args[0]
+    elif target is aten.expand.default:
+        source = args[0]
+    elif target is operator.getitem and isinstance(args[0], Node) \
+            and args[0].target is aten.broadcast_tensors.default:
+        source = args[0].args[0][args[1]]
+    else:
+        return None
+    return source if _same_tensor(source, node) else None
+
+
+def simplify(graph: GraphModule) -> GraphModule:
+    """Remove from a captured graph the operations a replay need not run: identities and
+    operations whose results are unused (an in-place ``detach_`` of an unused constant
+    included), in place. Nothing is merged or reordered, so what remains computes the same
+    values and gradients to the bit. torch.fx offers dead-code elimination, which this
+    uses, but no folding of identities, hence this pass."""
+    mutated = {n.args[0] for n in graph.graph.nodes
+               if n.op == "call_function" and getattr(getattr(n.target, "_schema", None), "is_mutable", False)}
+    for node in list(graph.graph.nodes):
+        source = _identity_of(node)
+        if source is not None and node not in mutated and source not in mutated:
+            node.replace_all_uses_with(source)
+    for node in reversed(list(graph.graph.nodes)):  # an unused detach_ of a fresh constant
+        if node.target is aten.detach_.default and not node.users and len(node.args[0].users) == 1:
+            graph.graph.erase_node(node)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
 class CompiledLoss(nn.Module):
     """``loss`` (an ``ELBOModule``, or any module ``loss(x, num_data=…, kl_scale=…)`` whose
-    forward is a pure function of its parameters, buffers and ``x``), captured and compiled
-    per guard key.
+    forward is a pure function of its parameters, buffers and ``x``), captured per guard key
+    and compiled — or, with ``compile=False``, replayed.
 
     Args:
         loss: the loss module (its parameters are this module's).
         log: where the one line of a fallback to eager goes.
         mode: ``torch.compile``'s mode (``None``: its default; ``"reduce-overhead"``: CUDA graphs).
+        compile: compile the captured graph with ``torch.compile``; ``False``: replay it
+            (:func:`simplify`), the same loss and gradients as eager to the bit.
 
     Example:
         >>> from pyro_vae import build_vae
@@ -83,11 +150,13 @@ class CompiledLoss(nn.Module):
         (True, True)
     """
 
-    def __init__(self, loss: nn.Module, log: Callable[[str], None] = print, mode: Optional[str] = None) -> None:
+    def __init__(self, loss: nn.Module, log: Callable[[str], None] = print, mode: Optional[str] = None,
+                 compile: bool = True) -> None:
         super().__init__()
         self.loss = loss
         self.log = log
         self.mode = mode
+        self.compile = compile
         #: guard key → the compiled graph and the tensors it takes (``None``: seen once, so
         #: far run eagerly)
         self.graphs: Dict[Hashable, Optional[Tuple[Callable[..., Tensor], List[Tensor]]]] = {}
@@ -119,7 +188,9 @@ class CompiledLoss(nn.Module):
                                    {"num_data": num_data, "kl_scale": 1.0 if kl_scale == 1.0 else beta})
 
         with _aside(x):
-            graph = make_fx(step)(tensors, x, self._beta(x, kl_scale))
+            graph = make_fx(step, pre_dispatch=True)(tensors, x, self._beta(x, kl_scale))
+        if not self.compile:
+            return simplify(graph), tensors
         compiled = torch.compile(graph, mode=self.mode, fullgraph=True, dynamic=False,
                                  options=None if self.mode else INDUCTOR_OPTIONS)
         return compiled, tensors
@@ -159,11 +230,18 @@ class CompiledLoss(nn.Module):
 
     @staticmethod
     def _beta(x: Tensor, kl_scale: float) -> Tensor:
-        """The KL weight as the graph's 0-d input (a 0-d tensor promotes like a Python float)."""
-        return torch.tensor(float(kl_scale), dtype=x.dtype if x.is_floating_point() else None, device=x.device)
+        """The KL weight as the graph's 0-d input, in float64: the scale arithmetic that Pyro
+        does on Python floats (β · N / B) is then the same double-precision arithmetic in the
+        graph, and a 0-d tensor promotes like a Python float (the log-densities it scales
+        keep their dtype) — so a replayed step scales by the eager step's number exactly."""
+        return torch.tensor(float(kl_scale), dtype=torch.float64, device=x.device)
 
     def _fall_back(self, err: Exception, x: Tensor, num_data: Optional[int], kl_scale: float) -> Tensor:
         self.failed = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}"
         self.graphs.clear()
-        self.log(f"compile: this model's step could not be compiled ({self.failed}); training eagerly")
+        if self.compile:
+            self.log(f"compile: this model's step could not be compiled ({self.failed}); training eagerly")
+        else:
+            self.log(f"capture: this model's step could not be captured ({self.failed}); Pyro runs it "
+                     f"at every step")
         return self.loss(x, num_data=num_data, kl_scale=kl_scale)

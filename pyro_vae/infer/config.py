@@ -87,6 +87,11 @@ class TrainConfig:
             to ``fp16`` / ``bf16`` for the all-reduce (torch's ``fp16_compress_hook`` /
             ``bf16_compress_hook``): half the bytes, and the averaged gradient rounded to 16
             bits (fp16: 11 significant bits, bf16: 8) before ClippedAdam uses it.
+        capture: run the training step as the Pyro program's operations captured once per
+            batch shape and replayed (:class:`~pyro_vae.infer.compiled.CompiledLoss` with
+            ``compile=False``): the eager step's loss and gradients to the bit, without
+            Pyro's handlers running at every step; ``False`` runs the program each step. A
+            model that cannot be captured, or learns from labels, runs it each step anyway.
         compile: run the training step compiled (:class:`~pyro_vae.infer.compiled.CompiledLoss`:
             the Pyro program captured once into one graph, compiled by ``torch.compile``;
             the same noise and loss as eager; a model that cannot be compiled trains eagerly).
@@ -124,6 +129,9 @@ class TrainConfig:
     validate: bool = option(False, "Pyro's distribution validation at every step", cli=False)
     grad_compression: str = option("none", "data parallel: none | fp16 | bf16 — gradients compressed to 16 "
                                            "bits for the all-reduce (default none)")
+    capture: bool = option(True, "replay the training step as the Pyro program's operations, captured once "
+                                 "per batch shape (the same loss and gradients; --no-capture runs the "
+                                 "program's handlers at every step)")
     compile: bool = option(False, "compile the training step: the Pyro program captured once into one graph "
                                   "and compiled by torch.compile (same noise and loss as eager; falls back "
                                   "to eager for a model that cannot be compiled)")
@@ -178,6 +186,9 @@ class TrainConfig:
             if clash:
                 raise ConfigError(f"elbo='meanfield' estimates the plain ELBO: it cannot be combined with "
                                   f"{clash[1]}", params=("elbo", clash[0]))
+        if self.compile and not self.capture:
+            raise ConfigError("compile=true compiles the captured step: it cannot be combined with capture=false",
+                              params=("compile", "capture"))
         if self.objective == "iwae" and self.particles < 2:
             raise ConfigError("objective='iwae' needs particles = K ≥ 2 (with K = 1 the IWAE bound is "
                               "the ELBO: objective='elbo')", params=("objective", "particles"))

@@ -44,7 +44,6 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_identically_zero, torch_item
-from pyro.util import warn_if_nan
 from torch.distributions import Independent, kl_divergence
 
 from .config import TrainConfig
@@ -70,16 +69,40 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """−ELBO (its value) with the gradient of the surrogate, as one tensor."""
-        loss, surrogate = 0.0, 0.0
+        """−ELBO (its value) with the gradient of the surrogate, as one tensor: the surrogate
+        itself where every particle's loss is its surrogate (every latent site
+        reparameterized), else ``loss + (surrogate − surrogate.detach())``."""
+        loss, surrogate, same = 0.0, 0.0, True
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            loss = loss + loss_particle
+            loss_particle, surrogate_particle = self._loss_and_surrogate(model_trace, guide_trace)
+            same = same and loss_particle is None
+            loss = loss + (surrogate_particle.detach() if loss_particle is None else loss_particle)
             surrogate = surrogate + surrogate_particle
+        if same:  # the value of the loss computed once, not twice (the same number)
+            return surrogate / self.num_particles
         return (loss + (surrogate - surrogate.detach())) / self.num_particles
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        """``Trace_ELBO._differentiable_loss_particle`` with the loss a detached tensor."""
+        """Pyro's contract (used by ``SVI``'s ``loss_and_grads``): the particle's loss, a
+        detached tensor, and its surrogate."""
+        loss, surrogate = self._loss_and_surrogate(model_trace, guide_trace)
+        return (surrogate.detach() if loss is None else loss), surrogate
+
+    def _loss_and_surrogate(self, model_trace, guide_trace):
+        """``Trace_ELBO._differentiable_loss_particle`` with the loss a detached tensor, or
+        ``None`` where it is the surrogate's value: no site has a score function and each
+        latent's entropy term is its log-density (``rsample``), so −ELBO and the surrogate
+        are one sum, taken once."""
+        if all(site["type"] != "sample"
+               or (not site["is_observed"] and site["fn"].has_rsample
+                   and is_identically_zero(site["score_parts"].score_function))
+               for site in guide_trace.nodes.values()):
+            elbo = 0.0
+            for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+                for site in trace.nodes.values():
+                    if site["type"] == "sample":
+                        elbo = elbo + site["log_prob_sum"] if sign > 0 else elbo - site["log_prob_sum"]
+            return None, -elbo
         elbo = 0.0
         surrogate = 0.0
         log_r = None
@@ -125,7 +148,7 @@ class SyncFreeTraceMeanField_ELBO(SyncFreeTrace_ELBO):
         True
     """
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
+    def _loss_and_surrogate(self, model_trace, guide_trace):
         elbo = 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
@@ -142,7 +165,7 @@ class SyncFreeTraceMeanField_ELBO(SyncFreeTrace_ELBO):
         for name, q in guide_trace.nodes.items():  # auxiliary guide sites have no model site
             if q["type"] == "sample" and name not in model_trace.nodes:
                 elbo = elbo - q["score_parts"].entropy_term.sum()
-        return -elbo.detach(), -elbo
+        return None, -elbo  # the loss is the surrogate's value
 
 
 def _per_dim_log_prob(fn, value: torch.Tensor):
@@ -180,8 +203,8 @@ class FreeBitsTrace_ELBO(SyncFreeTrace_ELBO):
         with torch.no_grad():
             return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
+    def _loss_and_surrogate(self, model_trace, guide_trace):
+        loss, surrogate = super()._loss_and_surrogate(model_trace, guide_trace)
         if self.free_bits <= 0:
             return loss, surrogate
         for name, site in guide_trace.nodes.items():
@@ -201,9 +224,12 @@ class FreeBitsTrace_ELBO(SyncFreeTrace_ELBO):
             kl_mean = kl.reshape(-1, kl.shape[-1]).mean(0)  # per group, over batch & particles
             # replace Σ_n KL_n = count · Σ_j mean_j by count · Σ_j max(λ, mean_j), with the
             # site's scale (N / B for the data plate, β for KL warm-up)
-            scale = site["scale"]
-            correction = scale * count * (torch.clamp(kl_mean, min=floor) - kl_mean).sum()
-            loss = loss + correction.detach()
+            scale = site["scale"] * count
+            if isinstance(scale, torch.Tensor):  # a captured step's β (float64): rounded as a float would be
+                scale = scale.to(kl.dtype)
+            correction = scale * (torch.clamp(kl_mean, min=floor) - kl_mean).sum()
+            if loss is not None:  # else the loss is the surrogate's value, correction included
+                loss = loss + correction.detach()
             surrogate = surrogate + correction
         return loss, surrogate
 
@@ -271,9 +297,9 @@ class IWAE_ELBO(RenyiELBO):
         """−(N / B) Σ_n L_K(x_n): a differentiable estimate of −IWAE-K of the whole data set."""
         log_w, scale = self.log_weights(model, guide, *args, **kwargs)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        loss = -scale * bound.sum()
-        warn_if_nan(loss, "loss")
-        return loss
+        # no warn_if_nan here (Pyro's RenyiELBO has one): it reads the value, which a captured
+        # step cannot; the trainer stops on a non-finite epoch loss, as for every objective
+        return -scale * bound.sum()
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

@@ -184,8 +184,8 @@ class Trainer:
         self._loss = self.loss
         if config.compile and self.labelled:  # two ELBOModules and a classifier term per step
             log("compile: a model that learns from labels trains eagerly (its labelled step is not compiled)")
-        elif config.compile:
-            self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device))
+        elif config.capture and not self.labelled:
+            self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device), compile=config.compile)
         if self.world > 1:
             self._loss = _data_parallel(self._loss, self.device, config.grad_compression)
             if self.rank > 0:  # each rank its own model noise

@@ -104,6 +104,9 @@ CASES = [
     (["--elbo", "meanfield", "--free-bits", "0.5"], ["argument --elbo/--free-bits"]),
     (["--model", "nice", "--elbo", "meanfield"], ["--elbo cannot be used with the density flow"]),
     (["--compile", "yes"], ["unrecognized arguments: yes"]),
+    (["--compile", "--no-capture"], ["argument --compile/--capture: compile=true compiles the captured step: it "
+                                     "cannot be combined with capture=false"]),
+    (["--capture", "no"], ["unrecognized arguments: no"]),
     (["--grad-compression", "int8"], ["argument --grad-compression: unknown gradient compression 'int8'",
                                       "none, fp16, bf16"]),
     # labels: the conditional VAE, the semi-supervised VAE, β (issue 22)

@@ -148,6 +148,9 @@ BUILDS = {
                           ConfigError, "num_samples must be an integer ≥ 1, got 0"),
     "IWAE with free bits": (lambda: TrainConfig(objective="iwae", particles=4, free_bits=0.5), ConfigError,
                             "objective='iwae' cannot be combined with free_bits > 0"),
+    "compile without capture": (lambda: TrainConfig(compile=True, capture=False), ConfigError,
+                                "compile=true compiles the captured step"),
+    "capture not a bool": (lambda: TrainConfig(capture="yes"), ConfigError, "capture"),
     "a grey-level likelihood on binary data": (lambda: build_vae("dense", (1, 6, 6), likelihood="gaussian")
                                                .check_data(binary=True), ConfigError,
                                                "use binarize='none' or likelihood='bernoulli'"),
