@@ -32,19 +32,23 @@ def _loss_and_grads(loss, x, seed):
     return value.detach(), grads
 
 
-def _same_as_eager(model, guide, config=TrainConfig(), binary=True):
-    """The compiled module's loss and gradients against the eager module's, same noise."""
+def _same_as_eager(model, guide, config=TrainConfig(), binary=True, compile=True):
+    """The compiled (or, ``compile=False``, replayed) module's loss and gradients against
+    the eager module's, same noise: the replay to the bit."""
     torch.set_num_threads(1)
     x = (torch.rand(6, *X_SHAPE) < 0.5).float() if binary else torch.rand(6, *X_SHAPE)
     loss = make_elbo(config)(model, guide)
     notices = []
-    compiled = CompiledLoss(loss, log=notices.append)
+    compiled = CompiledLoss(loss, log=notices.append, compile=compile)
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         compiled(x, num_data=12, kl_scale=0.5)  # the first call of a key is eager
         eager, eager_grads = _loss_and_grads(loss, x, seed=3)
         value, grads = _loss_and_grads(compiled, x, seed=3)
     assert not notices, notices  # it did compile
     assert len(compiled.graphs) == 1 and compiled.failed is None
+    if not compile:
+        assert torch.equal(value, eager)
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, eager_grads))
     # inductor fuses and reorders float32 sums: the loss (hundreds of nats) to ~1e-6 relative
     torch.testing.assert_close(value, eager, rtol=1e-5, atol=1e-3)
     for a, b in zip(grads, eager_grads):
@@ -100,13 +104,14 @@ def test_a_guide_that_draws_without_rsample_trains_eagerly_after_one_line():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("compile", [True, False])
 @pytest.mark.parametrize("name", FLOW_MODELS.names())
-def test_every_density_flow_compiles_to_the_eager_step(name):
+def test_every_density_flow_compiles_and_replays_to_the_eager_step(name, compile):
     pyro.set_rng_seed(0)
     flow = build_flow_model(name, X_SHAPE, **SMALL_FLOWS.get(name, {}))
     x = torch.rand(6, *X_SHAPE)
     flow(x)  # ActNorm's data-dependent initialisation happens eagerly, before any capture
-    _same_as_eager(flow, flow.guide, binary=False)
+    _same_as_eager(flow, flow.guide, binary=False, compile=compile)
 
 
 class _DataDependent(torch.nn.Module):

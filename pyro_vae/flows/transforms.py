@@ -110,6 +110,13 @@ class ActNorm(TransformModule):
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("initialized", torch.tensor(not data_init))
+        #: the buffer's value as a Python bool, which the forward branches on: reading the
+        #: buffer would be a host read of a tensor, which a captured step cannot hold
+        self._ready = not data_init
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = bool(self.initialized)
 
     @constraints.dependent_property(is_discrete=False)
     def domain(self):
@@ -145,9 +152,10 @@ class ActNorm(TransformModule):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
+        self._ready = True
 
     def _call(self, x: Tensor) -> Tensor:
-        if self.training and not bool(self.initialized):
+        if self.training and not self._ready:
             self.initialize(x)
         return (x + self._view(self.bias)) * torch.exp(self._view(self.log_scale))
 

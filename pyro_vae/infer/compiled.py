@@ -173,7 +173,7 @@ class CompiledLoss(nn.Module):
     def _tensors(self) -> Tuple[List[str], List[Tensor]]:
         """The graph's inputs besides ``x``: the parameters. Buffers stay what the program
         reads them as — constants of the graph, the tensors themselves — so that Python may
-        branch on one (ActNorm's ``initialized``, set by the eager first call of a key)."""
+        read one (ActNorm's data-dependent initialisation, done by the eager first call of a key)."""
         named = list(self.loss.named_parameters())
         return [n for n, _ in named], [t for _, t in named]
 
