@@ -299,3 +299,34 @@ def test_train_without_capture_is_the_default_run_to_the_bit(tmp_path):
                       for line in open(os.path.join(tmp_path, name, "metrics.jsonl"))]
     assert json.load(open(tmp_path / "eager" / "config.json"))["train"]["capture"] is False
     assert runs["captured"] == runs["eager"]
+
+
+class _BatchNormLoss(torch.nn.Module):
+    """A user's loss with a buffer updated in place at every step (BatchNorm's running
+    statistics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3)
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x, num_data=None, kl_scale=1.0):
+        return (self.norm(x) * self.w).pow(2).sum()
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_buffer_updated_in_place_is_updated_by_every_captured_step_and_not_by_the_capture(compile):
+    torch.manual_seed(0)
+    batches = [torch.randn(5, 3) for _ in range(4)]
+    eager, module = _BatchNormLoss(), _BatchNormLoss()
+    captured = CompiledLoss(module, compile=compile)
+    for x in batches:  # eager, captured, captured, captured
+        eager(x).backward()
+        captured(x).backward()
+    assert captured.failed is None and len(captured.graphs) == 1
+    assert int(module.norm.num_batches_tracked) == int(eager.norm.num_batches_tracked) == 4
+    torch.testing.assert_close(module.norm.running_mean, eager.norm.running_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.norm.running_var, eager.norm.running_var, rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.w.grad, eager.w.grad, rtol=1e-5, atol=0)
+    if not compile:  # the replay: the same kernels, to the bit
+        assert torch.equal(module.norm.running_mean, eager.norm.running_mean) and torch.equal(module.w.grad, eager.w.grad)

@@ -119,7 +119,8 @@ def simplify(graph: GraphModule) -> GraphModule:
         if source is not None and node not in mutated and source not in mutated:
             node.replace_all_uses_with(source)
     for node in reversed(list(graph.graph.nodes)):  # an unused detach_ of a fresh constant
-        if node.target is aten.detach_.default and not node.users and len(node.args[0].users) == 1:
+        if node.target is aten.detach_.default and not node.users and len(node.args[0].users) == 1 \
+                and node.args[0].target is aten.lift_fresh_copy.default:
             graph.graph.erase_node(node)
     graph.graph.eliminate_dead_code()
     graph.recompile()
@@ -171,10 +172,11 @@ class CompiledLoss(nn.Module):
                 tuple(m.training for m in self.loss.children()))
 
     def _tensors(self) -> Tuple[List[str], List[Tensor]]:
-        """The graph's inputs besides ``x``: the parameters. Buffers stay what the program
-        reads them as — constants of the graph, the tensors themselves — so that Python may
-        read one (ActNorm's data-dependent initialisation, done by the eager first call of a key)."""
-        named = list(self.loss.named_parameters())
+        """The graph's inputs besides ``x``: the parameters and the buffers, so that a buffer
+        the program updates in place (BatchNorm's running statistics) is updated by every
+        replayed step, and one replaced by ``load_state_dict`` is read afresh. Python that
+        reads a buffer's value (a branch on it) fails the capture: eager, after one line."""
+        named = list(self.loss.named_parameters()) + list(self.loss.named_buffers())
         return [n for n, _ in named], [t for _, t in named]
 
     def _capture(self, x: Tensor, num_data: Optional[int],
@@ -187,8 +189,15 @@ class CompiledLoss(nn.Module):
             return functional_call(self.loss, dict(zip(names, tensors)), (x,),
                                    {"num_data": num_data, "kl_scale": 1.0 if kl_scale == 1.0 else beta})
 
-        with _aside(x):
-            graph = make_fx(step, pre_dispatch=True)(tensors, x, self._beta(x, kl_scale))
+        buffers = [b for _, b in self.loss.named_buffers()]
+        saved = [b.detach().clone() for b in buffers]
+        try:
+            with _aside(x):
+                graph = make_fx(step, pre_dispatch=True)(tensors, x, self._beta(x, kl_scale))
+        finally:  # the capture ran the program once more: its in-place updates are undone
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
         if not self.compile:
             return simplify(graph), tensors
         compiled = torch.compile(graph, mode=self.mode, fullgraph=True, dynamic=False,
