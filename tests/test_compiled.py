@@ -285,13 +285,15 @@ def test_simplify_drops_identities_and_unused_operations_and_keeps_the_values():
     assert torch.equal(graph(x, w), f(x, w)) and torch.equal(value, want)
 
 
-def test_train_without_capture_is_the_default_run_to_the_bit(tmp_path):
+def test_train_without_capture_is_the_default_run_to_the_bit(tmp_path, capsys):
     """`pyro-vae train --no-capture` (Pyro's handlers at every step) and the default
-    (captured, replayed): the same metrics, exactly; config.json records the choice."""
+    (captured, replayed, checked against the program at the start of every epoch): the same
+    metrics, exactly, and no check finds a difference; config.json records the choice."""
     from inference.cli import main
 
     quick = ["--train-size", "64", "--test-size", "16", "--z-dim", "2", "--set", "hidden_dims=[8]",
-             "--iwae-samples", "4", "--no-progress", "--epochs", "2", "--batch-size", "32", "--no-tensorboard"]
+             "--iwae-samples", "4", "--no-progress", "--epochs", "3", "--batch-size", "24", "--no-tensorboard",
+             "--kl-warmup", "2"]
     runs = {}
     for name, flags in (("captured", []), ("eager", ["--no-capture"])):
         assert main(["train", "--out", str(tmp_path / name), *quick, *flags]) == 0
@@ -299,6 +301,48 @@ def test_train_without_capture_is_the_default_run_to_the_bit(tmp_path):
                       for line in open(os.path.join(tmp_path, name, "metrics.jsonl"))]
     assert json.load(open(tmp_path / "eager" / "config.json"))["train"]["capture"] is False
     assert runs["captured"] == runs["eager"]
+    assert "capture:" not in capsys.readouterr().out
+
+
+class _Annealed(torch.nn.Module):
+    """A loss that reads Python state the guard cannot see: a temperature attribute that a
+    user's schedule changes between epochs."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(2.0))
+        self.temperature = 1.0
+
+    def forward(self, x, num_data=None, kl_scale=1.0):
+        return self.w * (x + torch.randn_like(x)).sum() * self.temperature
+
+
+def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_captures_again():
+    notices = []
+    module = _Annealed()
+    captured = CompiledLoss(module, log=notices.append, compile=False)
+    x = torch.ones(4)
+
+    def step():
+        state = torch.get_rng_state()
+        got = captured(x)
+        torch.set_rng_state(state)
+        return got, module(x)  # the eager program on the same noise
+
+    for _ in range(3):  # eager, captured, replayed
+        got, want = step()
+        assert torch.equal(got, want)
+    captured.verify_next()
+    got, want = step()  # checked: still the program, no notice
+    assert torch.equal(got, want) and not notices
+    module.temperature = 0.5  # the schedule moves on; the graph still multiplies by 1.0
+    got, want = step()
+    assert not torch.equal(got, want)  # unchecked, the replay is stale: what the check is for
+    captured.verify_next()
+    for _ in range(3):  # checked: eager on the replay's noise; then captured again; replayed
+        got, want = step()
+        assert torch.equal(got, want)
+    assert len(notices) == 1 and "captured again" in notices[0] and captured.failed is None
 
 
 class _BatchNormLoss(torch.nn.Module):

@@ -127,6 +127,18 @@ def simplify(graph: GraphModule) -> GraphModule:
     return graph
 
 
+def _generators(x: Tensor, state: Optional[tuple] = None) -> Optional[tuple]:
+    """The state of torch's generators that a step on ``x`` draws from (the CPU's, and the
+    GPU's where ``x`` is), or, given ``state``, set them back to it."""
+    cuda = x.device.type == "cuda"
+    if state is None:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None
+    torch.set_rng_state(state[0])
+    if cuda:
+        torch.cuda.set_rng_state(state[1], x.device)
+    return None
+
+
 class CompiledLoss(nn.Module):
     """``loss`` (an ``ELBOModule``, or any module ``loss(x, num_data=…, kl_scale=…)`` whose
     forward is a pure function of its parameters, buffers and ``x``), captured per guard key
@@ -163,6 +175,8 @@ class CompiledLoss(nn.Module):
         self.graphs: Dict[Hashable, Optional[Tuple[Callable[..., Tensor], List[Tensor]]]] = {}
         #: why compiling failed, once it has (then every step is eager)
         self.failed: Optional[str] = None
+        #: the keys whose next step is checked against the eager program (:meth:`verify_next`)
+        self._due: set = set()
 
     def key(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> Hashable:
         """What a captured graph assumes: the batch's shape, dtype and device, ``num_data``,
@@ -216,10 +230,39 @@ class CompiledLoss(nn.Module):
             except Exception as err:  # noqa: BLE001 - any failure of capture or compiler: eager
                 return self._fall_back(err, x, num_data, kl_scale)
         graph, tensors = captured
+        expected = state = None
+        if key in self._due:  # check this step against the program run afresh, same noise
+            self._due.discard(key)
+            state = _generators(x)
+            with _aside(x), torch.no_grad():
+                expected = self.loss(x, num_data=num_data, kl_scale=kl_scale)
         try:
-            return graph(tensors, x, self._beta(x, kl_scale))
+            value = graph(tensors, x, self._beta(x, kl_scale))
         except Exception as err:  # noqa: BLE001 - inductor compiles lazily, at the first call
             return self._fall_back(err, x, num_data, kl_scale)
+        if expected is not None and not self._agrees(value.detach(), expected):
+            self.graphs[key] = None  # captured again at the key's next call
+            self.log("capture: the training step no longer computes what its captured graph does (Python "
+                     "state that the model reads has changed since the capture); it is captured again")
+            _generators(x, state)  # this step eagerly, with the noise the replay drew
+            return self.loss(x, num_data=num_data, kl_scale=kl_scale)
+        return value
+
+    def verify_next(self) -> None:
+        """Check the next step of every captured key against the Pyro program run afresh on
+        the same batch and noise (the trainer calls it at the start of every epoch). A graph
+        holds what the program read when it was captured; Python state that the model reads
+        and that changes during training — an annealing schedule kept in an attribute, say —
+        is invisible to the guard, so a mismatch drops the graph (that step runs eagerly,
+        the next one captures again, after one line). Costs one forward without gradients
+        per key and epoch. A replay must agree to the bit, a compiled step to 1e-4 relative
+        (inductor reassociates sums)."""
+        self._due = {key for key, captured in self.graphs.items() if captured is not None}
+
+    def _agrees(self, value: Tensor, expected: Tensor) -> bool:
+        if not self.compile:
+            return torch.equal(value, expected)
+        return bool(torch.allclose(value, expected, rtol=1e-4, atol=0.0))
 
     def _check_reparameterized(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> None:
         """Refuse (→ eager) a guide with a latent site drawn without ``rsample``: its gradient

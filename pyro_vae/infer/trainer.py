@@ -186,6 +186,8 @@ class Trainer:
             log("compile: a model that learns from labels trains eagerly (its labelled step is not compiled)")
         elif config.capture and not self.labelled:
             self._loss = CompiledLoss(self.loss, log=log, mode=_compile_mode(self.device), compile=config.compile)
+        #: the captured step, checked at the start of every epoch (``None``: Pyro runs each step)
+        self._captured = self._loss if isinstance(self._loss, CompiledLoss) else None
         if self.world > 1:
             self._loss = _data_parallel(self._loss, self.device, config.grad_compression)
             if self.rank > 0:  # each rank its own model noise
@@ -282,6 +284,8 @@ class Trainer:
         epoch = self.epoch
         beta = cfg.kl_scale(epoch)
         self._set_lr(epoch)
+        if self._captured is not None:
+            self._captured.verify_next()
         self.model.train()
         self.guide.train()
         start = time.perf_counter()
