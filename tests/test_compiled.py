@@ -317,7 +317,7 @@ class _Annealed(torch.nn.Module):
         return self.w * (x + torch.randn_like(x)).sum() * self.temperature
 
 
-def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_captures_again():
+def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_trains_eagerly():
     notices = []
     module = _Annealed()
     captured = CompiledLoss(module, log=notices.append, compile=False)
@@ -339,38 +339,8 @@ def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_cap
     got, want = step()
     assert not torch.equal(got, want)  # unchecked, the replay is stale: what the check is for
     captured.verify_next()
-    for _ in range(3):  # checked: eager on the replay's noise; then captured again; replayed
+    for _ in range(3):  # checked: eager on the replay's noise, and eager from then on
         got, want = step()
         assert torch.equal(got, want)
-    assert len(notices) == 1 and "captured again" in notices[0] and captured.failed is None
-
-
-class _BatchNormLoss(torch.nn.Module):
-    """A user's loss with a buffer updated in place at every step (BatchNorm's running
-    statistics)."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm = torch.nn.BatchNorm1d(3)
-        self.w = torch.nn.Parameter(torch.ones(3))
-
-    def forward(self, x, num_data=None, kl_scale=1.0):
-        return (self.norm(x) * self.w).pow(2).sum()
-
-
-@pytest.mark.parametrize("compile", [False, True])
-def test_a_buffer_updated_in_place_is_updated_by_every_captured_step_and_not_by_the_capture(compile):
-    torch.manual_seed(0)
-    batches = [torch.randn(5, 3) for _ in range(4)]
-    eager, module = _BatchNormLoss(), _BatchNormLoss()
-    captured = CompiledLoss(module, compile=compile)
-    for x in batches:  # eager, captured, captured, captured
-        eager(x).backward()
-        captured(x).backward()
-    assert captured.failed is None and len(captured.graphs) == 1
-    assert int(module.norm.num_batches_tracked) == int(eager.norm.num_batches_tracked) == 4
-    torch.testing.assert_close(module.norm.running_mean, eager.norm.running_mean, rtol=1e-6, atol=0)
-    torch.testing.assert_close(module.norm.running_var, eager.norm.running_var, rtol=1e-6, atol=0)
-    torch.testing.assert_close(module.w.grad, eager.w.grad, rtol=1e-5, atol=0)
-    if not compile:  # the replay: the same kernels, to the bit
-        assert torch.equal(module.norm.running_mean, eager.norm.running_mean) and torch.equal(module.w.grad, eager.w.grad)
+    assert len(notices) == 1 and "has changed since the capture" in notices[0] and "at every step" in notices[0]
+    assert captured.failed and all(g is None for g in captured.graphs.values())

@@ -175,8 +175,8 @@ class CompiledLoss(nn.Module):
         self.graphs: Dict[Hashable, Optional[Tuple[Callable[..., Tensor], List[Tensor]]]] = {}
         #: why compiling failed, once it has (then every step is eager)
         self.failed: Optional[str] = None
-        #: the keys whose next step is checked against the eager program (:meth:`verify_next`)
-        self._due: set = set()
+        #: whether the next captured step is checked against the eager program (:meth:`verify_next`)
+        self._check = False
 
     def key(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> Hashable:
         """What a captured graph assumes: the batch's shape, dtype and device, ``num_data``,
@@ -231,8 +231,8 @@ class CompiledLoss(nn.Module):
                 return self._fall_back(err, x, num_data, kl_scale)
         graph, tensors = captured
         expected = state = None
-        if key in self._due:  # check this step against the program run afresh, same noise
-            self._due.discard(key)
+        if self._check:  # this step against the program run afresh, same batch and noise
+            self._check = False
             state = _generators(x)
             with _aside(x), torch.no_grad():
                 expected = self.loss(x, num_data=num_data, kl_scale=kl_scale)
@@ -241,23 +241,22 @@ class CompiledLoss(nn.Module):
         except Exception as err:  # noqa: BLE001 - inductor compiles lazily, at the first call
             return self._fall_back(err, x, num_data, kl_scale)
         if expected is not None and not self._agrees(value.detach(), expected):
-            self.graphs[key] = None  # captured again at the key's next call
-            self.log("capture: the training step no longer computes what its captured graph does (Python "
-                     "state that the model reads has changed since the capture); it is captured again")
             _generators(x, state)  # this step eagerly, with the noise the replay drew
-            return self.loss(x, num_data=num_data, kl_scale=kl_scale)
+            return self._fall_back(RuntimeError("Python state that the model reads has changed since the "
+                                                "capture (a schedule kept in an attribute?)"),
+                                   x, num_data, kl_scale)
         return value
 
     def verify_next(self) -> None:
-        """Check the next step of every captured key against the Pyro program run afresh on
-        the same batch and noise (the trainer calls it at the start of every epoch). A graph
-        holds what the program read when it was captured; Python state that the model reads
-        and that changes during training — an annealing schedule kept in an attribute, say —
-        is invisible to the guard, so a mismatch drops the graph (that step runs eagerly,
-        the next one captures again, after one line). Costs one forward without gradients
-        per key and epoch. A replay must agree to the bit, a compiled step to 1e-4 relative
-        (inductor reassociates sums)."""
-        self._due = {key for key, captured in self.graphs.items() if captured is not None}
+        """Check the next captured step against the Pyro program run afresh on the same batch
+        and noise (the trainer calls this at the start of every epoch). A graph holds what
+        the program read when it was captured; Python state that the model reads and that
+        changes during training — an annealing schedule kept in an attribute, say — is
+        invisible to the guard, so a mismatch means the program cannot be captured: that
+        step and every later one run eagerly, after one line. Costs one forward without
+        gradients an epoch. A replay must agree to the bit, a compiled step to 1e-4
+        relative (inductor reassociates sums)."""
+        self._check = bool(self.graphs) and self.failed is None
 
     def _agrees(self, value: Tensor, expected: Tensor) -> bool:
         if not self.compile:
