@@ -332,13 +332,16 @@ def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_tra
     for _ in range(3):  # eager, captured, replayed
         got, want = step()
         assert torch.equal(got, want)
-    captured.verify_next()
-    got, want = step()  # checked: still the program, no notice
-    assert torch.equal(got, want) and not notices
+    for epoch in range(1, 6):  # checked at epochs 1, 2, 4 (nothing changed, no notice); not at 3, 5
+        captured.verify_next()
+        assert captured._check == (epoch in (1, 2, 4))
+        got, want = step()
+        assert torch.equal(got, want) and not notices
     module.temperature = 0.5  # the schedule moves on; the graph still multiplies by 1.0
     got, want = step()
     assert not torch.equal(got, want)  # unchecked, the replay is stale: what the check is for
-    captured.verify_next()
+    captured.verify_next()  # epoch 6: due because an attribute changed
+    assert captured._check
     for _ in range(3):  # checked: eager on the replay's noise, and eager from then on
         got, want = step()
         assert torch.equal(got, want)

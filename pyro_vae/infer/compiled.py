@@ -127,6 +127,13 @@ def simplify(graph: GraphModule) -> GraphModule:
     return graph
 
 
+def _python_state(module: nn.Module) -> tuple:
+    """The plain Python attributes (numbers, strings, flags, ``None``) of ``module`` and its
+    submodules: what a captured graph may have baked in without a guard seeing it change."""
+    return tuple(tuple(sorted((k, v) for k, v in vars(m).items() if isinstance(v, (bool, int, float, str, type(None)))))
+                 for m in module.modules())
+
+
 def _generators(x: Tensor, state: Optional[tuple] = None) -> Optional[tuple]:
     """The state of torch's generators that a step on ``x`` draws from (the CPU's, and the
     GPU's where ``x`` is), or, given ``state``, set them back to it."""
@@ -177,6 +184,8 @@ class CompiledLoss(nn.Module):
         self.failed: Optional[str] = None
         #: whether the next captured step is checked against the eager program (:meth:`verify_next`)
         self._check = False
+        self._epochs = 0  # calls of verify_next
+        self._state: Optional[tuple] = None  # the modules' plain Python attributes at the last one
 
     def key(self, x: Tensor, num_data: Optional[int], kl_scale: float) -> Hashable:
         """What a captured graph assumes: the batch's shape, dtype and device, ``num_data``,
@@ -249,14 +258,20 @@ class CompiledLoss(nn.Module):
 
     def verify_next(self) -> None:
         """Check the next captured step against the Pyro program run afresh on the same batch
-        and noise (the trainer calls this at the start of every epoch). A graph holds what
-        the program read when it was captured; Python state that the model reads and that
-        changes during training — an annealing schedule kept in an attribute, say — is
-        invisible to the guard, so a mismatch means the program cannot be captured: that
-        step and every later one run eagerly, after one line. Costs one forward without
-        gradients an epoch. A replay must agree to the bit, a compiled step to 1e-4
-        relative (inductor reassociates sums)."""
-        self._check = bool(self.graphs) and self.failed is None
+        and noise, when it is due (the trainer calls this at the start of every epoch). A
+        graph holds what the program read when it was captured; Python state that the model
+        reads and that changes during training — an annealing schedule kept in an
+        attribute, say — is invisible to the guard, so a mismatch means the program cannot
+        be captured: that step and every later one run eagerly, after one line. Due when a
+        plain Python attribute of a module of the model or guide (a number, a string, a
+        flag) has changed since the last call, and at the 1st, 2nd, 4th, 8th, … call for
+        state kept elsewhere; each check costs one forward without gradients. A replay
+        must agree to the bit, a compiled step to 1e-4 relative (inductor reassociates sums)."""
+        self._epochs += 1
+        state = _python_state(self.loss)
+        changed, self._state = state != self._state, state
+        due = changed or self._epochs & (self._epochs - 1) == 0
+        self._check = due and self.failed is None and any(g is not None for g in self.graphs.values())
 
     def _agrees(self, value: Tensor, expected: Tensor) -> bool:
         if not self.compile:

@@ -284,10 +284,10 @@ class Trainer:
         epoch = self.epoch
         beta = cfg.kl_scale(epoch)
         self._set_lr(epoch)
-        if self._captured is not None:
-            self._captured.verify_next()
         self.model.train()
         self.guide.train()
+        if self._captured is not None:
+            self._captured.verify_next()
         start = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count, steps = 0, 0
