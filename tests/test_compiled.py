@@ -347,3 +347,37 @@ def test_a_check_at_each_epoch_finds_python_state_the_graph_has_baked_in_and_tra
         assert torch.equal(got, want)
     assert len(notices) == 1 and "has changed since the capture" in notices[0] and "at every step" in notices[0]
     assert captured.failed and all(g is None for g in captured.graphs.values())
+
+
+class _BatchNormLoss(torch.nn.Module):
+    """A user's loss with a buffer updated in place at every step (BatchNorm's running
+    statistics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3)
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x, num_data=None, kl_scale=1.0):
+        return (self.norm(x) * self.w).pow(2).sum()
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_buffer_updated_in_place_is_updated_by_every_captured_step_not_by_a_capture_or_check(compile):
+    torch.manual_seed(0)
+    batches = [torch.randn(5, 3) for _ in range(4)]
+    eager, module = _BatchNormLoss(), _BatchNormLoss()
+    captured = CompiledLoss(module, compile=compile)
+    for i, x in enumerate(batches):  # eager, captured, captured and checked, captured
+        if i == 2:
+            captured.verify_next()
+            assert captured._check  # the check runs the program aside: it updates no statistics
+        eager(x).backward()
+        captured(x).backward()
+    assert captured.failed is None and len(captured.graphs) == 1
+    assert int(module.norm.num_batches_tracked) == int(eager.norm.num_batches_tracked) == 4
+    torch.testing.assert_close(module.norm.running_mean, eager.norm.running_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.norm.running_var, eager.norm.running_var, rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.w.grad, eager.w.grad, rtol=1e-5, atol=0)
+    if not compile:  # the replay: the same kernels, to the bit
+        assert torch.equal(module.norm.running_mean, eager.norm.running_mean) and torch.equal(module.w.grad, eager.w.grad)

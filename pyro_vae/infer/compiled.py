@@ -127,6 +127,20 @@ def simplify(graph: GraphModule) -> GraphModule:
     return graph
 
 
+@contextlib.contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Undo the in-place updates of ``module``'s buffers (BatchNorm's running statistics)
+    by a run of the program aside from the training: a capture, a check."""
+    buffers = [b for _, b in module.named_buffers()]
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
+
+
 def _python_state(module: nn.Module) -> tuple:
     """The plain Python attributes (numbers, strings, flags, ``None``) of ``module`` and its
     submodules: what a captured graph may have baked in without a guard seeing it change."""
@@ -212,15 +226,8 @@ class CompiledLoss(nn.Module):
             return functional_call(self.loss, dict(zip(names, tensors)), (x,),
                                    {"num_data": num_data, "kl_scale": 1.0 if kl_scale == 1.0 else beta})
 
-        buffers = [b for _, b in self.loss.named_buffers()]
-        saved = [b.detach().clone() for b in buffers]
-        try:
-            with _aside(x):
-                graph = make_fx(step, pre_dispatch=True)(tensors, x, self._beta(x, kl_scale))
-        finally:  # the capture ran the program once more: its in-place updates are undone
-            with torch.no_grad():
-                for buffer, value in zip(buffers, saved):
-                    buffer.copy_(value)
+        with _aside(x), _buffers_kept(self.loss):
+            graph = make_fx(step, pre_dispatch=True)(tensors, x, self._beta(x, kl_scale))
         if not self.compile:
             return simplify(graph), tensors
         compiled = torch.compile(graph, mode=self.mode, fullgraph=True, dynamic=False,
@@ -243,7 +250,7 @@ class CompiledLoss(nn.Module):
         if self._check:  # this step against the program run afresh, same batch and noise
             self._check = False
             state = _generators(x)
-            with _aside(x), torch.no_grad():
+            with _aside(x), _buffers_kept(self.loss), torch.no_grad():
                 expected = self.loss(x, num_data=num_data, kl_scale=kl_scale)
         try:
             value = graph(tensors, x, self._beta(x, kl_scale))
