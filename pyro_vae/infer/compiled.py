@@ -24,8 +24,10 @@ captures a new graph (a smaller last batch). The KL weight itself is an input of
 a 0-d tensor, so the epochs of a warm-up share one graph instead of compiling one each. Python
 state that the program reads and that changes during training — e.g. the data-dependent
 initialisation of ActNorm — must change before the capture: the first call of every key
-runs eagerly. A model whose capture or compilation fails falls back to eager, with one
-line through ``log``.
+runs eagerly. State the guard cannot see is looked for by a check of a captured step
+against the program, at the start of some epochs (:meth:`CompiledLoss.verify_next`). A
+model whose capture, compilation or check fails falls back to eager, with one line through
+``log``.
 
 Without a compiler (``compile=False``, the engine's default step) the captured graph is
 *replayed*: its ATen operations run eagerly, one by one, with autograd as usual — the
@@ -148,16 +150,17 @@ def _python_state(module: nn.Module) -> tuple:
                  for m in module.modules())
 
 
-def _generators(x: Tensor, state: Optional[tuple] = None) -> Optional[tuple]:
-    """The state of torch's generators that a step on ``x`` draws from (the CPU's, and the
-    GPU's where ``x`` is), or, given ``state``, set them back to it."""
-    cuda = x.device.type == "cuda"
-    if state is None:
-        return torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None
+def _rng_state(x: Tensor) -> tuple:
+    """The state of torch's generators that a step on ``x`` draws from: the CPU's, and the
+    GPU's where ``x`` is."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None
+
+
+def _set_rng_state(x: Tensor, state: tuple) -> None:
+    """Put the generators of :func:`_rng_state` back to ``state``."""
     torch.set_rng_state(state[0])
-    if cuda:
+    if state[1] is not None:
         torch.cuda.set_rng_state(state[1], x.device)
-    return None
 
 
 class CompiledLoss(nn.Module):
@@ -211,8 +214,8 @@ class CompiledLoss(nn.Module):
     def _tensors(self) -> Tuple[List[str], List[Tensor]]:
         """The graph's inputs besides ``x``: the parameters and the buffers, so that a buffer
         the program updates in place (BatchNorm's running statistics) is updated by every
-        replayed step, and one replaced by ``load_state_dict`` is read afresh. Python that
-        reads a buffer's value (a branch on it) fails the capture: eager, after one line."""
+        replayed step. Python that reads a buffer's value (a branch on it) fails the
+        capture: eager, after one line."""
         named = list(self.loss.named_parameters()) + list(self.loss.named_buffers())
         return [n for n, _ in named], [t for _, t in named]
 
@@ -249,7 +252,7 @@ class CompiledLoss(nn.Module):
         expected = state = None
         if self._check:  # this step against the program run afresh, same batch and noise
             self._check = False
-            state = _generators(x)
+            state = _rng_state(x)
             with _aside(x), _buffers_kept(self.loss), torch.no_grad():
                 expected = self.loss(x, num_data=num_data, kl_scale=kl_scale)
         try:
@@ -257,7 +260,7 @@ class CompiledLoss(nn.Module):
         except Exception as err:  # noqa: BLE001 - inductor compiles lazily, at the first call
             return self._fall_back(err, x, num_data, kl_scale)
         if expected is not None and not self._agrees(value.detach(), expected):
-            _generators(x, state)  # this step eagerly, with the noise the replay drew
+            _set_rng_state(x, state)  # this step eagerly, with the noise the replay drew
             return self._fall_back(RuntimeError("Python state that the model reads has changed since the "
                                                 "capture (a schedule kept in an attribute?)"),
                                    x, num_data, kl_scale)

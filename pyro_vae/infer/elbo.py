@@ -72,14 +72,16 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
         """−ELBO (its value) with the gradient of the surrogate, as one tensor: the surrogate
         itself where every particle's loss is its surrogate (every latent site
         reparameterized), else ``loss + (surrogate − surrogate.detach())``."""
-        loss, surrogate, same = 0.0, 0.0, True
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._loss_and_surrogate(model_trace, guide_trace)
-            same = same and loss_particle is None
-            loss = loss + (surrogate_particle.detach() if loss_particle is None else loss_particle)
+        particles = [self._loss_and_surrogate(model_trace, guide_trace)
+                     for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs)]
+        surrogate = 0.0
+        for _, surrogate_particle in particles:
             surrogate = surrogate + surrogate_particle
-        if same:  # the value of the loss computed once, not twice (the same number)
-            return surrogate / self.num_particles
+        if all(loss_particle is None for loss_particle, _ in particles):
+            return surrogate / self.num_particles  # the loss's value is the surrogate's: one sum
+        loss = 0.0
+        for loss_particle, surrogate_particle in particles:
+            loss = loss + (surrogate_particle.detach() if loss_particle is None else loss_particle)
         return (loss + (surrogate - surrogate.detach())) / self.num_particles
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):

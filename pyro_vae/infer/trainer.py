@@ -118,7 +118,7 @@ class Trainer:
         data: the dataset (its ``train`` split is fitted, its ``valid`` split — if it has
             one — monitored; its ``test`` split is never read).
         config: optimisation settings.
-        log: where a one-line notice goes (a compiled step that fell back to eager).
+        log: where a one-line notice goes (a captured or compiled step that fell back to eager).
 
     Inside a ``torch.distributed`` process group the trainer is data parallel (see the
     module docstring); every rank must construct it and call :meth:`train_epoch` and
