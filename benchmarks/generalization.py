@@ -99,6 +99,12 @@ RUNS = {
                         "hvae, 400 epochs, the KL weight from 0 to 1 over the first 50 (as the ladder VAE)"),
     "resnet-400-warmup": (["--model", "resnet", "--epochs", "400", "--kl-warmup", "50"],
                           "resnet, 400 epochs, the same KL warm-up"),
+    "resnet-wd002": (["--model", "resnet", "--weight-decay", "0.02"],
+                     "resnet, decoupled weight decay 0.02"),
+    "resnet-wd01": (["--model", "resnet", "--weight-decay", "0.1"],
+                    "resnet, decoupled weight decay 0.1"),
+    "conv-wd002": (["--model", "conv", "--weight-decay", "0.02"], "conv, decoupled weight decay 0.02"),
+    "conv-wd01": (["--model", "conv", "--weight-decay", "0.1"], "conv, decoupled weight decay 0.1"),
 }
 
 
