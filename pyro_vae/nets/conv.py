@@ -60,6 +60,16 @@ def spatial_sizes(stages: Sequence[nn.Module], in_shape: Sequence[int]) -> List[
     return shapes
 
 
+def mirrored(shapes: Sequence[Tuple[int, ...]], out_channels: int
+             ) -> Tuple[List[int], List[Tuple[int, ...]]]:
+    """The channels and sizes of a decoder that mirrors an encoder whose stages had
+    ``shapes`` (input first): the encoder's stages in reverse, the last one giving
+    ``out_channels`` (the likelihood's parameters) instead of the image's channels."""
+    widths = [s[0] for s in shapes[1:]][::-1] + [int(out_channels)]
+    sizes = [tuple(s[1:]) for s in shapes][::-1]
+    return widths, sizes
+
+
 class DownConv(nn.Sequential):
     """``Conv2d(3 × 3, stride 2, padding 1) → act [→ dropout]``: halves H and W (rounding up)."""
 
@@ -158,9 +168,7 @@ class ConvDecoderNet(nn.Module):
                  hidden: int, act: str = "elu", dropout: float = 0.0):
         super().__init__()
         top = tuple(shapes[-1])
-        # the encoder's shapes in reverse; the last stage outputs P channels, not C
-        widths = [s[0] for s in shapes[1:]][::-1] + [int(out_channels)]
-        sizes = [tuple(s[1:]) for s in shapes][::-1]
+        widths, sizes = mirrored(shapes, out_channels)
         ups = [
             UpConv(widths[i], widths[i + 1], sizes[i], sizes[i + 1], act, final_act=i < len(sizes) - 2,
                    dropout=dropout)

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from .conv import Batched, DownConv, UpConv, spatial_sizes
+from .conv import Batched, DownConv, UpConv, mirrored, spatial_sizes
 from .mlp import act_dropout, activation
 
 
@@ -127,8 +127,7 @@ class ResNetDecoderNet(nn.Module):
                  blocks: int, hidden: int, act: str = "elu", dropout: float = 0.0):
         super().__init__()
         top = tuple(shapes[-1])
-        widths = [s[0] for s in shapes[1:]][::-1] + [int(out_channels)]
-        sizes = [tuple(s[1:]) for s in shapes][::-1]
+        widths, sizes = mirrored(shapes, out_channels)
         stages: List[nn.Module] = [
             UpStage(widths[i], widths[i + 1], sizes[i], sizes[i + 1], blocks, act, dropout)
             for i in range(len(sizes) - 1)
