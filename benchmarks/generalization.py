@@ -103,7 +103,12 @@ RUNS = {
                      "resnet, decoupled weight decay 0.02"),
     "resnet-wd01": (["--model", "resnet", "--weight-decay", "0.1"],
                     "resnet, decoupled weight decay 0.1"),
+    "resnet-wd03": (["--model", "resnet", "--weight-decay", "0.3"],
+                    "resnet, decoupled weight decay 0.3"),
     "conv-wd002": (["--model", "conv", "--weight-decay", "0.02"], "conv, decoupled weight decay 0.02"),
+    "conv-wd03": (["--model", "conv", "--weight-decay", "0.3"], "conv, decoupled weight decay 0.3"),
+    "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1"], "hvae, decoupled weight decay 0.1"),
+    "hvae-wd03": (["--model", "hvae", "--weight-decay", "0.3"], "hvae, decoupled weight decay 0.3"),
     "conv-wd01": (["--model", "conv", "--weight-decay", "0.1"], "conv, decoupled weight decay 0.1"),
 }
 
