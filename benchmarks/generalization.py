@@ -107,6 +107,8 @@ RUNS = {
                     "resnet, decoupled weight decay 0.3"),
     "conv-wd002": (["--model", "conv", "--weight-decay", "0.02"], "conv, decoupled weight decay 0.02"),
     "conv-wd03": (["--model", "conv", "--weight-decay", "0.3"], "conv, decoupled weight decay 0.3"),
+    "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
+    "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
     "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1"], "hvae, decoupled weight decay 0.1"),
     "hvae-wd03": (["--model", "hvae", "--weight-decay", "0.3"], "hvae, decoupled weight decay 0.3"),
     "conv-wd01": (["--model", "conv", "--weight-decay", "0.1"], "conv, decoupled weight decay 0.1"),
