@@ -97,26 +97,27 @@ def test_the_curves_keep_the_late_epochs_readable():
     assert readable_limits([[(1, -5.0), (2, -4.0)]]) == pytest.approx((-5.08, -3.92))
 
 
-@pytest.mark.parametrize("argv, model, ema, epochs, dropout", [
-    ([], "dense", 0.999, 300, 0.0),
-    (["--binarize", "static"], "dense", 0.999, 300, 0.1),  # a static binarization is memorised: dropout
-    (["--binarize", "static", "--set", "dropout=0"], "dense", 0.999, 300, 0.0),
-    (["--model", "conv", "--ema", "0"], "conv", 0.0, 300, 0.0),
-    (["--model", "resnet"], "resnet", 0.999, 400, 0.0),
-    (["--model", "hvae"], "hvae", 0.999, 300, 0.0),  # and a KL warm-up: below
-    (["--model", "linear"], "linear", 0.999, 200, 0.0),
-    (["--model", "pixel"], "pixel", None, 20, 0.0),
-    (["--valid-fraction", "0"], "dense", 0.999, 300, 0.0),
+@pytest.mark.parametrize("argv, model, ema, epochs, dropout, decay", [
+    ([], "dense", 0.999, 300, 0.0, 0.0),
+    (["--binarize", "static"], "dense", 0.999, 300, 0.1, 0.0),  # a static binarization is memorised: dropout
+    (["--binarize", "static", "--set", "dropout=0"], "dense", 0.999, 300, 0.0, 0.0),
+    (["--model", "conv", "--ema", "0"], "conv", 0.0, 400, 0.0, 0.1),
+    (["--model", "conv", "--weight-decay", "0"], "conv", 0.999, 400, 0.0, 0.0),  # a flag wins
+    (["--model", "resnet"], "resnet", 0.999, 400, 0.0, 0.1),
+    (["--model", "hvae"], "hvae", 0.999, 300, 0.0, 0.0),  # and a KL warm-up: below
+    (["--model", "linear"], "linear", 0.999, 200, 0.0, 0.0),
+    (["--model", "pixel"], "pixel", None, 20, 0.0, 0.0),
+    (["--valid-fraction", "0"], "dense", 0.999, 300, 0.0, 0.0),
 ])
-def test_the_defaults_of_the_command_line(argv, model, ema, epochs, dropout):
+def test_the_defaults_of_the_command_line(argv, model, ema, epochs, dropout, decay):
     from inference.args import build_parser, options
     from inference.train import run_config
 
     argv = ["train", *argv]
     config = run_config(options(build_parser().parse_args(argv), argv))
     assert config.model["name"] == model and config.model.get("dropout", 0.0) == dropout
-    assert (config.train.ema, config.train.epochs, config.data.valid_fraction) == (
-        ema, epochs, 0.0 if "--valid-fraction" in argv else 0.05)
+    assert (config.train.ema, config.train.epochs, config.train.weight_decay, config.data.valid_fraction) == (
+        ema, epochs, decay, 0.0 if "--valid-fraction" in argv else 0.05)
 
 
 @pytest.mark.parametrize("argv, warmup", [(["--model", "hvae"], 50), (["--model", "hvae", "--kl-warmup", "0"], 0),
@@ -140,8 +141,9 @@ def test_the_help_of_train_gives_each_models_default_from_the_one_table(monkeypa
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "total epochs (default: 300 for dense, conv, hvae; 400 for resnet; 20 for pixel; " \
+    assert "total epochs (default: 300 for dense, hvae; 400 for conv, resnet; 20 for pixel; " \
            "10 for density flows; 200 for the others)" in help_text
+    assert "decoupled weight decay λ (as AdamW) (default: 0.1 for conv, resnet; 0 for the others)" in help_text
     assert "Adam learning rate (default 0.001)" in help_text
     # derived, not written: a new model default shows in the help
     monkeypatch.setitem(config.MODEL_DEFAULTS, "linear", config.RunDefaults(train={"kl_warmup": 7}))
