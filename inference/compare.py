@@ -65,7 +65,8 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 
 
 def objective(config: RunConfig) -> str:
-    """What the run maximised, in words: the ELBO (with L particles, β, KL warm-up, free bits;
+    """What the run maximised, in words: the ELBO (with L particles, β, KL warm-up, free bits,
+    and the weight decay that regularised it;
     of p(x | y) for a conditional VAE, with the classification term for a semi-supervised
     one) or, for a density flow, the exact log-likelihood."""
     if config.kind == "flow":
@@ -85,6 +86,8 @@ def objective(config: RunConfig) -> str:
         text += f", free bits {train.free_bits:g}"
     if train.kl_warmup > 0:
         text += f", KL warm-up {train.kl_warmup}"
+    if getattr(train, "weight_decay", 0.0) > 0:  # not a term of the objective, but what regularised it
+        text += f", weight decay {train.weight_decay:g}"
     return text
 
 

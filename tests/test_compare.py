@@ -19,7 +19,7 @@ def runs(tmp_path_factory, digit_folder):
     root = tmp_path_factory.mktemp("runs")
     argv = {
         "gauss": ["--set", "hidden=[16]", "--kl-warmup", "0"],
-        "iaf": ["--set", "hidden=[16]", "--guide", "iaf", "--flows", "2", "--kl-warmup", "1"],
+        "iaf": ["--set", "hidden=[16]", "--guide", "iaf", "--flows", "2", "--kl-warmup", "1", "--weight-decay", "0.01"],
         "folder": ["--set", "hidden=[16]", "--dataset", digit_folder, "--train-size", "100", "--test-size", "12"],
     }
     for name, extra in argv.items():
@@ -40,7 +40,7 @@ def test_the_table_has_one_row_per_run_and_flags_other_data(runs, tmp_path, caps
     rows = rows_of(out)
     assert [r["guide"] for r in rows] == ["gaussian", "iaf", "gaussian"]
     assert [r["data"] for r in rows] == ["D1", "D1", "D2"]
-    assert rows[1]["objective"] == "ELBO, KL warm-up 1" and rows[0]["objective"] == "ELBO"
+    assert rows[1]["objective"] == "ELBO, KL warm-up 1, weight decay 0.01" and rows[0]["objective"] == "ELBO"
     assert rows[2]["objective"] == "ELBO, KL warm-up 50"  # the dense VAE's default
     assert all(r["epochs"] == "2" and r["k"] == "5" and r["bits/dim"] == "—" for r in rows)
     assert int(rows[1]["parameters"].replace(",", "")) > int(rows[0]["parameters"].replace(",", ""))
