@@ -14,6 +14,11 @@ an exception raised there cannot pass through its C++ frames: the process aborts
 "terminate called after throwing an instance of 'pybind11::error_already_set'". A signal
 that arrives during an import is therefore held and raised once the import is over (the
 handler looks again every 50 ms, with ``SIGALRM``).
+
+Nor is the command's end: a signal that arrives while :func:`restore` puts the handlers back
+(``torchrun``'s agent ends the other ranks of a run whose peer died just then) came too late
+to stop anything, and raising it there would escape every ``except`` of the command line as a
+traceback. It is dropped, and the command's own exit status stands.
 """
 
 from __future__ import annotations
@@ -43,12 +48,23 @@ def _importing(frame: Optional[FrameType]) -> bool:
     return False
 
 
+def _ending(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` runs inside :func:`restore` (the command is over)."""
+    while frame is not None:
+        if frame.f_code is restore.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _stop(signum: int) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _handle(signum: int, frame: Optional[FrameType]) -> None:
     global _held
+    if _ending(frame):
+        return
     if _importing(frame) and hasattr(signal, "setitimer"):
         _held = signum
         signal.setitimer(signal.ITIMER_REAL, RETRY)
