@@ -85,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt as err:  # before the command started (parsing arguments)
+        if signals.launched_worker():  # a worker of `--nproc`: its launcher speaks for it
+            return signals.EXIT_STATUS[signals.name(err)]
         print(f"{PROG}: interrupted by {signals.name(err)}; {NOTHING_WRITTEN}", file=sys.stderr)
         return signals.EXIT_STATUS[signals.name(err)]
     finally:
@@ -101,7 +103,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     # under torchrun every rank runs this; rank 0 speaks for all, and under `--nproc` the
     # launcher speaks for the workers when the run is interrupted or a peer fails
     speak = os.environ.get("RANK", "0") == "0"
-    launched = bool(os.environ.get("PYRO_VAE_LAUNCHED"))
+    launched = signals.launched_worker()
     prefix = f"{PROG} {args.command}"
     opts = None
     try:

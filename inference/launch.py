@@ -23,9 +23,8 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from .rundir import describe_checkpoint
+from .signals import LAUNCHED
 
-#: Set in the workers' environment by :func:`launch`.
-LAUNCHED = "PYRO_VAE_LAUNCHED"
 
 
 def _without_nproc(argv: List[str]) -> List[str]:

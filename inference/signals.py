@@ -23,6 +23,7 @@ traceback. It is dropped, and the command's own exit status stands.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -30,6 +31,9 @@ from typing import Any, Optional, Tuple
 
 #: Exit status of a command stopped by a signal: 128 + the signal's number, as a shell says.
 EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+#: Set in the environment of the workers that ``pyro-vae train --nproc`` starts: the launcher
+#: speaks for them when they are interrupted or a peer fails (:mod:`inference.launch`).
+LAUNCHED = "PYRO_VAE_LAUNCHED"
 #: Seconds between two looks at whether the import that holds a signal is over.
 RETRY = 0.05
 
@@ -104,6 +108,11 @@ def restore(previous: Optional[Tuple[Any, ...]]) -> None:
     _held = None
     for sig, handler in zip((signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGALRM", None)), previous):
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+
+def launched_worker() -> bool:
+    """Whether this process is a worker of ``pyro-vae train --nproc`` (its launcher speaks)."""
+    return bool(os.environ.get(LAUNCHED))
 
 
 def name(err: BaseException) -> str:
