@@ -167,8 +167,7 @@ class TrainConfig:
             "patience": (self.patience is None or self.patience >= 1, "≥ 1"),
             # β = 0 averages nothing (θ̄ = θ): the way to turn a default average off
             "ema": (self.ema is None or 0 <= self.ema < 1, "from 0 (no averaging) to below 1"),
-            # a step shrinks the weights by the factor 1 − lr·λ: from lr·λ = 1 on it zeroes or flips them
-            "weight_decay": (self.weight_decay >= 0 and self.lr * self.weight_decay < 1, "≥ 0, with lr × λ < 1"),
+            "weight_decay": (self.weight_decay >= 0, "≥ 0"),
             "skip_threshold": (self.skip_threshold is None or self.skip_threshold > 0, "> 0"),
         }, "training settings")
         check_choice(self.precision, PRECISIONS, "precision", "precision")
@@ -186,6 +185,12 @@ class TrainConfig:
             if clash:
                 raise ConfigError(f"elbo='meanfield' estimates the plain ELBO: it cannot be combined with "
                                   f"{clash[1]}", params=("elbo", clash[0]))
+        # a step shrinks the weights by the factor 1 − lr·λ: from lr·λ = 1 on it zeroes or flips
+        # them (both flags are named: λ may be the model's default, not the user's)
+        if self.lr * self.weight_decay >= 1:
+            raise ConfigError(f"lr × weight_decay must be below 1 (a step shrinks the weights by the factor "
+                              f"1 − lr·λ), got lr={self.lr:g} × weight_decay={self.weight_decay:g} = "
+                              f"{self.lr * self.weight_decay:g}", params=("lr", "weight_decay"))
         if self.compile and not self.capture:
             raise ConfigError("compile=true compiles the captured step: it cannot be combined with capture=false",
                               params=("compile", "capture"))

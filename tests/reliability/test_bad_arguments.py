@@ -158,10 +158,12 @@ CASES = [
     (["--ema", "1"], ["argument --ema", "ema=1.0 (must be from 0 (no averaging) to below 1)"]),
     (["--ema", "1.5"], ["ema=1.5 (must be from 0 (no averaging) to below 1)"]),
     (["--ema", "-0.5"], ["ema=-0.5"]),
-    (["--weight-decay", "-0.1"], ["argument --weight-decay", "weight_decay=-0.1 (must be ≥ 0, with lr × λ < 1)"]),
-    (["--weight-decay", "1000"], ["weight_decay=1000.0"]),
-    # a learning rate at which the conv VAE's default decay (λ = 0.1) would flip the weights' sign
-    (["--model", "conv", "--lr", "20"], ["weight_decay=0.1 (must be ≥ 0, with lr × λ < 1)"]),
+    (["--weight-decay", "-0.1"], ["argument --weight-decay", "weight_decay=-0.1 (must be ≥ 0)"]),
+    (["--weight-decay", "1000"], ["argument --lr/--weight-decay", "got lr=0.001 × weight_decay=1000 = 1"]),
+    # a learning rate at which the conv VAE's default decay (λ = 0.1) would flip the weights' sign:
+    # the line names --lr, the flag the user gave, beside the default's
+    (["--model", "conv", "--lr", "20"], ["argument --lr/--weight-decay: lr × weight_decay must be below 1",
+                                         "got lr=20 × weight_decay=0.1 = 2"]),
     (["--set", "dropout=1"], ["argument --set", "dropout must be a probability from 0 to below 1, got 1"]),
     (["--set", "dropout=-0.2"], ["dropout must be a probability from 0 to below 1, got -0.2"]),
     (["--model", "conv", "--set", "dropout=1.5"], ["dropout must be a probability"]),
