@@ -117,6 +117,12 @@ RUNS = {
     "resnet-wd03": (["--model", "resnet", "--weight-decay", "0.3"], "resnet, decoupled weight decay 0.3"),
     "hvae-nodecay": (["--model", "hvae", "--weight-decay", "0"], "hvae, no weight decay"),
     "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1"], "hvae, decoupled weight decay 0.1"),
+    # the longer budgets of the runs whose best epoch was near their last (a run resumed to
+    # more epochs repeats the longer run exactly)
+    "hvae-wd01-400": (["--model", "hvae", "--weight-decay", "0.1", "--epochs", "400"],
+                      "hvae, decoupled weight decay 0.1, 400 epochs"),
+    "resnet-wd01-500": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "500"],
+                        "resnet, decoupled weight decay 0.1, 500 epochs"),
     "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
     "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
 }
@@ -127,25 +133,18 @@ def command(name: str, runs: str, extra: list) -> list:
             os.path.join(runs, name), "--no-progress"]
 
 
-def evaluate_last(run: str, k: int = 1000) -> dict:
-    """The IWAE-k evaluation of the last epoch's weights of ``run`` on its test split."""
+def evaluate_weights(run: str, checkpoint: str, split: str, k: int = 1000) -> dict:
+    """The IWAE-k evaluation of ``run``'s ``checkpoint`` weights (``best`` or ``last``) on its
+    ``split``, saying which weights it is of. The last epoch on ``test`` is what selection
+    gained against; the best on ``valid`` is what chooses a setting that changes the bound's
+    tightness (weight decay tightens the ELBO, so the validation ELBO, which picks the best
+    epoch, over-rates a large λ)."""
     from inference.evaluate import evaluate_model, record_weights
     from inference.restore import load_data, load_run
 
-    model, guide, config, payload = load_run(run, checkpoint="last")
+    model, guide, config, payload = load_run(run, checkpoint=checkpoint)
     data = load_data(run, config.data)
-    return record_weights(evaluate_model(model, guide, data, "test", k), payload, config)
-
-
-def evaluate_valid(run: str, k: int = 1000) -> dict:
-    """The IWAE-k evaluation of the best weights of ``run`` on its *validation* split: what
-    chooses a setting that changes the bound's tightness (weight decay tightens the ELBO, so
-    the validation ELBO, which picks the best epoch, over-rates a large λ)."""
-    from inference.evaluate import evaluate_model
-    from inference.restore import load_data, load_run
-
-    model, guide, config, _ = load_run(run, checkpoint="best")
-    return evaluate_model(model, guide, load_data(run, config.data), "valid", k)
+    return record_weights(evaluate_model(model, guide, data, split, k), payload, config)
 
 
 def valid_row(name: str, runs: str) -> str:
@@ -191,14 +190,15 @@ def main() -> None:
         for name in a.only:
             last = os.path.join(a.runs, f"{name}.last.json")
             if not os.path.exists(last) and not a.skip_last:
-                result = evaluate_last(os.path.join(a.runs, name))  # then written: a kill leaves none
+                # written once evaluated: a kill leaves none
+                result = evaluate_weights(os.path.join(a.runs, name), "last", "test")
                 with open(last, "w") as f:
                     json.dump(result, f, indent=1)
     if a.valid_nll:
         for name in a.only:
             path = os.path.join(a.runs, f"{name}.valid.json")
             if os.path.exists(os.path.join(a.runs, name, "eval.json")) and not os.path.exists(path):
-                result = evaluate_valid(os.path.join(a.runs, name))
+                result = evaluate_weights(os.path.join(a.runs, name), "best", "valid")
                 with open(path, "w") as f:
                     json.dump(result, f, indent=1)
         print_table(["run", "what", "best epoch", "best valid ELBO", "valid NLL (k=1000)", "test ELBO",
