@@ -61,6 +61,14 @@ RUNS = {
                      "--iwae-samples", "100"],
     "ssvae-all-cd": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
                      "activation=elu", "--set", "classifier_dropout=0.3", "--epochs", "100", "--iwae-samples", "100"],
+    # the classifier's augmentation (each labelled image moved by up to 2 pixels in the α-term)
+    # and, on every label, a residual trunk (a supervised classifier of it with both reached
+    # 97–98 % on the 3,800 training images, where the strided trunk stays near 96.5–97.4 %)
+    "ssvae-k10-shift": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                        "--set", "classifier_shift=2", "--iwae-samples", "100"],
+    "ssvae-all-aug": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
+                      "activation=elu", "--set", "classifier_dropout=0.3", "--set", "classifier_shift=2", "--set",
+                      "classifier_blocks=1", "--epochs", "100", "--iwae-samples", "100"],
     "cvae": ["--condition", "label"],
     "cvae-prior": ["--condition", "label", "--prior-set", "conditional=true"],
     "dense": ["--model", "dense"],

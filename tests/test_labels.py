@@ -21,6 +21,7 @@ from pyro_vae.infer.labels import LabelledLoss, classification, confusion_matrix
 from pyro_vae.infer.trainer import Trainer
 from pyro_vae.labels import keep_labels, pick_labelled, split_labelled
 from pyro_vae.models.ssvae import SemiSupervisedGuide
+from pyro_vae.nets.shift import random_shift
 
 C = 10
 
@@ -123,6 +124,66 @@ def test_a_step_adds_the_unlabelled_the_labelled_and_the_classification_parts():
     by_hand = (vae.decoder.distribution(vae.labelled(z, yl)).log_prob(xl) + vae.prior().log_prob(z)
                + math.log(1 / C)).sum() * 30 / 3
     assert torch.allclose(labelled, -by_hand)
+
+
+def test_a_random_shift_moves_each_image_by_one_offset_of_the_range_and_draws_them_all():
+    torch.manual_seed(3)
+    x = torch.rand(40, 3, 1, 7, 6)
+    moved = random_shift(x, 2)
+    assert moved.shape == x.shape and random_shift(x, 0) is x
+    padded = torch.nn.functional.pad(x.reshape(-1, 1, 7, 6), (2, 2, 2, 2))
+    seen = set()
+    for image, out in zip(padded, moved.reshape(-1, 1, 7, 6)):  # brute force: every window of the padded image
+        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(image[:, dy:dy + 7, dx:dx + 6], out)]
+        assert len(found) == 1
+        seen.add(found[0])
+    assert len(seen) == 25  # 120 images: each of the 25 offsets drawn (the chance of missing one: ~25 · e^-4.8)
+    with pytest.raises(ConfigError, match="shift"):
+        random_shift(x, 1.5)
+
+
+def test_the_classifier_shift_moves_the_classification_terms_images_in_training_only():
+    vae = tiny_ssvae(classifier_shift=3)
+    x, y = binary(6), torch.arange(6)
+
+    def log_q(train):
+        vae.train(train)
+        torch.manual_seed(5)
+        trace = pyro.poutine.trace(vae.classifier_model).get_trace(x, y)
+        return trace.nodes["y"]["fn"].log_prob(y)
+
+    torch.manual_seed(5)
+    expected = vae.label_posterior(random_shift(x, 3)).log_prob(y)
+    assert torch.equal(log_q(True), expected)
+    assert torch.equal(log_q(False), vae.label_posterior(x).log_prob(y))
+    assert not torch.equal(log_q(True), log_q(False))
+    # the ELBO's terms see the images as they are: the model and the guide of both VAEs agree
+    plain = tiny_ssvae()
+    plain.load_state_dict(vae.state_dict())
+    for v in (vae, plain):
+        v.train()
+    elbo = make_elbo(TrainConfig(), enumerate=True)
+    losses = []
+    for v in (vae, plain):
+        torch.manual_seed(6)
+        losses.append(elbo.differentiable_loss(v.model, v.guide, x, num_data=6))
+    assert torch.equal(*losses)
+
+
+def test_the_classifier_can_have_residual_blocks_of_its_own():
+    from pyro_vae.nets.resnet import ResBlock, ResNetEncoderTrunk
+
+    vae = build_vae("ssvae", (1, 16, 16), z_dim=2, network="conv", channels=[4, 8], hidden=8, classifier_blocks=2,
+                    num_classes=3)
+    assert isinstance(vae.classifier_trunk, ResNetEncoderTrunk)
+    assert sum(isinstance(m, ResBlock) for m in vae.classifier_trunk.modules()) == 4  # 2 stages × 2
+    assert not any(isinstance(m, ResBlock) for m in vae.encoder.modules())  # the VAE's own trunk is unchanged
+    assert vae.classify(torch.zeros(2, 1, 16, 16)).probs.shape == (2, 3) and vae.spec["classifier_blocks"] == 2
+    with pytest.raises(ConfigError, match="classifier_blocks are options of network='conv'"):
+        tiny_ssvae(classifier_blocks=1)
+    for bad in (dict(classifier_blocks=-1), dict(classifier_shift=28), dict(classifier_shift=-1)):
+        with pytest.raises(ConfigError, match="must be an integer"):
+            tiny_ssvae(**bad)
 
 
 def test_the_labelled_subset_is_balanced_deterministic_and_from_whatever_train_is():

@@ -59,7 +59,9 @@ from ..guides.flows import FlowSteps
 from ..likelihoods import build_likelihood
 from ..nets.conv import ConvDecoderNet, ConvEncoderTrunk
 from ..nets.mlp import check_dropout
-from ..options import check_choice, check_ranges
+from ..nets.resnet import ResNetEncoderTrunk
+from ..nets.shift import random_shift
+from ..options import check_choice, check_int, check_ranges
 from ..plates import data_plate, full_precision
 from .base import MODELS, VAE, Decoder, Encoder
 from .conv import check_stages, check_widths
@@ -95,6 +97,14 @@ class SemiSupervisedVAE(VAE):
             and the enumerated term) and over-fits first; a supervised conv classifier of
             this network on mnist5k's 3,800 images reached 96.5 % with 0.3 against 94–95 %
             without (docs/benchmarks.md, "Labels").
+        classifier_shift: the classification term sees each labelled training image moved
+            by up to this many pixels in each direction (:func:`~pyro_vae.nets.shift.random_shift`;
+            0: unmoved). An augmentation of the α-term only: the ELBO terms, and so p(x),
+            see the images as they are.
+        classifier_blocks: residual blocks per stage of the classifier's trunk (0: the conv
+            network's strided convolutions; ≥ 1: the ResNet VAE's encoder trunk of the same
+            ``channels``, each stage a strided convolution and this many 3 × 3 residual
+            blocks); only for ``conv``.
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -119,14 +129,19 @@ class SemiSupervisedVAE(VAE):
         labelled_weight: float = 1.0,
         dropout: float = 0.0,
         classifier_dropout: Optional[float] = None,
+        classifier_shift: int = 0,
+        classifier_blocks: int = 0,
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
+        # a shift of a whole side would leave nothing of the image
+        check_int(classifier_shift, "classifier_shift", 0, min(int(s) for s in x_shape[1:]) - 1)
+        check_int(classifier_blocks, "classifier_blocks", 0)
         lik = build_likelihood(likelihood, x_shape)
         drop_y = dropout if classifier_dropout is None else check_dropout(classifier_dropout, "classifier_dropout")
         if network == "dense":
-            if channels is not None or hidden is not None:
-                raise ConfigError("channels and hidden are options of network='conv' (the dense network takes "
-                                  "hidden_dims)", params=("channels", "hidden"))
+            if channels is not None or hidden is not None or classifier_blocks:
+                raise ConfigError("channels, hidden and classifier_blocks are options of network='conv' (the dense "
+                                  "network takes hidden_dims)", params=("channels", "hidden", "classifier_blocks"))
             widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
             h_dim = widths[-1]
             trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, p) for p in (dropout, drop_y))
@@ -138,8 +153,9 @@ class SemiSupervisedVAE(VAE):
             h_dim = int(hidden if hidden is not None else 256)
             widths = check_widths(channels if channels is not None else (32, 64), h_dim)
             check_stages(x_shape, len(widths), "ssvae")
-            trunk, classifier_trunk = (ConvEncoderTrunk(x_shape, widths, h_dim, activation, p)
-                                       for p in (dropout, drop_y))
+            trunk = ConvEncoderTrunk(x_shape, widths, h_dim, activation, dropout)
+            classifier_trunk = (ResNetEncoderTrunk(x_shape, widths, classifier_blocks, h_dim, activation, drop_y)
+                                if classifier_blocks else ConvEncoderTrunk(x_shape, widths, h_dim, activation, drop_y))
             net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation, dropout)
         check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
             "alpha": (alpha is None or alpha >= 0, "≥ 0"),
@@ -151,6 +167,7 @@ class SemiSupervisedVAE(VAE):
         self.classifier_head: Optional[nn.Linear] = None
         self.alpha = alpha
         self.labelled_weight = float(labelled_weight)
+        self.classifier_shift = classifier_shift
         self.guide = SemiSupervisedGuide(self, GaussianGuide(self))
         self.guide.spec = {"name": "gaussian"}
 
@@ -188,12 +205,15 @@ class SemiSupervisedVAE(VAE):
         """The classification term ``scale`` · log q(y | x) of labelled images as a Pyro
         program: the labels observed under the classifier, in the ``"data"`` plate and a
         ``poutine.scale`` (α / N_l, so that the plate's N_l / B makes it α times the mean over
-        the N_l labelled images); its guide is empty."""
+        the N_l labelled images); its guide is empty. In training the images are moved by
+        up to ``classifier_shift`` pixels first."""
         x = self.check_x(x)
         if y is None:
             raise ConfigError("the classification term needs the labels y", params=("y",))
         y = self.check_y(y, len(x))
         self.register_classifier()
+        if self.training:
+            x = random_shift(x, self.classifier_shift)
         with data_plate(x, num_data), poutine.scale(scale=scale):
             pyro.sample("y", self.label_posterior(x), obs=y)
 

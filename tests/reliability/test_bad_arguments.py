@@ -132,7 +132,7 @@ CASES = [
     (["--prior-set", "conditional=true"], ["conditional normal prior p(z | y) needs a VAE that takes labels"]),
     (["--model", "ssvae", "--set", "network=mlp"], ["argument --set: unknown network 'mlp'; valid networks: dense, "
                                                    "conv"]),
-    (["--model", "ssvae", "--set", "channels=[4]"], ["channels and hidden are options of network='conv'"]),
+    (["--model", "ssvae", "--set", "channels=[4]"], ["channels, hidden and classifier_blocks are options of network='conv'"]),
     (["--model", "ssvae", "--set", "network=conv", "--set", "hidden_dims=[4]"], ["hidden_dims is an option of "
                                                                                 "network='dense'"]),
     (["--model", "ssvae", "--set", "alpha=-1"], ["argument --set: invalid options of the ssvae model: "
@@ -170,6 +170,14 @@ CASES = [
     (["--set", "dropout=high"], ["option dropout of model 'dense' must be a number"]),
     (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_dropout=1"],
      ["argument --set", "classifier_dropout must be a probability from 0 to below 1, got 1"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_shift=28"],
+     ["argument --set", "classifier_shift must be an integer from 0 to 27, got 28"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_shift=2.5"],
+     ["option classifier_shift of model 'ssvae' must be an integer, got 2.5"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_blocks=-1"],
+     ["classifier_blocks must be an integer ≥ 0, got -1"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_blocks=1"],
+     ["classifier_blocks are options of network='conv'"]),
     (["--skip-threshold", "inf"], ["argument --skip-threshold", "skip_threshold must be a finite number, got inf"]),
     (["--skip-threshold", "nan"], ["skip_threshold must be a finite number, got nan"]),
     (["--skip-threshold", "0"], ["skip_threshold=0.0 (must be > 0)"]),
