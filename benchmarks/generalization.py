@@ -123,6 +123,10 @@ RUNS = {
                       "hvae, decoupled weight decay 0.1, 400 epochs"),
     "resnet-wd01-500": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "500"],
                         "resnet, decoupled weight decay 0.1, 500 epochs"),
+    "resnet-wd01-600": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "600"],
+                        "resnet, decoupled weight decay 0.1, 600 epochs"),
+    "conv-wd01-500": (["--model", "conv", "--weight-decay", "0.1", "--epochs", "500"],
+                      "conv, decoupled weight decay 0.1, 500 epochs"),
     "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
     "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
 }
