@@ -26,7 +26,6 @@ from .rundir import describe_checkpoint
 from .signals import LAUNCHED
 
 
-
 def _without_nproc(argv: List[str]) -> List[str]:
     out, skip = [], False
     for i, a in enumerate(argv):
