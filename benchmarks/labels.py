@@ -8,7 +8,8 @@ label is summed out), run one after another into ``--runs/NAME``; then the measu
 need several runs:
 
 * ``baseline``: the supervised-only baseline — the classifier q(y | x) of the ``ssvae-k10``
-  row's architecture, trained on its 100 labelled images alone, by the same Pyro program
+  row's architecture and options (or of the rows ``--baseline-of`` names: the classifier's
+  dropout and shift come with it), trained on its 100 labelled images alone, by the same Pyro program
   that is the semi-supervised VAE's classification term (``classifier_model``, an empty
   guide, ``Trace_ELBO``), with the same optimiser and as many steps as the
   semi-supervised run took;
@@ -168,6 +169,8 @@ def main() -> int:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--k", type=int, default=100, help="IWAE samples per class of p(y | x)")
+    parser.add_argument("--baseline-of", nargs="+", default=["ssvae-k10"], choices=list(RUNS),
+                        help="the runs whose classifier (its options: dropout, shift) the baseline trains alone")
     args = parser.parse_args()
     names = args.only or list(RUNS) + list(EXTRA)
     os.makedirs(args.runs, exist_ok=True)
@@ -181,8 +184,9 @@ def main() -> int:
         if os.path.exists(os.path.join(args.runs, name, "eval.json")):
             print(row(name, args.runs))
     extra = {}
-    if "baseline" in names and os.path.exists(os.path.join(args.runs, "ssvae-k10", "eval.json")):
-        extra["baseline"] = supervised_baseline(os.path.join(args.runs, "ssvae-k10"))
+    for of in args.baseline_of if "baseline" in names else ():
+        if os.path.exists(os.path.join(args.runs, of, "eval.json")):
+            extra[f"baseline {of}"] = supervised_baseline(os.path.join(args.runs, of))
     if "samples" in names and all(os.path.exists(os.path.join(args.runs, n, "eval.json"))
                                   for n in ("cvae", "ssvae-all")):
         for cvae in ("cvae", "cvae-prior"):
