@@ -101,22 +101,27 @@ RUNS = {
                         "hvae, 400 epochs, the KL weight from 0 to 1 over the first 50 (as the ladder VAE)"),
     "resnet-400-warmup": (["--model", "resnet", "--epochs", "400", "--kl-warmup", "50"],
                           "resnet, 400 epochs, the same KL warm-up"),
-    # the weight decay λ of the conv and ResNet VAEs (their default 0.1 since): the row names
-    # with -nodecay are the defaults before it (a best epoch before the 400th: the 300 epochs
-    # conv had then select the same weights as 400)
-    "conv-nodecay": (["--model", "conv", "--weight-decay", "0"], "conv, no weight decay"),
+    # the weight decay λ of the conv, ResNet and hierarchical VAEs: the row names with -nodecay
+    # are the defaults before it (a best epoch before the 400th: the 300 epochs conv had then
+    # select the same weights as 400); each row names its budget, which the defaults have changed
+    "conv-nodecay": (["--model", "conv", "--weight-decay", "0", "--epochs", "300"], "conv, no weight decay"),
     "conv-wd01-300": (["--model", "conv", "--epochs", "300", "--weight-decay", "0.1"],
                       "conv, 300 epochs, decoupled weight decay 0.1"),
     "conv-wd03-300": (["--model", "conv", "--epochs", "300", "--weight-decay", "0.3"],
                       "conv, 300 epochs, decoupled weight decay 0.3"),
-    "conv-wd01": (["--model", "conv", "--weight-decay", "0.1"], "conv, decoupled weight decay 0.1, 400 epochs"),
-    "conv-wd03": (["--model", "conv", "--weight-decay", "0.3"], "conv, decoupled weight decay 0.3, 400 epochs"),
-    "resnet-nodecay": (["--model", "resnet", "--weight-decay", "0"], "resnet, no weight decay"),
-    "resnet-wd002": (["--model", "resnet", "--weight-decay", "0.02"], "resnet, decoupled weight decay 0.02"),
-    "resnet-wd01": (["--model", "resnet", "--weight-decay", "0.1"], "resnet, decoupled weight decay 0.1"),
-    "resnet-wd03": (["--model", "resnet", "--weight-decay", "0.3"], "resnet, decoupled weight decay 0.3"),
-    "hvae-nodecay": (["--model", "hvae", "--weight-decay", "0"], "hvae, no weight decay"),
-    "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1"], "hvae, decoupled weight decay 0.1"),
+    "conv-wd01": (["--model", "conv", "--weight-decay", "0.1", "--epochs", "400"],
+                  "conv, decoupled weight decay 0.1, 400 epochs"),
+    "conv-wd03": (["--model", "conv", "--weight-decay", "0.3", "--epochs", "400"],
+                  "conv, decoupled weight decay 0.3, 400 epochs"),
+    "resnet-nodecay": (["--model", "resnet", "--weight-decay", "0", "--epochs", "400"], "resnet, no weight decay"),
+    "resnet-wd002": (["--model", "resnet", "--weight-decay", "0.02", "--epochs", "400"],
+                     "resnet, decoupled weight decay 0.02"),
+    "resnet-wd01": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "400"],
+                    "resnet, decoupled weight decay 0.1"),
+    "resnet-wd03": (["--model", "resnet", "--weight-decay", "0.3", "--epochs", "400"],
+                    "resnet, decoupled weight decay 0.3"),
+    "hvae-nodecay": (["--model", "hvae", "--weight-decay", "0", "--epochs", "300"], "hvae, no weight decay"),
+    "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1", "--epochs", "300"], "hvae, decoupled weight decay 0.1"),
     # the longer budgets of the runs whose best epoch was near their last (a run resumed to
     # more epochs repeats the longer run exactly)
     "hvae-wd01-400": (["--model", "hvae", "--weight-decay", "0.1", "--epochs", "400"],
@@ -129,6 +134,8 @@ RUNS = {
                       "conv, decoupled weight decay 0.1, 500 epochs"),
     "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
     "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
+    "vamp-k50-wd01": (["--prior", "vamp", "--prior-set", "components=50", "--weight-decay", "0.1"],
+                      "VampPrior, K = 50, decoupled weight decay 0.1"),
 }
 
 
