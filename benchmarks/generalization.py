@@ -36,9 +36,9 @@ STATIC = ["--binarize", "static", "--epochs", "200"]
 
 #: name → (``pyro-vae train`` flags, what the row is). The rows without flags are the models'
 #: defaults (5 % of the training images for validation, ema 0.999; dense: 300 epochs and a KL
-#: warm-up over 50, conv 400 with weight decay 0.1, resnet 400, hvae 300 with a KL warm-up over 50 and
-#: weight decay 0.1, the others 200;
-#: dense with a static binarization: dropout 0.1); the others say what they change.
+#: warm-up over 50, conv 400 and resnet 500 with weight decay 0.1, hvae 400 with a KL warm-up
+#: over 50 and weight decay 0.1, the others 200; dense with a static binarization: dropout 0.1);
+#: the others say what they change.
 RUNS = {
     # dense, dynamic binarization (the default run)
     "dense": ([], "the default `pyro-vae train`"),
