@@ -31,14 +31,16 @@ from train_rows import print_table, train_missing
 NO_EMA = ["--ema", "0"]
 #: No KL warm-up: the dense VAE's default before it warmed up (the rows measured then keep it).
 NO_WARMUP = ["--kl-warmup", "0"]
+#: No weight decay: the VampPrior's default before it decayed (the rows measured then keep it).
+NO_DECAY = ["--weight-decay", "0"]
 #: The pythae comparison: one static binarization, 200 epochs.
 STATIC = ["--binarize", "static", "--epochs", "200"]
 
 #: name → (``pyro-vae train`` flags, what the row is). The rows without flags are the models'
 #: defaults (5 % of the training images for validation, ema 0.999; dense: 300 epochs and a KL
 #: warm-up over 50, conv 400 and resnet 500 with weight decay 0.1, hvae 400 with a KL warm-up
-#: over 50 and weight decay 0.1, the others 200; dense with a static binarization: dropout 0.1);
-#: the others say what they change.
+#: over 50 and weight decay 0.1, the others 200; dense with a static binarization: dropout 0.1;
+#: `--prior vamp`: weight decay 0.1); the others say what they change.
 RUNS = {
     # dense, dynamic binarization (the default run)
     "dense": ([], "the default `pyro-vae train`"),
@@ -54,22 +56,23 @@ RUNS = {
     "static-nowarm": ([*STATIC, *NO_WARMUP], "static, + EMA + dropout 0.1"),
     "static": ([*STATIC], "static, + EMA + dropout 0.1 + KL warm-up (the defaults)"),
     # VampPrior
-    "vamp-sel": (["--prior", "vamp", *NO_EMA, *NO_WARMUP], "VampPrior, selection alone"),
-    "vamp-nowarm": (["--prior", "vamp", *NO_WARMUP], "VampPrior, no KL warm-up"),
-    "vamp": (["--prior", "vamp"], "VampPrior, the defaults"),
-    "vamp-patience": (["--prior", "vamp", "--patience", "10", "--ema", "0.999"], "VampPrior, patience 10"),
-    "vamp-patience-nowarm": (["--prior", "vamp", "--patience", "10", "--ema", "0.999", *NO_WARMUP],
+    "vamp-sel": (["--prior", "vamp", *NO_DECAY, *NO_EMA, *NO_WARMUP], "VampPrior, selection alone"),
+    "vamp-nowarm": (["--prior", "vamp", *NO_DECAY, *NO_WARMUP], "VampPrior, no KL warm-up"),
+    "vamp": (["--prior", "vamp", *NO_DECAY], "VampPrior, the defaults before its weight decay"),
+    "vamp-patience": (["--prior", "vamp", *NO_DECAY, "--patience", "10", "--ema", "0.999"], "VampPrior, patience 10"),
+    "vamp-patience-nowarm": (["--prior", "vamp", *NO_DECAY, "--patience", "10", "--ema", "0.999", *NO_WARMUP],
                              "VampPrior, patience 10, no KL warm-up"),
     # fewer pseudo-inputs: K = 500 are 12.5 % of 3,800 training images (1 % of the paper's 50,000)
-    "vamp-k50-nowarm": (["--prior", "vamp", "--prior-set", "components=50", *NO_WARMUP],
+    "vamp-k50-nowarm": (["--prior", "vamp", *NO_DECAY, "--prior-set", "components=50", *NO_WARMUP],
                         "VampPrior, K = 50, no KL warm-up"),
-    "vamp-k10-nowarm": (["--prior", "vamp", "--prior-set", "components=10", *NO_WARMUP],
+    "vamp-k10-nowarm": (["--prior", "vamp", *NO_DECAY, "--prior-set", "components=10", *NO_WARMUP],
                         "VampPrior, K = 10, no KL warm-up"),
     # the VampPrior loosens the KL term, and the code's extra information is what over-fits: dropout
-    "vamp-k50-d01": (["--prior", "vamp", "--prior-set", "components=50", "--set", "dropout=0.1", *NO_WARMUP],
+    "vamp-k50-d01": (["--prior", "vamp", *NO_DECAY, "--prior-set", "components=50", "--set", "dropout=0.1",
+                      *NO_WARMUP],
                      "VampPrior, K = 50, + dropout 0.1, no KL warm-up"),
     # the VampPrior paper warms the KL term up (over 100 epochs), which made it the dense default
-    "vamp-k50": (["--prior", "vamp", "--prior-set", "components=50"], "VampPrior, K = 50"),
+    "vamp-k50": (["--prior", "vamp", *NO_DECAY, "--prior-set", "components=50"], "VampPrior, K = 50"),
     # conv, resnet, hvae
     "conv-sel": (["--model", "conv", *NO_EMA], "conv, selection alone"),
     "conv": (["--model", "conv"], "conv, the defaults"),
@@ -130,10 +133,15 @@ RUNS = {
                         "resnet, decoupled weight decay 0.1, 500 epochs"),
     "resnet-wd01-600": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "600"],
                         "resnet, decoupled weight decay 0.1, 600 epochs"),
+    # the hierarchical VAE as wide as the ResNet VAE's features (hidden 256, its default 192)
+    "hvae-h256": (["--model", "hvae", "--set", "hidden=256", "--epochs", "400"],
+                  "hvae, hidden 256, the defaults (400 epochs, weight decay 0.1)"),
     "conv-wd01-500": (["--model", "conv", "--weight-decay", "0.1", "--epochs", "500"],
                       "conv, decoupled weight decay 0.1, 500 epochs"),
     "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
     "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
+    "vamp-wd01-300": (["--prior", "vamp", "--weight-decay", "0.1", "--epochs", "300"],
+                      "VampPrior (K = 500), decoupled weight decay 0.1: the defaults"),
     "vamp-k50-wd01": (["--prior", "vamp", "--prior-set", "components=50", "--weight-decay", "0.1"],
                       "VampPrior, K = 50, decoupled weight decay 0.1"),
 }

@@ -102,7 +102,7 @@ def run_config(opts: TrainOptions) -> RunConfig:
                 f"{', '.join(latent_only)} cannot be used with the density flow {choices.model!r}: it has "
                 "no latent variable (its guide is empty and its likelihood is exact)"
             )
-    defaults = defaults_for(choices.model, cls.has_latent)
+    defaults = defaults_for(choices.model, cls.has_latent, choices.prior)
     data_given = dict(given["DataConfig"])
     if "name" in data_given:  # a path is stored absolute, so the run works from anywhere
         data_given["name"] = dataset_path(data_given["name"])

@@ -106,6 +106,8 @@ def test_the_curves_keep_the_late_epochs_readable():
     (["--model", "resnet"], "resnet", 0.999, 500, 0.0, 0.1),
     (["--model", "hvae"], "hvae", 0.999, 400, 0.0, 0.1),  # and a KL warm-up: below
     (["--model", "linear"], "linear", 0.999, 200, 0.0, 0.0),
+    (["--prior", "vamp"], "dense", 0.999, 300, 0.0, 0.1),  # a prior's training defaults over its model's
+    (["--prior", "vamp", "--weight-decay", "0"], "dense", 0.999, 300, 0.0, 0.0),
     (["--model", "pixel"], "pixel", None, 20, 0.0, 0.0),
     (["--valid-fraction", "0"], "dense", 0.999, 300, 0.0, 0.0),
 ])
@@ -143,7 +145,8 @@ def test_the_help_of_train_gives_each_models_default_from_the_one_table(monkeypa
     help_text = " ".join(capsys.readouterr().out.split())
     assert "total epochs (default: 300 for dense; 400 for conv, hvae; 500 for resnet; 20 for pixel; " \
            "10 for density flows; 200 for the others)" in help_text
-    assert "decoupled weight decay λ (as AdamW) (default: 0.1 for conv, resnet, hvae; 0 for the others)" in help_text
+    assert "decoupled weight decay λ (as AdamW) (default: 0.1 for conv, resnet, hvae, --prior vamp; 0 for the others)" \
+        in help_text
     assert "Adam learning rate (default 0.001)" in help_text
     # derived, not written: a new model default shows in the help
     monkeypatch.setitem(config.MODEL_DEFAULTS, "linear", config.RunDefaults(train={"kl_warmup": 7}))
