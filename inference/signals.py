@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from types import FrameType
-from typing import Any, Optional, Tuple
+from types import CodeType, FrameType
+from typing import Any, Callable, Optional, Tuple
 
 #: Exit status of a command stopped by a signal: 128 + the signal's number, as a shell says.
 EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
@@ -44,21 +44,22 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM."""
 
 
-def _importing(frame: Optional[FrameType]) -> bool:
+def _inside(frame: Optional[FrameType], test: Callable[[CodeType], bool]) -> bool:
+    """Whether ``frame`` or a frame that called it runs code that passes ``test``."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if test(frame.f_code):
             return True
         frame = frame.f_back
     return False
+
+
+def _importing(frame: Optional[FrameType]) -> bool:
+    return _inside(frame, lambda code: code.co_filename.startswith("<frozen importlib"))
 
 
 def _ending(frame: Optional[FrameType]) -> bool:
     """Whether ``frame`` runs inside :func:`restore` (the command is over)."""
-    while frame is not None:
-        if frame.f_code is restore.__code__:
-            return True
-        frame = frame.f_back
-    return False
+    return _inside(frame, lambda code: code is restore.__code__)
 
 
 def _stop(signum: int) -> None:
