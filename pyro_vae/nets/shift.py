@@ -16,17 +16,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..errors import ConfigError
+from ..options import check_int
 
 
 def random_shift(x: Tensor, pixels: int, generator: Optional[torch.Generator] = None) -> Tensor:
     """``x`` (..., C, H, W) with each image moved by (dy, dx), each uniform on
     {−pixels, …, pixels}; what moves in from outside is 0 (the background of binarized and
     grey-level digits). ``pixels = 0`` returns ``x`` itself."""
-    if int(pixels) != pixels or pixels < 0:
-        raise ConfigError(f"a shift must be a whole number of pixels ≥ 0, got {pixels}", params=("shift",))
-    pixels = int(pixels)
-    if pixels == 0:
+    if check_int(pixels, "shift", 0) == 0:
         return x
     *batch, c, h, w = x.shape
     flat = x.reshape(-1, c, h, w)
@@ -34,8 +31,8 @@ def random_shift(x: Tensor, pixels: int, generator: Optional[torch.Generator] = 
     padded = F.pad(flat, (pixels,) * 4)
     device = x.device if generator is None else generator.device
     offsets = torch.randint(0, 2 * pixels + 1, (2, n), generator=generator, device=device).to(x.device)
-    rows = (torch.arange(h, device=x.device) + offsets[0, :, None])  # (n, H) rows of the padded image
-    cols = (torch.arange(w, device=x.device) + offsets[1, :, None])  # (n, W)
+    rows = torch.arange(h, device=x.device) + offsets[0, :, None]  # (n, H) rows of the padded image
+    cols = torch.arange(w, device=x.device) + offsets[1, :, None]  # (n, W)
     picked = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pixels))
     picked = picked.gather(3, cols[:, None, None, :].expand(n, c, h, w))
     return picked.reshape(*batch, c, h, w)
