@@ -86,7 +86,7 @@ def objective(config: RunConfig) -> str:
         text += f", free bits {train.free_bits:g}"
     if train.kl_warmup > 0:
         text += f", KL warm-up {train.kl_warmup}"
-    if getattr(train, "weight_decay", 0.0) > 0:  # not a term of the objective, but what regularised it
+    if train.weight_decay > 0:  # not a term of the objective, but what regularised it
         text += f", weight decay {train.weight_decay:g}"
     return text
 
