@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from typing import List, Tuple
 
 from train_rows import print_table, train_missing
 
@@ -35,6 +36,15 @@ NO_WARMUP = ["--kl-warmup", "0"]
 NO_DECAY = ["--weight-decay", "0"]
 #: The pythae comparison: one static binarization, 200 epochs.
 STATIC = ["--binarize", "static", "--epochs", "200"]
+
+
+def decayed(model: str, decay: str, epochs: int, *flags: str) -> Tuple[List[str], str]:
+    """The row of ``model`` with decoupled weight decay λ = ``decay`` over ``epochs`` epochs
+    (and ``flags``): both pinned, since the defaults of both have moved."""
+    what = "no weight decay" if float(decay) == 0 else f"decoupled weight decay {decay}"
+    return (["--model", model, "--weight-decay", decay, "--epochs", str(epochs), *flags],
+            f"{model}{' ' + ' '.join(flags) if flags else ''}, {what}, {epochs} epochs")
+
 
 #: name → (``pyro-vae train`` flags, what the row is). The rows without flags are the models'
 #: defaults (5 % of the training images for validation, ema 0.999; dense: 300 epochs and a KL
@@ -107,43 +117,29 @@ RUNS = {
     # the weight decay λ of the conv, ResNet and hierarchical VAEs: the row names with -nodecay
     # are the defaults before it (a best epoch before the 400th: the 300 epochs conv had then
     # select the same weights as 400); each row names its budget, which the defaults have changed
-    "conv-nodecay": (["--model", "conv", "--weight-decay", "0", "--epochs", "300"], "conv, no weight decay"),
-    "conv-wd01-300": (["--model", "conv", "--epochs", "300", "--weight-decay", "0.1"],
-                      "conv, 300 epochs, decoupled weight decay 0.1"),
-    "conv-wd03-300": (["--model", "conv", "--epochs", "300", "--weight-decay", "0.3"],
-                      "conv, 300 epochs, decoupled weight decay 0.3"),
-    "conv-wd01": (["--model", "conv", "--weight-decay", "0.1", "--epochs", "400"],
-                  "conv, decoupled weight decay 0.1, 400 epochs"),
-    "conv-wd03": (["--model", "conv", "--weight-decay", "0.3", "--epochs", "400"],
-                  "conv, decoupled weight decay 0.3, 400 epochs"),
-    "resnet-nodecay": (["--model", "resnet", "--weight-decay", "0", "--epochs", "400"], "resnet, no weight decay"),
-    "resnet-wd002": (["--model", "resnet", "--weight-decay", "0.02", "--epochs", "400"],
-                     "resnet, decoupled weight decay 0.02"),
-    "resnet-wd01": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "400"],
-                    "resnet, decoupled weight decay 0.1"),
-    "resnet-wd03": (["--model", "resnet", "--weight-decay", "0.3", "--epochs", "400"],
-                    "resnet, decoupled weight decay 0.3"),
-    "hvae-nodecay": (["--model", "hvae", "--weight-decay", "0", "--epochs", "300"], "hvae, no weight decay"),
-    "hvae-wd01": (["--model", "hvae", "--weight-decay", "0.1", "--epochs", "300"], "hvae, decoupled weight decay 0.1"),
+    "conv-nodecay": decayed("conv", "0", 300),
+    "conv-wd01-300": decayed("conv", "0.1", 300),
+    "conv-wd03-300": decayed("conv", "0.3", 300),
+    "conv-wd01": decayed("conv", "0.1", 400),
+    "conv-wd03": decayed("conv", "0.3", 400),
+    "resnet-nodecay": decayed("resnet", "0", 400),
+    "resnet-wd002": decayed("resnet", "0.02", 400),
+    "resnet-wd01": decayed("resnet", "0.1", 400),
+    "resnet-wd03": decayed("resnet", "0.3", 400),
+    "hvae-nodecay": decayed("hvae", "0", 300),
+    "hvae-wd01": decayed("hvae", "0.1", 300),
     # the longer budgets of the runs whose best epoch was near their last (a run resumed to
     # more epochs repeats the longer run exactly)
-    "hvae-wd01-400": (["--model", "hvae", "--weight-decay", "0.1", "--epochs", "400"],
-                      "hvae, decoupled weight decay 0.1, 400 epochs"),
-    "resnet-wd01-500": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "500"],
-                        "resnet, decoupled weight decay 0.1, 500 epochs"),
-    "resnet-wd01-600": (["--model", "resnet", "--weight-decay", "0.1", "--epochs", "600"],
-                        "resnet, decoupled weight decay 0.1, 600 epochs"),
+    "hvae-wd01-400": decayed("hvae", "0.1", 400),
+    "resnet-wd01-500": decayed("resnet", "0.1", 500),
+    "resnet-wd01-600": decayed("resnet", "0.1", 600),
     # the hierarchical VAE as wide as the ResNet VAE's features (hidden 256, its default 192)
-    "hvae-h256": (["--model", "hvae", "--set", "hidden=256", "--epochs", "400"],
-                  "hvae, hidden 256, the defaults (400 epochs, weight decay 0.1)"),
-    "conv-wd01-500": (["--model", "conv", "--weight-decay", "0.1", "--epochs", "500"],
-                      "conv, decoupled weight decay 0.1, 500 epochs"),
+    "hvae-h256": decayed("hvae", "0.1", 400, "--set", "hidden=256"),
+    "conv-wd01-500": decayed("conv", "0.1", 500),
     "dense-wd01": (["--weight-decay", "0.1"], "dense, decoupled weight decay 0.1"),
-    "vamp-wd01": (["--prior", "vamp", "--weight-decay", "0.1"], "VampPrior (K = 500), decoupled weight decay 0.1"),
-    "vamp-wd01-300": (["--prior", "vamp", "--weight-decay", "0.1", "--epochs", "300"],
-                      "VampPrior (K = 500), decoupled weight decay 0.1: the defaults"),
-    "vamp-k50-wd01": (["--prior", "vamp", "--prior-set", "components=50", "--weight-decay", "0.1"],
-                      "VampPrior, K = 50, decoupled weight decay 0.1"),
+    "vamp-wd01": decayed("dense", "0.1", 300, "--prior", "vamp"),
+    "vamp-wd01-300": decayed("dense", "0.1", 300, "--prior", "vamp"),  # vamp-wd01 (stopped at 223), resumed
+    "vamp-k50-wd01": decayed("dense", "0.1", 300, "--prior", "vamp", "--prior-set", "components=50"),
 }
 
 
