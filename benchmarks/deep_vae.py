@@ -35,7 +35,7 @@ RUNS = {
     "hvae192-iwae5": ["--model", "hvae", "--set", "hidden=192", "--objective", "iwae", "--particles", "5"],
     "dense-elbo": ["--model", "dense"],
     "dense-iwae5": ["--model", "dense", "--objective", "iwae", "--particles", "5"],
-    "dense-vamp": ["--model", "dense", "--prior", "vamp"],
+    "dense-vamp": ["--model", "dense", "--prior", "vamp", "--prior-set", "components=500"],  # the paper's K
     "dense-vamp50": ["--model", "dense", "--prior", "vamp", "--prior-set", "components=50"],
 }
 

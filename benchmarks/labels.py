@@ -67,6 +67,14 @@ RUNS = {
     # 97–98 % on the 3,800 training images, where the strided trunk stays near 96.5–97.4 %)
     "ssvae-k10-shift": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
                         "--set", "classifier_shift=2", "--iwae-samples", "100"],
+    # α chosen on the validation accuracy: N, 10 N and 100 N (the default is 0.1 N, the paper's), the
+    # classifier's dropout and shifts as ssvae-k10-shift
+    "ssvae-k10-shift-a1n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                            "--set", "classifier_shift=2", "--set", "alpha=3800", "--iwae-samples", "100"],
+    "ssvae-k10-shift-a10n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                             "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100"],
+    "ssvae-k10-shift-a100n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                              "--set", "classifier_shift=2", "--set", "alpha=380000", "--iwae-samples", "100"],
     "ssvae-all-aug": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
                       "activation=elu", "--set", "classifier_dropout=0.3", "--set", "classifier_shift=2", "--set",
                       "classifier_blocks=1", "--epochs", "100", "--iwae-samples", "100"],

@@ -353,10 +353,10 @@ MODEL_DEFAULTS: Dict[str, RunDefaults] = {
     "pixel": RunDefaults(train={"epochs": 20, "free_bits": 0.25}, final_iwae_samples=100,
                          eval_iwae_samples=500),
 }
-#: Training defaults of a prior, over its model's. The VampPrior's K = 500 pseudo-inputs are
-#: 392,000 parameters fitted to 3,800 images and over-fit first: decoupled weight decay 0.1 is
-#: its default (validation NLL, IWAE k = 1000: 92.24 against 92.68 without; test 96.28 against
-#: 96.61 — docs/benchmarks.md, "Weight decay").
+#: Training defaults of a prior, over its model's. The VampPrior's pseudo-inputs (K × 784
+#: parameters fitted to 3,800 images) over-fit first: decoupled weight decay 0.1 is its default
+#: (with K = 500, validation NLL, IWAE k = 1000: 92.24 against 92.68 without; test 96.28
+#: against 96.61 — docs/benchmarks.md, "Weight decay").
 PRIOR_TRAIN: Dict[str, Dict[str, Any]] = {"vamp": {"weight_decay": 0.1}}
 #: Density flows (no latent variable): grey levels (their likelihood is a density over
 #: dequantized levels) and 10 epochs.
