@@ -92,6 +92,14 @@ RUNS = {
     "ssvae-k10-a10n-cd05-300": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.5",
                                 "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
                                 "--epochs", "300"],
+    # at the choice above: decoupled weight decay 0.1 (the deep VAEs'), or a latent of 64 (the
+    # paper's 50, Pyro's example's 50)
+    "ssvae-k10-a10n-300-wd01": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                                "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
+                                "--epochs", "300", "--weight-decay", "0.1"],
+    "ssvae-k10-a10n-300-z64": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
+                               "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
+                               "--epochs", "300", "--z-dim", "64"],
     "ssvae-all-aug": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
                       "activation=elu", "--set", "classifier_dropout=0.3", "--set", "classifier_shift=2", "--set",
                       "classifier_blocks=1", "--epochs", "100", "--iwae-samples", "100"],
