@@ -49,6 +49,13 @@ from pyro_vae.infer.labels import classification, label_posterior
 from pyro_vae.labels import split_labelled
 
 #: name → the ``pyro-vae train`` flags of that run
+
+def k10(alpha: str, *flags: str, dropout: str = "0.3", shift: str = "2") -> list:
+    """The 10-label SS-VAE row with α = ``alpha``, the classifier's ``dropout`` and ``shift``,
+    IWAE k = 100 per class, and ``flags``."""
+    return ["--model", "ssvae", "--labels-per-class", "10", "--set", f"classifier_dropout={dropout}", "--set",
+            f"classifier_shift={shift}", "--set", f"alpha={alpha}", "--iwae-samples", "100", *flags]
+
 RUNS = {
     "ssvae-k10": ["--model", "ssvae", "--labels-per-class", "10"],
     # the conv network, its classifier the best of those tried on every label; 100 epochs, and
@@ -69,37 +76,22 @@ RUNS = {
                         "--set", "classifier_shift=2", "--iwae-samples", "100"],
     # α chosen on the validation accuracy: N, 10 N and 100 N (the default is 0.1 N, the paper's), the
     # classifier's dropout and shifts as ssvae-k10-shift
-    "ssvae-k10-shift-a1n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                            "--set", "classifier_shift=2", "--set", "alpha=3800", "--iwae-samples", "100"],
-    "ssvae-k10-shift-a10n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                             "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100"],
-    "ssvae-k10-shift-a100n": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                              "--set", "classifier_shift=2", "--set", "alpha=380000", "--iwae-samples", "100"],
+    "ssvae-k10-shift-a1n": k10("3800"),
+    "ssvae-k10-shift-a10n": k10("38000"),
+    "ssvae-k10-shift-a100n": k10("380000"),
     # at α = 10 N (the validation accuracy's choice of 0.1 N, N, 10 N, 100 N): the classifier's
     # shifts of up to 3 pixels, or its dropout 0.5
-    "ssvae-k10-a10n-shift3": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                              "--set", "classifier_shift=3", "--set", "alpha=38000", "--iwae-samples", "100"],
-    "ssvae-k10-a10n-cd05": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.5",
-                            "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100"],
+    "ssvae-k10-a10n-shift3": k10("38000", shift="3"),
+    "ssvae-k10-a10n-cd05": k10("38000", dropout="0.5"),
     # the validation accuracy's choice (α = 10 N) over longer budgets (the runs measured were
     # the 200-epoch run resumed, which repeats a run of that budget exactly)
-    "ssvae-k10-a10n-300": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                           "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
-                           "--epochs", "300"],
-    "ssvae-k10-a10n-500": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                           "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
-                           "--epochs", "500"],
-    "ssvae-k10-a10n-cd05-300": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.5",
-                                "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
-                                "--epochs", "300"],
+    "ssvae-k10-a10n-300": k10("38000", "--epochs", "300"),
+    "ssvae-k10-a10n-500": k10("38000", "--epochs", "500"),
+    "ssvae-k10-a10n-cd05-300": k10("38000", "--epochs", "300", dropout="0.5"),
     # at the choice above: decoupled weight decay 0.1 (the deep VAEs'), or a latent of 64 (the
     # paper's 50, Pyro's example's 50)
-    "ssvae-k10-a10n-300-wd01": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                                "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
-                                "--epochs", "300", "--weight-decay", "0.1"],
-    "ssvae-k10-a10n-300-z64": ["--model", "ssvae", "--labels-per-class", "10", "--set", "classifier_dropout=0.3",
-                               "--set", "classifier_shift=2", "--set", "alpha=38000", "--iwae-samples", "100",
-                               "--epochs", "300", "--z-dim", "64"],
+    "ssvae-k10-a10n-300-wd01": k10("38000", "--epochs", "300", "--weight-decay", "0.1"),
+    "ssvae-k10-a10n-300-z64": k10("38000", "--epochs", "300", "--z-dim", "64"),
     "ssvae-all-aug": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
                       "activation=elu", "--set", "classifier_dropout=0.3", "--set", "classifier_shift=2", "--set",
                       "classifier_blocks=1", "--epochs", "100", "--iwae-samples", "100"],
