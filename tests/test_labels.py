@@ -3,12 +3,14 @@ classes, its objective's parts and scales, the labelled subset, the classifier's
 conditional VAE and its conditional prior, and the β of the KL terms."""
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
+from torch import nn
 from sklearn.metrics import accuracy_score
 from sklearn.metrics import confusion_matrix as sk_confusion
 
@@ -179,11 +181,41 @@ def test_the_classifier_can_have_residual_blocks_of_its_own():
     assert sum(isinstance(m, ResBlock) for m in vae.classifier_trunk.modules()) == 4  # 2 stages × 2
     assert not any(isinstance(m, ResBlock) for m in vae.encoder.modules())  # the VAE's own trunk is unchanged
     assert vae.classify(torch.zeros(2, 1, 16, 16)).probs.shape == (2, 3) and vae.spec["classifier_blocks"] == 2
-    with pytest.raises(ConfigError, match="classifier_blocks are options of network='conv'"):
+    with pytest.raises(ConfigError, match="classifier_blocks is an option of a conv classifier"):
         tiny_ssvae(classifier_blocks=1)
     for bad in (dict(classifier_blocks=-1), dict(classifier_shift=28), dict(classifier_shift=-1)):
         with pytest.raises(ConfigError, match="must be an integer"):
             tiny_ssvae(**bad)
+
+
+def test_the_classifier_can_have_a_network_of_its_own():
+    from pyro_vae.nets.conv import ConvEncoderTrunk
+    from pyro_vae.nets.resnet import ResNetEncoderTrunk
+
+    vae = tiny_ssvae(classifier_network="conv", channels=[4, 8], hidden=8, classifier_dropout=0.25)
+    assert isinstance(vae.classifier_trunk, ConvEncoderTrunk)
+    assert not any(isinstance(m, nn.Conv2d) for m in (*vae.encoder.modules(), *vae.decoder.modules()))
+    assert vae.classifier_head.in_features == 8 and vae.encoder.h_dim == 16  # each part its own width
+    x = binary(5)
+    assert vae.classify(x).probs.shape == (5, C) and vae.spec["classifier_network"] == "conv"
+    torch.manual_seed(1)
+    loss = make_elbo(TrainConfig(), enumerate=True).differentiable_loss(vae.model, vae.guide, x, num_data=5)
+    loss.backward()  # the unlabelled images' enumerated term reaches the conv classifier
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.classifier_trunk.parameters())
+    res = tiny_ssvae(classifier_network="conv", channels=[4, 8], hidden=8, classifier_blocks=1)
+    assert isinstance(res.classifier_trunk, ResNetEncoderTrunk)
+    # the other way round: the conv VAE with a dense classifier
+    mixed = build_vae("ssvae", (1, 28, 28), z_dim=3, num_classes=C, network="conv", channels=[4, 8], hidden=8,
+                      classifier_network="dense", hidden_dims=(12,))
+    assert mixed.classifier_head.in_features == 12 and isinstance(mixed.encoder.trunk, ConvEncoderTrunk)
+    for bad, message in ((dict(classifier_network="mlp"), "unknown network 'mlp'; valid networks: dense, conv"),
+                         (dict(channels=[4]), "channels and hidden are options of a conv network"),
+                         (dict(classifier_network="dense", classifier_blocks=1),
+                          "classifier_blocks is an option of a conv classifier")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            tiny_ssvae(**bad)
+    with pytest.raises(ConfigError, match="hidden_dims is an option of a dense network"):
+        build_vae("ssvae", (1, 28, 28), z_dim=3, num_classes=C, network="conv", hidden_dims=(12,))
 
 
 def test_the_labelled_subset_is_balanced_deterministic_and_from_whatever_train_is():

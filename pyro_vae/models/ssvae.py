@@ -71,6 +71,21 @@ from .dense import check_hidden_dims, dense_decoder_net, dense_trunk
 NETWORKS = ("dense", "conv")
 
 
+def check_network_options(network: str, y_network: str, hidden_dims: Optional[Sequence[int]],
+                          channels: Optional[Sequence[int]], hidden: Optional[int], classifier_blocks: int) -> None:
+    """One ConfigError for an option of a network that neither the VAE (``network``) nor its
+    classifier (``y_network``) uses."""
+    if "conv" not in (network, y_network) and (channels is not None or hidden is not None):
+        raise ConfigError("channels and hidden are options of a conv network (the dense network takes "
+                          "hidden_dims)", params=("channels", "hidden"))
+    if y_network != "conv" and classifier_blocks:
+        raise ConfigError("classifier_blocks is an option of a conv classifier (network='conv' or "
+                          "classifier_network='conv')", params=("classifier_blocks",))
+    if "dense" not in (network, y_network) and hidden_dims is not None:
+        raise ConfigError("hidden_dims is an option of a dense network (the conv network takes channels "
+                          "and hidden)", params=("hidden_dims",))
+
+
 @MODELS.register("ssvae")
 class SemiSupervisedVAE(VAE):
     """M2 of Kingma et al. 2014 (see the module docstring); build it with ``num_classes``
@@ -104,7 +119,13 @@ class SemiSupervisedVAE(VAE):
         classifier_blocks: residual blocks per stage of the classifier's trunk (0: the conv
             network's strided convolutions; ≥ 1: the ResNet VAE's encoder trunk of the same
             ``channels``, each stage a strided convolution and this many 3 × 3 residual
-            blocks); only for ``conv``.
+            blocks); only for a conv classifier.
+        classifier_network: the classifier's network when it differs from ``network``
+            (``None``: the same), e.g. the dense VAE, whose decoder the unlabelled images run
+            once per class, with a conv classifier, which runs once per image and is
+            translation-equivariant where a dense one is not. ``channels``, ``hidden`` and
+            ``classifier_blocks`` shape whichever part is conv, ``hidden_dims`` whichever is
+            dense.
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -131,32 +152,39 @@ class SemiSupervisedVAE(VAE):
         classifier_dropout: Optional[float] = None,
         classifier_shift: int = 0,
         classifier_blocks: int = 0,
+        classifier_network: Optional[str] = None,
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
+        y_network = network if classifier_network is None else check_choice(
+            classifier_network, NETWORKS, "network", "classifier_network")
         # a shift of a whole side would leave nothing of the image
         check_int(classifier_shift, "classifier_shift", 0, min(int(s) for s in x_shape[1:]) - 1)
         check_int(classifier_blocks, "classifier_blocks", 0)
         lik = build_likelihood(likelihood, x_shape)
         drop_y = dropout if classifier_dropout is None else check_dropout(classifier_dropout, "classifier_dropout")
+        check_network_options(network, y_network, hidden_dims, channels, hidden, classifier_blocks)
+        if "dense" in (network, y_network):
+            dense_widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
+        if "conv" in (network, y_network):
+            conv_h = int(hidden if hidden is not None else 256)
+            conv_widths = check_widths(channels if channels is not None else (32, 64), conv_h)
+            check_stages(x_shape, len(conv_widths), "ssvae")
+
+        def make_trunk(kind: str, p: float, blocks: int = 0) -> nn.Module:
+            if kind == "dense":
+                return dense_trunk(x_shape, dense_widths, activation, p)
+            if blocks:
+                return ResNetEncoderTrunk(x_shape, conv_widths, blocks, conv_h, activation, p)
+            return ConvEncoderTrunk(x_shape, conv_widths, conv_h, activation, p)
+
+        # built in this order (encoder, classifier, decoder): the order the random initial weights
+        # of a seed were drawn in before classifier_network
+        trunk, classifier_trunk = make_trunk(network, dropout), make_trunk(y_network, drop_y, classifier_blocks)
         if network == "dense":
-            if channels is not None or hidden is not None or classifier_blocks:
-                raise ConfigError("channels, hidden and classifier_blocks are options of network='conv' (the dense "
-                                  "network takes hidden_dims)", params=("channels", "hidden", "classifier_blocks"))
-            widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
-            h_dim = widths[-1]
-            trunk, classifier_trunk = (dense_trunk(x_shape, widths, activation, p) for p in (dropout, drop_y))
-            net = dense_decoder_net(z_dim, widths, lik, activation, dropout)
+            h_dim, net = dense_widths[-1], dense_decoder_net(z_dim, dense_widths, lik, activation, dropout)
         else:
-            if hidden_dims is not None:
-                raise ConfigError("hidden_dims is an option of network='dense' (the conv network takes channels "
-                                  "and hidden)", params=("hidden_dims",))
-            h_dim = int(hidden if hidden is not None else 256)
-            widths = check_widths(channels if channels is not None else (32, 64), h_dim)
-            check_stages(x_shape, len(widths), "ssvae")
-            trunk = ConvEncoderTrunk(x_shape, widths, h_dim, activation, dropout)
-            classifier_trunk = (ResNetEncoderTrunk(x_shape, widths, classifier_blocks, h_dim, activation, drop_y)
-                                if classifier_blocks else ConvEncoderTrunk(x_shape, widths, h_dim, activation, drop_y))
-            net = ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], h_dim, activation, dropout)
+            h_dim, net = conv_h, ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], conv_h, activation, dropout)
+        y_h_dim = dense_widths[-1] if y_network == "dense" else conv_h
         check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
             "alpha": (alpha is None or alpha >= 0, "≥ 0"),
             "labelled_weight": (labelled_weight > 0, "> 0"),
@@ -164,6 +192,7 @@ class SemiSupervisedVAE(VAE):
         super().__init__(x_shape, z_dim, Encoder(trunk, h_dim, z_dim), Decoder(net, lik))
         #: the classifier's trunk; its head, h → C logits, comes with the number of classes
         self.classifier_trunk = classifier_trunk
+        self.classifier_h_dim = y_h_dim
         self.classifier_head: Optional[nn.Linear] = None
         self.alpha = alpha
         self.labelled_weight = float(labelled_weight)
@@ -175,7 +204,7 @@ class SemiSupervisedVAE(VAE):
         """The conditional VAE's inputs (see :meth:`VAE.condition_on_labels`), the classifier's
         head and the uniform prior p(y) over ``num_classes`` classes."""
         super().condition_on_labels(num_classes)
-        self.classifier_head = nn.Linear(self.encoder.h_dim, self.num_classes)
+        self.classifier_head = nn.Linear(self.classifier_h_dim, self.num_classes)
         self.register_buffer("label_logits", torch.zeros(self.num_classes))
 
     def label_alpha(self, num_data: int) -> float:

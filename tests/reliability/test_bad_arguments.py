@@ -132,9 +132,9 @@ CASES = [
     (["--prior-set", "conditional=true"], ["conditional normal prior p(z | y) needs a VAE that takes labels"]),
     (["--model", "ssvae", "--set", "network=mlp"], ["argument --set: unknown network 'mlp'; valid networks: dense, "
                                                    "conv"]),
-    (["--model", "ssvae", "--set", "channels=[4]"], ["channels, hidden and classifier_blocks are options of network='conv'"]),
-    (["--model", "ssvae", "--set", "network=conv", "--set", "hidden_dims=[4]"], ["hidden_dims is an option of "
-                                                                                "network='dense'"]),
+    (["--model", "ssvae", "--set", "channels=[4]"], ["channels and hidden are options of a conv network"]),
+    (["--model", "ssvae", "--set", "network=conv", "--set", "hidden_dims=[4]"], ["hidden_dims is an option of a dense "
+                                                                                "network"]),
     (["--model", "ssvae", "--set", "alpha=-1"], ["argument --set: invalid options of the ssvae model: "
                                                  "alpha=-1.0 (must be ≥ 0)"]),
     (["--set", "num_classes=3"], ["num_classes=… comes from the data"]),
@@ -177,7 +177,13 @@ CASES = [
     (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_blocks=-1"],
      ["classifier_blocks must be an integer ≥ 0, got -1"]),
     (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_blocks=1"],
-     ["classifier_blocks are options of network='conv'"]),
+     ["classifier_blocks is an option of a conv classifier"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_network=mlp"],
+     ["unknown network 'mlp'; valid networks: dense, conv"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "classifier_network=3"],
+     ["option classifier_network of model 'ssvae' must be a string or null, got 3 (int)"]),
+    (["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set", "classifier_network=conv",
+      "--set", "hidden_dims=[8]"], ["hidden_dims is an option of a dense network"]),
     (["--skip-threshold", "inf"], ["argument --skip-threshold", "skip_threshold must be a finite number, got inf"]),
     (["--skip-threshold", "nan"], ["skip_threshold must be a finite number, got nan"]),
     (["--skip-threshold", "0"], ["skip_threshold=0.0 (must be > 0)"]),
