@@ -98,6 +98,9 @@ RUNS = {
     "ssvae-k10-a10n-yconv-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv"),
     "ssvae-k10-a10n-yres-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv", "--set",
                                    "classifier_blocks=1"),
+    # ... or the encoder's own trunk (M1 + M2 in one model: the classifier reads features that
+    # every image's ELBO trains)
+    "ssvae-k10-a10n-shared-300": k10("38000", "--epochs", "300", "--set", "classifier_network=shared"),
     "ssvae-all-aug": ["--model", "ssvae", "--labels-per-class", "all", "--set", "network=conv", "--set",
                       "activation=elu", "--set", "classifier_dropout=0.3", "--set", "classifier_shift=2", "--set",
                       "classifier_blocks=1", "--epochs", "100", "--iwae-samples", "100"],

@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 from sklearn.metrics import accuracy_score
 from sklearn.metrics import confusion_matrix as sk_confusion
@@ -208,14 +208,41 @@ def test_the_classifier_can_have_a_network_of_its_own():
     mixed = build_vae("ssvae", (1, 28, 28), z_dim=3, num_classes=C, network="conv", channels=[4, 8], hidden=8,
                       classifier_network="dense", hidden_dims=(12,))
     assert mixed.classifier_head.in_features == 12 and isinstance(mixed.encoder.trunk, ConvEncoderTrunk)
-    for bad, message in ((dict(classifier_network="mlp"), "unknown network 'mlp'; valid networks: dense, conv"),
+    for bad, message in ((dict(classifier_network="mlp"),
+                          "unknown classifier network 'mlp'; valid classifier networks: dense, conv, shared"),
                          (dict(channels=[4]), "channels and hidden are options of a conv network"),
                          (dict(classifier_network="dense", classifier_blocks=1),
-                          "classifier_blocks is an option of a conv classifier")):
+                          "classifier_blocks is an option of a conv classifier"),
+                         (dict(classifier_network="shared", channels=[4]), "channels and hidden are options"),
+                         (dict(classifier_network="shared", classifier_blocks=1),
+                          "classifier_blocks is an option of a conv classifier of its own")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_ssvae(**bad)
     with pytest.raises(ConfigError, match="hidden_dims is an option of a dense network"):
         build_vae("ssvae", (1, 28, 28), z_dim=3, num_classes=C, network="conv", hidden_dims=(12,))
+
+
+def test_a_shared_classifier_trunk_is_the_encoders_and_learns_from_both_terms():
+    vae = tiny_ssvae(classifier_network="shared", classifier_dropout=0.5)
+    assert vae.classifier_trunk.trunk is vae.encoder.trunk and vae.classifier_head.in_features == 16
+    own = [p for name, p in vae.named_parameters() if name.startswith("classifier_trunk")]
+    assert own == []  # named once, under the encoder: one set of weights for the optimizer and the average
+    x, y = binary(4), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(0)
+    vae.eval()  # the classifier's dropout, after the shared trunk, is off in evaluation
+    assert torch.equal(vae.classify(x).probs, vae.classify(x).probs)
+    vae.train()
+    weight = next(vae.encoder.trunk.parameters())
+    unlabelled = make_elbo(TrainConfig(), enumerate=True).differentiable_loss(vae.model, vae.guide, x, num_data=4)
+    (g_elbo,) = torch.autograd.grad(unlabelled, weight)
+    labelled = Trace_ELBO().differentiable_loss(vae.classifier_model, lambda *a, **k: None, x, y, num_data=4)
+    (g_class,) = torch.autograd.grad(labelled, weight)
+    assert g_elbo.abs().sum() > 0 and g_class.abs().sum() > 0 and not torch.allclose(g_elbo, g_class)
+    state = vae.state_dict()
+    fresh = tiny_ssvae(classifier_network="shared", classifier_dropout=0.5)
+    fresh.load_state_dict(state)  # the trunk's weights, under both names, load back into one module
+    assert fresh.classifier_trunk.trunk is fresh.encoder.trunk
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), vae.parameters()))
 
 
 def test_the_labelled_subset_is_balanced_deterministic_and_from_whatever_train_is():

@@ -69,18 +69,36 @@ from .dense import check_hidden_dims, dense_decoder_net, dense_trunk
 
 #: The networks of the semi-supervised VAE.
 NETWORKS = ("dense", "conv")
+#: The classifier's: its own of either kind, or ``shared``, the VAE encoder's trunk.
+CLASSIFIER_NETWORKS = NETWORKS + ("shared",)
+
+
+class SharedTrunk(nn.Module):
+    """The classifier's trunk that *is* the encoder's (the same module, so its weights learn
+    from every image's ELBO as the encoder's do, and from the labels), then the classifier's
+    own dropout: a joint form of Kingma et al.'s M1 + M2 stack, whose classifier read the
+    features of a VAE trained on every image."""
+
+    def __init__(self, trunk: nn.Module, dropout: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.trunk(x))
 
 
 def check_network_options(network: str, y_network: str, hidden_dims: Optional[Sequence[int]],
                           channels: Optional[Sequence[int]], hidden: Optional[int], classifier_blocks: int) -> None:
     """One ConfigError for an option of a network that neither the VAE (``network``) nor its
-    classifier (``y_network``) uses."""
+    classifier (``y_network``; ``shared``: the VAE's) uses."""
+    if y_network != "conv" and classifier_blocks:
+        raise ConfigError("classifier_blocks is an option of a conv classifier of its own (network='conv' or "
+                          "classifier_network='conv')", params=("classifier_blocks",))
+    y_network = network if y_network == "shared" else y_network
     if "conv" not in (network, y_network) and (channels is not None or hidden is not None):
         raise ConfigError("channels and hidden are options of a conv network (the dense network takes "
                           "hidden_dims)", params=("channels", "hidden"))
-    if y_network != "conv" and classifier_blocks:
-        raise ConfigError("classifier_blocks is an option of a conv classifier (network='conv' or "
-                          "classifier_network='conv')", params=("classifier_blocks",))
     if "dense" not in (network, y_network) and hidden_dims is not None:
         raise ConfigError("hidden_dims is an option of a dense network (the conv network takes channels "
                           "and hidden)", params=("hidden_dims",))
@@ -125,7 +143,8 @@ class SemiSupervisedVAE(VAE):
             once per class, with a conv classifier, which runs once per image and is
             translation-equivariant where a dense one is not. ``channels``, ``hidden`` and
             ``classifier_blocks`` shape whichever part is conv, ``hidden_dims`` whichever is
-            dense.
+            dense. ``shared``: the encoder's own trunk (:class:`SharedTrunk`), so that the
+            classifier reads features that every image's ELBO trains.
 
     Example:
         >>> vae = SemiSupervisedVAE((1, 28, 28), z_dim=4, hidden_dims=(16,))
@@ -156,16 +175,17 @@ class SemiSupervisedVAE(VAE):
     ) -> None:
         check_choice(network, NETWORKS, "network", "network")
         y_network = network if classifier_network is None else check_choice(
-            classifier_network, NETWORKS, "network", "classifier_network")
+            classifier_network, CLASSIFIER_NETWORKS, "classifier network", "classifier_network")
         # a shift of a whole side would leave nothing of the image
         check_int(classifier_shift, "classifier_shift", 0, min(int(s) for s in x_shape[1:]) - 1)
         check_int(classifier_blocks, "classifier_blocks", 0)
         lik = build_likelihood(likelihood, x_shape)
         drop_y = dropout if classifier_dropout is None else check_dropout(classifier_dropout, "classifier_dropout")
         check_network_options(network, y_network, hidden_dims, channels, hidden, classifier_blocks)
-        if "dense" in (network, y_network):
+        y_kind = network if y_network == "shared" else y_network  # the kind of the classifier's trunk
+        if "dense" in (network, y_kind):
             dense_widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
-        if "conv" in (network, y_network):
+        if "conv" in (network, y_kind):
             conv_h = int(hidden if hidden is not None else 256)
             conv_widths = check_widths(channels if channels is not None else (32, 64), conv_h)
             check_stages(x_shape, len(conv_widths), "ssvae")
@@ -179,12 +199,14 @@ class SemiSupervisedVAE(VAE):
 
         # built in this order (encoder, classifier, decoder): the order the random initial weights
         # of a seed were drawn in before classifier_network
-        trunk, classifier_trunk = make_trunk(network, dropout), make_trunk(y_network, drop_y, classifier_blocks)
+        trunk = make_trunk(network, dropout)
+        classifier_trunk = (SharedTrunk(trunk, drop_y) if y_network == "shared"
+                            else make_trunk(y_network, drop_y, classifier_blocks))
         if network == "dense":
             h_dim, net = dense_widths[-1], dense_decoder_net(z_dim, dense_widths, lik, activation, dropout)
         else:
             h_dim, net = conv_h, ConvDecoderNet(z_dim, trunk.shapes, lik.param_shape[0], conv_h, activation, dropout)
-        y_h_dim = dense_widths[-1] if y_network == "dense" else conv_h
+        y_h_dim = dense_widths[-1] if y_kind == "dense" else conv_h
         check_ranges({"alpha": alpha, "labelled_weight": labelled_weight}, {
             "alpha": (alpha is None or alpha >= 0, "≥ 0"),
             "labelled_weight": (labelled_weight > 0, "> 0"),
