@@ -92,6 +92,9 @@ RUNS = {
     # paper's 50, Pyro's example's 50)
     "ssvae-k10-a10n-300-wd01": k10("38000", "--epochs", "300", "--weight-decay", "0.1"),
     "ssvae-k10-a10n-300-z64": k10("38000", "--epochs", "300", "--z-dim", "64"),
+    # ... or of 16: less room in z for the class, so that the decoder must read y for it and the
+    # unlabelled images' term says more about q(y | x)
+    "ssvae-k10-a10n-300-z16": k10("38000", "--epochs", "300", "--z-dim", "16"),
     # at the choice above: a conv classifier (translation-equivariant where the dense one is not;
     # ssvae-all's strided trunk, or its residual one) beside the dense VAE (the conv VAE's decoder,
     # run once per class for every unlabelled image, costs 24 s an epoch against 6)
