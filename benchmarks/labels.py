@@ -16,6 +16,10 @@ need several runs:
 * ``samples``: class-conditional samples of the conditional VAE (``--per-class`` of each
   class, z ~ p(z | y)), classified by the classifier of the ``ssvae-all`` run: the share
   assigned to the asked class;
+* ``validation``: for every finished semi-supervised run, its classifier q(y | x) (the
+  weights ``evaluate`` reads) on the validation digits: the accuracy, which chooses between
+  runs, and the mean −log q(y | x), which breaks its ties (a proper score, where the
+  accuracy of 200 digits moves in steps of half a point);
 * ``generative``: the ``ssvae-k10`` model's own posterior of the label, p(y | x) ∝ p(y)
   p(x | y) with each log p(x | y) by IWAE (``--k`` per class), against its classifier
   q(y | x), on the test digits: the accuracy of each and KL(p ‖ q).
@@ -101,6 +105,9 @@ RUNS = {
     "ssvae-k10-a10n-yconv-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv"),
     "ssvae-k10-a10n-yres-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv", "--set",
                                    "classifier_blocks=1"),
+    "ssvae-k10-a10n-yconv-500": k10("38000", "--epochs", "500", "--set", "classifier_network=conv"),
+    "ssvae-k10-a10n-yconv-cd05-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv",
+                                         dropout="0.5"),
     # ... or the encoder's own trunk (M1 + M2 in one model: the classifier reads features that
     # every image's ELBO trains)
     "ssvae-k10-a10n-shared-300": k10("38000", "--epochs", "300", "--set", "classifier_network=shared"),
@@ -112,7 +119,7 @@ RUNS = {
     "dense": ["--model", "dense"],
 }
 #: the measurements made from finished runs
-EXTRA = ("baseline", "samples", "generative")
+EXTRA = ("baseline", "samples", "generative", "validation")
 
 
 def command(name: str, runs: str) -> list:
@@ -169,6 +176,18 @@ def conditional_samples(cvae_run: str, classifier_run: str, per_class: int = 100
     result = classification(ssvae, images, asked)
     per = [row[i] / max(1, sum(row)) for i, row in enumerate(result["confusion"])]
     return {"accuracy": result["accuracy"], "per_class": per, "per_class_n": per_class}
+
+
+@torch.no_grad()
+def validation_scores(run: str) -> dict:
+    """q(y | x) of ``run``'s selected weights on its validation digits: the accuracy and the
+    mean −log q(y | x) in nats."""
+    model, _, config, _ = load_run(run)
+    data = load_data(run, config.data)
+    x, y = data.eval_data("valid"), data.labels("valid")
+    log_q = model.classify(x).logits.log_softmax(-1)
+    return {"accuracy": float((log_q.argmax(-1) == y).double().mean()),
+            "nll": float(-log_q.gather(-1, y[:, None]).double().mean()), "n": len(y)}
 
 
 def generative_posterior(run: str, k: int = 100, seed: int = 0) -> dict:
@@ -230,6 +249,11 @@ def main() -> int:
             if os.path.exists(os.path.join(args.runs, cvae, "eval.json")):
                 extra[f"samples {cvae}"] = conditional_samples(os.path.join(args.runs, cvae),
                                                                os.path.join(args.runs, "ssvae-all"), args.per_class)
+    if "validation" in names:
+        for name in RUNS:
+            run = os.path.join(args.runs, name)
+            if name.startswith("ssvae-k10") and os.path.exists(os.path.join(run, "eval.json")):
+                extra[f"validation {name}"] = validation_scores(run)
     if "generative" in names and os.path.exists(os.path.join(args.runs, "ssvae-k10", "eval.json")):
         extra["generative"] = generative_posterior(os.path.join(args.runs, "ssvae-k10"), args.k)
     for key, value in extra.items():
