@@ -106,6 +106,7 @@ RUNS = {
     "ssvae-k10-a10n-yres-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv", "--set",
                                    "classifier_blocks=1"),
     "ssvae-k10-a10n-yconv-500": k10("38000", "--epochs", "500", "--set", "classifier_network=conv"),
+    "ssvae-k10-a10n-yconv-700": k10("38000", "--epochs", "700", "--set", "classifier_network=conv"),
     "ssvae-k10-a10n-yconv-cd05-300": k10("38000", "--epochs", "300", "--set", "classifier_network=conv",
                                          dropout="0.5"),
     # ... or the encoder's own trunk (M1 + M2 in one model: the classifier reads features that
