@@ -52,14 +52,14 @@ from pyro_vae.build import build_model
 from pyro_vae.infer.labels import classification, label_posterior
 from pyro_vae.labels import split_labelled
 
-#: name → the ``pyro-vae train`` flags of that run
-
 def k10(alpha: str, *flags: str, dropout: str = "0.3", shift: str = "2") -> list:
     """The 10-label SS-VAE row with α = ``alpha``, the classifier's ``dropout`` and ``shift``,
     IWAE k = 100 per class, and ``flags``."""
     return ["--model", "ssvae", "--labels-per-class", "10", "--set", f"classifier_dropout={dropout}", "--set",
             f"classifier_shift={shift}", "--set", f"alpha={alpha}", "--iwae-samples", "100", *flags]
 
+
+#: name → the ``pyro-vae train`` flags of that run
 RUNS = {
     "ssvae-k10": ["--model", "ssvae", "--labels-per-class", "10"],
     # the conv network, its classifier the best of those tried on every label; 100 epochs, and

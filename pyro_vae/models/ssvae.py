@@ -89,9 +89,10 @@ class SharedTrunk(nn.Module):
 
 
 def check_network_options(network: str, y_network: str, hidden_dims: Optional[Sequence[int]],
-                          channels: Optional[Sequence[int]], hidden: Optional[int], classifier_blocks: int) -> None:
+                          channels: Optional[Sequence[int]], hidden: Optional[int], classifier_blocks: int) -> str:
     """One ConfigError for an option of a network that neither the VAE (``network``) nor its
-    classifier (``y_network``; ``shared``: the VAE's) uses."""
+    classifier (``y_network``; ``shared``: the VAE's) uses; else the kind of the classifier's
+    trunk (``dense`` or ``conv``)."""
     if y_network != "conv" and classifier_blocks:
         raise ConfigError("classifier_blocks is an option of a conv classifier of its own (network='conv' or "
                           "classifier_network='conv')", params=("classifier_blocks",))
@@ -102,6 +103,7 @@ def check_network_options(network: str, y_network: str, hidden_dims: Optional[Se
     if "dense" not in (network, y_network) and hidden_dims is not None:
         raise ConfigError("hidden_dims is an option of a dense network (the conv network takes channels "
                           "and hidden)", params=("hidden_dims",))
+    return y_network
 
 
 @MODELS.register("ssvae")
@@ -181,8 +183,7 @@ class SemiSupervisedVAE(VAE):
         check_int(classifier_blocks, "classifier_blocks", 0)
         lik = build_likelihood(likelihood, x_shape)
         drop_y = dropout if classifier_dropout is None else check_dropout(classifier_dropout, "classifier_dropout")
-        check_network_options(network, y_network, hidden_dims, channels, hidden, classifier_blocks)
-        y_kind = network if y_network == "shared" else y_network  # the kind of the classifier's trunk
+        y_kind = check_network_options(network, y_network, hidden_dims, channels, hidden, classifier_blocks)
         if "dense" in (network, y_kind):
             dense_widths = check_hidden_dims(hidden_dims if hidden_dims is not None else (500,))
         if "conv" in (network, y_kind):
